@@ -1,0 +1,3 @@
+"""gateway: an authentication reverse proxy."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,187 @@
+"""Validated, frozen settings: what the rest of the gateway reads.
+
+Built only by :mod:`gateway.config.loader`; nothing changes them after start-up except an explicit,
+atomic reload that builds a whole new :class:`Settings`. Units are in the names (``_s`` seconds,
+``_bytes`` bytes).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+SessionBackend = Literal["memory", "redis", "cookie"]
+SameSite = Literal["strict", "lax", "none"]
+AccessLog = Literal["json", "text", "off"]
+AccessKind = Literal["public", "authenticated", "deny", "rules"]
+Unauthenticated = Literal["auto", "redirect", "status"]
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServerSettings:
+    listen_host: str
+    listen_port: int
+    public_url: str
+    """Origin users reach, without a trailing slash, e.g. ``https://app.example.com``."""
+    admin_listen: tuple[str, int] | None = None
+    trusted_proxies: tuple[IPNetwork, ...] = ()
+    workers: int = 1
+    shutdown_grace_s: float = 10.0
+    data_dir: Path = Path(".gateway")
+    access_log: AccessLog = "json"
+
+    @property
+    def https(self) -> bool:
+        return self.public_url.startswith("https://")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RedisSettings:
+    url: str = field(default="redis://127.0.0.1:6379/0", repr=False)
+    """May carry a password (from ``password``/``password_file``): never logged."""
+    key_prefix: str = "gw:"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CookieStoreSettings:
+    secret: bytes | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SessionSettings:
+    backend: SessionBackend = "memory"
+    cookie_name: str = "gw_session"
+    same_site: SameSite = "lax"
+    idle_timeout_s: float = 1800.0
+    absolute_timeout_s: float = 28800.0
+    redis: RedisSettings = RedisSettings()
+    cookie: CookieStoreSettings = CookieStoreSettings()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UserEntry:
+    username: str
+    password_hash: str = field(repr=False)
+    name: str | None = None
+    email: str | None = None
+    roles: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UsersSettings:
+    file: Path | None = None
+    htpasswd: Path | None = None
+    inline: tuple[UserEntry, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ThrottleSettings:
+    max_failures: int = 5
+    window_s: float = 300.0
+    lockout_s: float = 900.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LoginSettings:
+    title: str = "Sign in"
+    throttle: ThrottleSettings = ThrottleSettings()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SigningKeySettings:
+    """One configured key: a PEM private key file, or an HMAC secret (HS256)."""
+
+    file: Path | None = None
+    hmac_secret: bytes | None = field(default=None, repr=False)
+    kid: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ApiTokenSettings:
+    enabled: bool = False
+    ttl_s: float = 3600.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TokenSettings:
+    issuer: str
+    ttl_s: float = 60.0
+    header: str = "Authorization"
+    signing_keys: tuple[SigningKeySettings, ...] = ()
+    claims: tuple[str, ...] = ("name", "email", "roles")
+    api_tokens: ApiTokenSettings = ApiTokenSettings()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UpstreamSettings:
+    name: str
+    url: str
+    """Base URL without a trailing slash, e.g. ``http://127.0.0.1:9000`` or ``http://h:1/base``."""
+    connect_timeout_s: float = 5.0
+    read_timeout_s: float = 60.0
+    preserve_host: bool = False
+    max_connections: int = 100
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MatchSettings:
+    host: str | None = None
+    """Lower-cased; exact, or ``*.example.com`` for exactly one label."""
+    path: str | None = None
+    path_prefix: str | None = None
+    path_regex: str | None = None
+    methods: frozenset[str] | None = None
+    ignore_case: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AccessSettings:
+    kind: AccessKind
+    roles: frozenset[str] = frozenset()
+    users: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RouteTokenSettings:
+    audience: str | None = None
+    ttl_s: float | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RouteSettings:
+    name: str
+    match: MatchSettings
+    upstream: str
+    access: AccessSettings
+    token: RouteTokenSettings = RouteTokenSettings()
+    accept_bearer: bool = False
+    unauthenticated: Unauthenticated = "auto"
+    identity_headers: bool = False
+    strip_prefix: str | None = None
+    max_body_bytes: int | None = None
+    websocket: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Settings:
+    server: ServerSettings
+    session: SessionSettings
+    users: UsersSettings
+    login: LoginSettings
+    tokens: TokenSettings
+    upstreams: Mapping[str, UpstreamSettings]
+    """Read-only mapping (``types.MappingProxyType``) keyed by upstream name."""
+    routes: tuple[RouteSettings, ...]
+    source: Path | None = None
+    warnings: tuple[str, ...] = ()
+    """Non-fatal findings from validation, shown by ``gateway check`` and logged at start-up."""
+
+
+# Compiled once here so the loader and routing agree on what a valid host pattern is.
+_LABEL = r"[a-z0-9]([a-z0-9-]*[a-z0-9])?"
+HOST_PATTERN = re.compile(rf"^(\*\.)?{_LABEL}(\.{_LABEL})*(:\d+)?$")

@@ -1,0 +1,97 @@
+"""One exception tree for everything that ends a request early.
+
+Each class knows its HTTP status, a client-safe message and ``code`` (both shown to clients), and
+a stable ``reason`` code for logs and metrics (more precise than ``code``; defaults to it). :mod:`gateway.pages` turns them into HTML or JSON responses; the detail (``str(exc)``)
+goes to the log only.
+"""
+
+from __future__ import annotations
+
+
+class GatewayError(Exception):
+    status: int = 500
+    public_message: str = "Internal error"
+    code: str = "internal"
+    reason: str = "internal"
+
+    def __init__(self, detail: str = "", *, reason: str | None = None) -> None:
+        super().__init__(detail or self.public_message)
+        if reason is not None:
+            self.reason = reason
+
+
+class BadRequest(GatewayError):
+    status = 400
+    public_message = "Bad request"
+    code = "bad_request"
+    reason = "bad_request"
+
+
+class Unauthenticated(GatewayError):
+    status = 401
+    public_message = "Authentication required"
+    code = "unauthenticated"
+    reason = "unauthenticated"
+
+
+class Forbidden(GatewayError):
+    status = 403
+    public_message = "Access denied"
+    code = "forbidden"
+    reason = "forbidden"
+
+
+class NotFound(GatewayError):
+    status = 404
+    public_message = "Not found"
+    code = "not_found"
+    reason = "no_route"
+
+
+class MethodNotAllowed(GatewayError):
+    status = 405
+    public_message = "Method not allowed"
+    code = "method_not_allowed"
+    reason = "method_not_allowed"
+
+
+class PayloadTooLarge(GatewayError):
+    status = 413
+    public_message = "Request body too large"
+    code = "body_too_large"
+    reason = "body_too_large"
+
+
+class UpstreamError(GatewayError):
+    """The upstream could not give a usable answer."""
+
+    status = 502
+    public_message = "Bad gateway: the application did not answer"
+    code = "bad_gateway"
+    reason = "upstream_error"
+
+
+class UpstreamUnavailable(UpstreamError):
+    status = 502
+    public_message = "Bad gateway: the application is unreachable"
+    reason = "connect_failed"
+
+
+class UpstreamTimeout(UpstreamError):
+    status = 504
+    public_message = "Gateway timeout: the application took too long to answer"
+    code = "gateway_timeout"
+    reason = "timeout"
+
+
+class ServiceUnavailable(GatewayError):
+    status = 503
+    public_message = "Service temporarily unavailable"
+    code = "unavailable"
+    reason = "unavailable"
+
+
+class UpstreamAborted(UpstreamError):
+    """The upstream closed the connection before the response body was complete."""
+
+    reason = "upstream_aborted"
