@@ -1,0 +1,1 @@
+"""Who is calling: sessions (store backends), users and passwords, bearer tokens."""
