@@ -1,0 +1,255 @@
+"""Login throttle: the same behaviour from MemoryThrottle and RedisThrottle."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+import redis.asyncio as aioredis
+
+from gateway.config.settings import RedisSettings, SessionSettings, ThrottleSettings
+from gateway.identity.redis_client import create_redis_client
+from gateway.identity.sessions import SessionStoreUnavailable
+from gateway.identity.throttle import (
+    MAX_KEY_CHARS,
+    MemoryThrottle,
+    RedisThrottle,
+    Throttle,
+    create_throttle,
+)
+from tests.redis_support import closed_port_url
+
+# Redis keeps real time, so windows are short: every Redis test sleeps at most ~1 s.
+SETTINGS = ThrottleSettings(max_failures=3, window_s=1.0, lockout_s=1.0)
+ALICE = ["user:alice", "ip:192.0.2.1"]
+
+
+class Clock:
+    """Synthetic time for the memory throttle; real sleeps for Redis, whose TTLs are real."""
+
+    def __init__(self, *, real: bool) -> None:
+        self.real = real
+        self.now = time.time() if real else 1_000_000.0
+
+    async def advance(self, seconds: float) -> None:
+        if self.real:
+            await asyncio.sleep(seconds)
+        self.now += seconds
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def throttle_and_clock(
+    request: pytest.FixtureRequest,
+) -> AsyncIterator[tuple[Throttle, Clock]]:
+    if request.param == "memory":
+        yield MemoryThrottle(SETTINGS), Clock(real=False)
+        return
+    url: str = request.getfixturevalue("redis_url")
+    prefix: str = request.getfixturevalue("redis_prefix")
+    client = create_redis_client(RedisSettings(url=url))
+    try:
+        yield RedisThrottle(SETTINGS, key_prefix=prefix, client=client), Clock(real=True)
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture
+def throttle(throttle_and_clock: tuple[Throttle, Clock]) -> Throttle:
+    return throttle_and_clock[0]
+
+
+@pytest.fixture
+def clock(throttle_and_clock: tuple[Throttle, Clock]) -> Clock:
+    return throttle_and_clock[1]
+
+
+async def fail(throttle: Throttle, keys: list[str], clock: Clock, times: int) -> None:
+    for _ in range(times):
+        await throttle.failure(keys, now=clock.now)
+
+
+async def test_locks_after_max_failures_within_window(throttle: Throttle, clock: Clock) -> None:
+    await fail(throttle, ALICE, clock, 2)
+    assert not await throttle.locked(ALICE, now=clock.now)
+
+    await fail(throttle, ALICE, clock, 1)
+
+    assert await throttle.locked(ALICE, now=clock.now)
+    assert await throttle.locked(["user:alice"], now=clock.now)
+    assert await throttle.locked(["ip:192.0.2.1", "user:bob"], now=clock.now)
+    assert not await throttle.locked(["user:bob"], now=clock.now)
+    assert not await throttle.locked([], now=clock.now)
+
+
+async def test_lock_lasts_the_whole_lockout_even_after_success(
+    throttle: Throttle, clock: Clock
+) -> None:
+    await fail(throttle, ALICE, clock, 3)
+
+    await throttle.success(ALICE)  # the right password does not lift a running lockout
+    await clock.advance(0.5)
+    assert await throttle.locked(ALICE, now=clock.now)
+
+    await clock.advance(0.6)
+    assert not await throttle.locked(ALICE, now=clock.now)
+
+
+async def test_counting_starts_afresh_after_a_lockout(throttle: Throttle, clock: Clock) -> None:
+    await fail(throttle, ALICE, clock, 3)
+    await clock.advance(1.1)
+
+    await fail(throttle, ALICE, clock, 2)
+
+    assert not await throttle.locked(ALICE, now=clock.now)
+
+
+async def test_success_resets_failures(throttle: Throttle, clock: Clock) -> None:
+    await fail(throttle, ALICE, clock, 2)
+
+    await throttle.success(ALICE)
+    await fail(throttle, ALICE, clock, 2)
+    assert not await throttle.locked(ALICE, now=clock.now)
+
+    await fail(throttle, ALICE, clock, 1)
+    assert await throttle.locked(ALICE, now=clock.now)
+
+
+async def test_user_and_ip_keys_are_independent(throttle: Throttle, clock: Clock) -> None:
+    # One user guessed from three addresses: the user locks, no address does.
+    for ip in ("ip:198.51.100.1", "ip:198.51.100.2", "ip:198.51.100.3"):
+        await throttle.failure(["user:bob", ip], now=clock.now)
+    assert await throttle.locked(["user:bob"], now=clock.now)
+    assert not await throttle.locked(["ip:198.51.100.1"], now=clock.now)
+
+    # One address guessing three users: the address locks, no user does.
+    for user in ("user:carol", "user:dave", "user:erin"):
+        await throttle.failure([user, "ip:203.0.113.9"], now=clock.now)
+    assert await throttle.locked(["ip:203.0.113.9"], now=clock.now)
+    assert not await throttle.locked(["user:carol"], now=clock.now)
+    assert not await throttle.locked(["user:alice", "ip:192.0.2.1"], now=clock.now)
+
+
+async def test_window_expiry_resets_counters(throttle: Throttle, clock: Clock) -> None:
+    await fail(throttle, ALICE, clock, 2)
+
+    await clock.advance(1.1)
+    await fail(throttle, ALICE, clock, 2)
+
+    assert not await throttle.locked(ALICE, now=clock.now)
+
+
+async def test_long_keys_are_throttled_too(throttle: Throttle, clock: Clock) -> None:
+    huge = "user:" + "x" * 10_000
+
+    await fail(throttle, [huge], clock, 3)
+
+    assert await throttle.locked([huge], now=clock.now)
+    assert not await throttle.locked([huge + "y"], now=clock.now)
+
+
+# --- memory ------------------------------------------------------------------------------------
+
+
+async def test_memory_throttle_is_bounded() -> None:
+    throttle = MemoryThrottle(SETTINGS, max_keys=2)
+
+    for i in range(10):
+        await throttle.failure([f"ip:10.0.0.{i}"], now=0.0)
+
+    assert len(throttle._counters) == 2
+
+
+# --- redis -------------------------------------------------------------------------------------
+
+
+async def test_redis_replicas_share_counters_and_locks(redis_url: str, redis_prefix: str) -> None:
+    one = create_redis_client(RedisSettings(url=redis_url))
+    two = create_redis_client(RedisSettings(url=redis_url))
+    try:
+        replica_a = RedisThrottle(SETTINGS, key_prefix=redis_prefix, client=one)
+        replica_b = RedisThrottle(SETTINGS, key_prefix=redis_prefix, client=two)
+
+        await replica_a.failure(ALICE, now=0.0)
+        await replica_a.failure(ALICE, now=0.0)
+        await replica_b.failure(ALICE, now=0.0)
+
+        assert await replica_a.locked(ALICE, now=0.0)
+        assert await replica_b.locked(ALICE, now=0.0)
+    finally:
+        await one.aclose()
+        await two.aclose()
+
+
+async def test_redis_keys_expire_and_stay_short(redis_url: str, redis_prefix: str) -> None:
+    client = create_redis_client(RedisSettings(url=redis_url))
+    try:
+        throttle = RedisThrottle(SETTINGS, key_prefix=redis_prefix, client=client)
+        await throttle.failure(["user:alice", "user:" + "x" * 10_000], now=0.0)
+
+        keys = [key async for key in client.scan_iter(match=redis_prefix + "*")]
+
+        assert len(keys) == 2
+        for key in keys:
+            assert len(key) <= len(redis_prefix) + 4 + MAX_KEY_CHARS
+            assert 0 < await client.pttl(key) <= 1000
+    finally:
+        await client.aclose()
+
+
+async def test_redis_throttle_unreachable_fails_closed() -> None:
+    client = create_redis_client(RedisSettings(url=closed_port_url()))
+    throttle = RedisThrottle(SETTINGS, key_prefix="gw:", client=client)
+    try:
+        with pytest.raises(SessionStoreUnavailable):
+            await throttle.locked(ALICE, now=0.0)
+        with pytest.raises(SessionStoreUnavailable):
+            await throttle.failure(ALICE, now=0.0)
+        with pytest.raises(SessionStoreUnavailable):
+            await throttle.success(ALICE)
+    finally:
+        await client.aclose()
+
+
+# --- factory -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", ["memory", "cookie"])
+async def test_factory_counts_in_process_without_redis(backend: str) -> None:
+    throttle = create_throttle(SessionSettings(backend=backend), SETTINGS)  # type: ignore[arg-type]
+
+    assert isinstance(throttle, MemoryThrottle)
+    await throttle.close()
+
+
+async def test_factory_shares_the_given_redis_client(redis_url: str, redis_prefix: str) -> None:
+    session = SessionSettings(
+        backend="redis", redis=RedisSettings(url=redis_url, key_prefix=redis_prefix)
+    )
+    client = create_redis_client(session.redis)
+    try:
+        throttle = create_throttle(session, SETTINGS, redis_client=client)
+        assert isinstance(throttle, RedisThrottle)
+        await throttle.failure(ALICE, now=0.0)
+        await throttle.close()
+
+        assert await client.exists(f"{redis_prefix}t:c:user:alice") == 1  # still open: shared
+    finally:
+        await client.aclose()
+
+
+async def test_factory_closes_a_client_of_its_own(redis_url: str, redis_prefix: str) -> None:
+    session = SessionSettings(
+        backend="redis", redis=RedisSettings(url=redis_url, key_prefix=redis_prefix)
+    )
+    throttle = create_throttle(session, SETTINGS)
+
+    await throttle.failure(ALICE, now=0.0)
+    await throttle.close()  # a leaked connection would fail the run (warnings are errors)
+
+    check = aioredis.Redis.from_url(redis_url)
+    try:
+        assert await check.exists(f"{redis_prefix}t:c:user:alice") == 1
+    finally:
+        await check.aclose()
