@@ -19,35 +19,38 @@ USER_KEYS = ("username", "password_hash", "name", "email", "roles")
 LOGIN_KEYS = ("title", "throttle")
 THROTTLE_KEYS = ("max_failures", "window", "lockout")
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+")
 
 
 def build_users(root: Section) -> UsersSettings:
-    """Validate ``users:``: files must be readable, inline usernames unique."""
+    """Validate ``users:``: entries, files, password hashes and unique usernames.
+
+    The sources are read with the same code the gateway logs in with
+    (:func:`gateway.identity.users.load_users`), so a hash or a users file that would fail at
+    login fails here, with its path, instead.
+    """
+    from gateway.identity.users import UsersError, load_users  # identity imports config helpers
+
     section = root.section("users", KEYS)
-    inline: list[UserEntry] = []
-    first_seen: dict[str, tuple[str, str]] = {}  # casefolded username -> (path, as written)
-    for path, item in section.items("inline", "users"):
-        entry = _user(Section(section.ctx, path, item, USER_KEYS))
-        if entry is None:
-            continue
-        folded = entry.username.casefold()
-        if folded in first_seen:
-            other_path, other = first_seen[folded]
-            same = "" if other == entry.username else f' "{other}" (usernames differ only in case)'
-            section.ctx.error(
-                f"{path}.username",
-                f'duplicate username "{entry.username}", already at {other_path}{same}',
-            )
-            continue
-        first_seen[folded] = (path, entry.username)
-        inline.append(entry)
-    return UsersSettings(
+    issues_before = len(section.ctx.issues)
+    inline = [
+        entry
+        for path, item in section.items("inline", "users")
+        if (entry := _user(Section(section.ctx, path, item, USER_KEYS))) is not None
+    ]
+    users = UsersSettings(
         file=section.path_to("file", files.check_readable),
         htpasswd=section.path_to("htpasswd", files.check_readable),
         inline=tuple(inline),
     )
+    if len(section.ctx.issues) > issues_before:
+        return users  # the shape is wrong already: reading the sources would repeat those errors
+    try:
+        load_users(users)
+    except UsersError as exc:
+        for path, message in exc.issues:
+            section.ctx.error(path, message)
+    return users
 
 
 def _user(section: Section) -> UserEntry | None:
@@ -66,14 +69,9 @@ def _user(section: Section) -> UserEntry | None:
 
 
 def _username(value: Any) -> str:
-    name = values.text(value)
-    if name != name.strip() or _CONTROL.search(name) or ":" in name:
-        # ":" separates user and password in htpasswd and HTTP Basic credentials.
-        raise values.Invalid(
-            f"expected a username without surrounding spaces, control characters or ':', "
-            f"got {describe(value)}"
-        )
-    return name
+    from gateway.identity.users import check_username
+
+    return check_username(value)
 
 
 def _email(value: Any) -> str:

@@ -280,7 +280,7 @@ class _Loader:
             elif key not in USER_KEYS:
                 hint = did_you_mean(key, USER_KEYS) or f"; allowed keys: {', '.join(USER_KEYS)}"
                 self.error(f"{at}.{key}", f"unknown key{hint}")
-        username = self._field(at, item, "username", _username, required="")
+        username = self._field(at, item, "username", check_username, required="")
         who = f"user {_quote(username)}: " if username is not None else ""
         password_hash = self._field(
             at, item, "password_hash", _password_hash, required=_HASH_HINT, who=who
@@ -378,7 +378,8 @@ def _password_hash(value: Any) -> str:
     return value
 
 
-def _username(value: Any) -> str:
+def check_username(value: Any) -> str:
+    """``value`` as a username, or :class:`Invalid` saying which rule it breaks."""
     if not isinstance(value, str):
         raise Invalid(f"expected a username, got {describe(value)}")
     problem = _username_problem(value)

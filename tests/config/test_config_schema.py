@@ -433,18 +433,18 @@ def test_duplicate_usernames() -> None:
              {"username": "alice", "password_hash": HASH},
              {"username": "Bob", "password_hash": HASH}]
     assert problems({"users.inline": users}) == [
-        'users.inline[2].username: duplicate username "alice", already at users.inline[0]',
-        'users.inline[3].username: duplicate username "Bob", already at users.inline[1] "bob" '
-        "(usernames differ only in case)",
+        'users.inline[2].username: duplicate username "alice", already defined at users.inline[0]',
+        'users.inline[3].username: duplicate username "Bob": "bob" is already defined at '
+        "users.inline[1] (usernames must differ by more than letter case)",
     ]
 
 
 def test_inline_user_fields() -> None:
-    user = load({"users.inline[0]": {"username": "alice", "password_hash": "anything",
+    user = load({"users.inline[0]": {"username": "alice", "password_hash": HASH,
                                      "name": "Alice", "email": "a@example.com",
                                      "roles": ["admin", "ops"]}}).users.inline[0]
     assert (user.name, user.email, user.roles) == ("Alice", "a@example.com", ("admin", "ops"))
-    assert "anything" not in repr(user)
+    assert HASH not in repr(user)
 
 
 @pytest.mark.parametrize(
