@@ -1,0 +1,462 @@
+"""Streaming upstream forwarding: request rewrite, header hygiene, bodies both ways, WebSockets.
+
+What the upstream receives (CONTRACT section 4):
+
+- the normalised path (``ctx.path``) with the route's ``strip_prefix`` removed segment-wise, and the
+  client's raw query byte-exact (an empty query, ``/x?``, is sent as ``/x``);
+- the client's headers minus hop-by-hop ones (``Connection`` and those it names, ``Keep-Alive``,
+  ``Proxy-*``, ``TE``, ``Trailer``, ``Transfer-Encoding``, ``Upgrade``), minus ``Authorization``,
+  ``X-Auth-*`` (any case, ``_`` for ``-``), every client-sent ``X-Forwarded-*``, ``Forwarded`` and
+  ``X-Real-IP``, and minus the session cookie; then ``Host`` (the client's with ``preserve_host``,
+  else the upstream's), ``X-Forwarded-For/-Proto/-Host``, ``X-Request-ID``, ``X-Forwarded-Prefix``
+  (when a prefix was stripped, as Traefik does) and finally ``ctx.add_headers``, which win.
+
+What the client receives: the upstream's status, reason and headers minus hop-by-hop ones, with a
+``Location`` / ``Content-Location`` that points at the upstream's own origin rewritten to
+``public_url`` (the upstream's base path replaced by the stripped prefix, like nginx's
+``proxy_redirect default``; root-relative paths are left alone, since an app that honours
+``X-Forwarded-Prefix`` already includes the prefix), and the body streamed as it is produced.
+If the upstream fails after the response head was sent, the client connection is aborted so the
+truncated body can never look complete.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Final
+
+from aiohttp import ClientWebSocketResponse, WSCloseCode, WSMsgType, hdrs, web
+from aiohttp.http import HttpVersion11
+from aiohttp.http_exceptions import HttpProcessingError
+from yarl import URL
+
+from gateway.context import RequestContext
+from gateway.errors import BadRequest, GatewayError, PayloadTooLarge, UpstreamError
+from gateway.headers import (
+    filter_request_headers,
+    filter_response_headers,
+    header_tokens,
+    list_items,
+    normalised_names,
+)
+from gateway.upstream.base import (
+    UpstreamClient,
+    UpstreamRequest,
+    UpstreamResponse,
+    WebSocketRefused,
+    WebSocketUpstreamClient,
+)
+
+log = logging.getLogger("gateway.proxy")
+
+STREAM_ERROR: Final = web.RequestKey("gateway.proxy.stream_error", GatewayError)
+"""Set on the request when the response was cut short after its head was sent (the client
+connection is aborted and the error cannot be rendered): for the access log and metrics."""
+
+_CONTINUE_SENT: Final = web.RequestKey("gateway.proxy.continue_sent", bool)
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_LOCATION_HEADERS = frozenset({"location", "content-location"})
+_REFUSED_DROP = frozenset({"content-length", "content-encoding"})
+# Close codes that must not be sent on the wire (RFC 6455 7.4.1): 0 is aiohttp's "no status".
+_NO_WIRE_CODE = frozenset({0, 1005, 1006, 1015})
+
+
+async def expect_handler(request: web.Request) -> None:
+    """aiohttp ``expect_handler`` for the proxied route(s): answer ``Expect`` lazily.
+
+    aiohttp's default handler sends ``100 Continue`` before the handler runs, i.e. before the
+    access decision and the body-size check. This one only refuses unknown expectations (417);
+    ``100 Continue`` is sent by :func:`forward` when it starts reading the body, after
+    authentication, after the ``Content-Length`` check and once the upstream connection is up, so
+    a refused or too-large request is answered without the client ever sending its body.
+    Handlers that read a body themselves call :func:`send_continue` first.
+    """
+    expect = request.headers.get(hdrs.EXPECT, "")
+    if request.version >= HttpVersion11 and expect.lower() != "100-continue":
+        raise web.HTTPExpectationFailed(text="Unsupported Expect header")
+
+
+async def send_continue(request: web.Request) -> None:
+    """Send the interim ``100 Continue`` if the client is waiting for one (once per request).
+
+    Call before reading the body, never after the response was prepared.
+    """
+    if (
+        request.version != HttpVersion11
+        or request.get(_CONTINUE_SENT)
+        or request.headers.get(hdrs.EXPECT, "").lower() != "100-continue"
+    ):
+        return
+    request[_CONTINUE_SENT] = True
+    writer = request.writer
+    await writer.write(_CONTINUE)
+    # Like aiohttp's own handler: the interim response is not part of the response body.
+    writer.output_size = 0
+
+
+def is_websocket_upgrade(request: web.Request) -> bool:
+    """Whether the request asks to switch to the WebSocket protocol."""
+    headers = request.headers
+    upgrade = headers.get(hdrs.UPGRADE)
+    return (
+        upgrade is not None
+        and request.method == hdrs.METH_GET
+        and "websocket" in header_tokens((upgrade,))
+        and "upgrade" in header_tokens(headers.getall(hdrs.CONNECTION, ()))
+    )
+
+
+async def forward(
+    request: web.Request,
+    ctx: RequestContext,
+    client: UpstreamClient,
+    *,
+    public_url: str,
+) -> web.StreamResponse:
+    """Forward ``request`` to ``ctx.upstream`` and stream the answer back.
+
+    Call it once routing, identity and access have run (``ctx`` complete, ``ctx.add_headers`` and
+    ``ctx.strip_cookies`` set). Errors before the response head is sent propagate as
+    :class:`~gateway.errors.GatewayError` for the app to render: ``PayloadTooLarge`` (413, also
+    raised before the upstream is contacted when ``Content-Length`` is over ``max_body``),
+    ``UpstreamUnavailable`` (502), ``UpstreamTimeout`` (504), ``UpstreamError`` (502). After the
+    head is sent, a failure aborts the client connection and is recorded under
+    :data:`STREAM_ERROR`.
+
+    A WebSocket upgrade on a route with ``websocket: true`` is relayed message by message
+    (``client`` must be a :class:`~gateway.upstream.base.WebSocketUpstreamClient`); on other
+    routes it is forwarded as a plain request without ``Upgrade``.
+    """
+    route = ctx.route
+    path, prefix = _strip_prefix(ctx.path, route.strip_prefix, route.match.ignore_case)
+    # An empty query ("/x?") goes upstream as "/x": yarl, under aiohttp's request line, drops it.
+    target = path + "?" + ctx.query if ctx.query else path
+    if route.websocket and is_websocket_upgrade(request):
+        return await _forward_websocket(request, ctx, client, target, prefix)
+
+    limit = route.max_body_bytes
+    length = request.content_length
+    if limit is not None and length is not None and length > limit:
+        raise PayloadTooLarge(f"Content-Length {length} over the route's max_body {limit}")
+    body = _RequestBody(request, limit) if request.body_exists else None
+    upstream_request = UpstreamRequest(
+        upstream=ctx.upstream,
+        method=request.method,
+        target=target,
+        headers=_upstream_headers(request, ctx, prefix, websocket=False),
+        body=body,
+        content_length=length if body is not None else None,
+    )
+    try:
+        upstream_response = await client.send(upstream_request)
+    except GatewayError:
+        if body is not None and body.error is not None:
+            # The upstream request failed because the client's body did: report that instead.
+            raise body.error from None
+        raise
+    try:
+        return await _relay_response(request, ctx, upstream_response, body, public_url, prefix)
+    finally:
+        upstream_response.release()
+
+
+class _RequestBody:
+    """The client's body as the upstream client's async iterable: streamed, counted, capped."""
+
+    __slots__ = ("_limit", "_request", "error", "response_started")
+
+    def __init__(self, request: web.Request, limit: int | None) -> None:
+        self._request = request
+        self._limit = limit
+        self.error: GatewayError | None = None
+        self.response_started = False
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        request = self._request
+        if not self.response_started:
+            # Once the upstream's answer is on its way a late 100 Continue would land inside it;
+            # a client still waiting for one sends its body when its own wait times out.
+            await send_continue(request)
+        limit = self._limit
+        received = 0
+        try:
+            async for chunk in request.content.iter_any():
+                received += len(chunk)
+                if limit is not None and received > limit:
+                    self.error = PayloadTooLarge(f"request body over the route's max_body {limit}")
+                    break
+                yield chunk
+        except ConnectionError as exc:
+            self.error = BadRequest(f"client went away mid-body: {exc!r}", reason="client_aborted")
+        except HttpProcessingError as exc:
+            self.error = BadRequest(f"malformed request body: {exc!r}", reason="bad_body")
+        if self.error is not None:
+            # Raising inside the upstream client's writer aborts the upstream request.
+            raise self.error
+
+
+async def _relay_response(
+    request: web.Request,
+    ctx: RequestContext,
+    upstream_response: UpstreamResponse,
+    body: _RequestBody | None,
+    public_url: str,
+    prefix: str,
+) -> web.StreamResponse:
+    headers = filter_response_headers(upstream_response.headers)
+    for i, (name, value) in enumerate(headers):
+        if name.lower() in _LOCATION_HEADERS:
+            headers[i] = (name, _rewrite_location(value, ctx.upstream.url, public_url, prefix))
+    response = web.StreamResponse(
+        status=upstream_response.status,
+        reason=upstream_response.reason or None,
+        headers=headers,
+    )
+    if body is not None:
+        body.response_started = True
+    try:
+        await response.prepare(request)
+        if request.method != hdrs.METH_HEAD:
+            async for chunk in upstream_response.iter_body():
+                await response.write(chunk)
+        await response.write_eof()
+    except UpstreamError as exc:
+        error = body.error if body is not None and body.error is not None else exc
+        _abort(request, ctx, error)
+    except ConnectionError as exc:
+        log.debug("client went away while streaming %s: %r", ctx.client.request_id, exc)
+    return response
+
+
+def _abort(request: web.Request, ctx: RequestContext, error: GatewayError) -> None:
+    # SECURITY/integrity: the head is out, so an error page is impossible; a reset connection is
+    # the only way to make sure the client never takes a truncated body for a complete one
+    # (a clean close would look complete for a body without Content-Length).
+    request[STREAM_ERROR] = error
+    log.warning(
+        "response from upstream %s cut short (%s), aborting client connection: %s",
+        ctx.upstream.name,
+        error.reason,
+        error,
+        extra={"request_id": ctx.client.request_id, "reason": error.reason},
+    )
+    transport = request.transport
+    if transport is not None:
+        transport.abort()
+
+
+def _strip_prefix(path: str, strip: str | None, ignore_case: bool) -> tuple[str, str]:
+    """``(upstream path, prefix removed)``: ``/api`` turns ``/api/v1/x`` into ``/v1/x`` and
+    ``/api`` into ``/``; a path outside the prefix (segment-wise) is left alone."""
+    if not strip:
+        return path, ""
+    prefix = strip.rstrip("/")
+    if not prefix:
+        return path, ""
+    size = len(prefix)
+    head = path[:size]
+    if (head.lower() == prefix.lower() if ignore_case else head == prefix) and (
+        len(path) == size or path[size] == "/"
+    ):
+        return path[size:] or "/", head
+    return path, ""
+
+
+def _upstream_headers(
+    request: web.Request, ctx: RequestContext, prefix: str, *, websocket: bool
+) -> list[tuple[str, str]]:
+    headers = request.headers
+    replaced = normalised_names(ctx.add_headers) if ctx.add_headers else frozenset[str]()
+    out = filter_request_headers(
+        headers.items(),
+        normalised_names(header_tokens(headers.getall(hdrs.CONNECTION, ()))),
+        strip_cookie_names=ctx.strip_cookies,
+        replaced=replaced,
+        websocket=websocket,
+    )
+    client = ctx.client
+    host = (
+        client.host
+        if ctx.upstream.preserve_host and client.host
+        else _upstream_origin(ctx.upstream.url).host_header
+    )
+    own = [
+        ("Host", host),
+        ("X-Forwarded-For", client.forwarded_for),
+        ("X-Forwarded-Proto", client.proto),
+        ("X-Request-ID", client.request_id),
+    ]
+    if client.host:
+        own.append(("X-Forwarded-Host", client.host))
+    if prefix:
+        own.append(("X-Forwarded-Prefix", prefix))
+    if replaced:
+        own = [(name, value) for name, value in own if name.lower() not in replaced]
+    out += own
+    out += ctx.add_headers.items()
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class _Origin:
+    scheme: str
+    host: str
+    port: int | None
+    base_path: str
+    host_header: str
+
+
+@functools.lru_cache(maxsize=256)
+def _upstream_origin(url: str) -> _Origin:
+    parsed = URL(url)
+    return _Origin(
+        scheme=parsed.scheme,
+        host=(parsed.host or "").lower(),
+        port=parsed.port,
+        base_path=parsed.raw_path.rstrip("/"),
+        host_header=parsed.host_port_subcomponent or "",
+    )
+
+
+def _rewrite_location(value: str, upstream_url: str, public_url: str, prefix: str) -> str:
+    """Point an absolute (or scheme-relative) URL on the upstream's own origin at ``public_url``.
+
+    The rest of the URL is kept byte-exact; the upstream's base path, if it has one and the URL
+    is under it, becomes the stripped ``prefix``. Anything else is returned unchanged.
+    """
+    origin = _upstream_origin(upstream_url)
+    if value.startswith("//"):
+        scheme, start = origin.scheme, 2
+    else:
+        sep = value.find("://")
+        if sep <= 0:
+            return value
+        scheme, start = value[:sep].lower(), sep + 3
+    end = len(value)
+    for delimiter in "/?#":
+        index = value.find(delimiter, start)
+        if index != -1 and index < end:
+            end = index
+    try:
+        authority = URL(f"{scheme}://{value[start:end]}")
+        same_origin = (
+            scheme == origin.scheme
+            and (authority.host or "").lower() == origin.host
+            and authority.port == origin.port
+        )
+    except ValueError:
+        return value
+    if not same_origin:
+        return value
+    rest = value[end:]
+    base = origin.base_path
+    if base and rest.startswith(base) and rest[len(base) : len(base) + 1] in ("", "/", "?", "#"):
+        rest = rest[len(base) :]
+    if not rest.startswith("/"):
+        rest = "/" + rest
+    return public_url + prefix + rest
+
+
+# --- WebSocket ---------------------------------------------------------------------------------
+
+_WebSocket = web.WebSocketResponse | ClientWebSocketResponse[bool]
+
+
+async def _forward_websocket(
+    request: web.Request,
+    ctx: RequestContext,
+    client: UpstreamClient,
+    target: str,
+    prefix: str,
+) -> web.StreamResponse:
+    if not isinstance(client, WebSocketUpstreamClient):
+        raise UpstreamError("the upstream client cannot open WebSockets", reason="no_websocket")
+    protocols = list_items(request.headers.getall(hdrs.SEC_WEBSOCKET_PROTOCOL, ()))
+    # Check the client's handshake before dialling the upstream (offering its own protocols
+    # keeps aiohttp from logging a "no overlap" warning for this probe).
+    if not web.WebSocketResponse(protocols=protocols).can_prepare(request).ok:
+        raise BadRequest("invalid WebSocket handshake", reason="bad_websocket_handshake")
+    upstream_request = UpstreamRequest(
+        upstream=ctx.upstream,
+        method=hdrs.METH_GET,
+        target=target,
+        headers=_upstream_headers(request, ctx, prefix, websocket=True),
+        body=None,
+    )
+    try:
+        async with client.websocket(upstream_request, protocols) as upstream_ws:
+            chosen = upstream_ws.protocol
+            # Offer the client exactly what the upstream picked (it was among the client's).
+            client_ws = web.WebSocketResponse(
+                protocols=(chosen,) if chosen else (), autoclose=False
+            )
+            await client_ws.prepare(request)
+            await _relay_websocket(client_ws, upstream_ws)
+            return client_ws
+    except WebSocketRefused as exc:
+        # The upstream said no (401/403/404...): pass its status and headers on, without a body.
+        return web.Response(
+            status=exc.upstream_status,
+            headers=filter_response_headers(exc.headers, extra_drop=_REFUSED_DROP),
+        )
+
+
+async def _relay_websocket(
+    client_ws: web.WebSocketResponse, upstream_ws: ClientWebSocketResponse[bool]
+) -> None:
+    relay = _Relay()
+    to_upstream = asyncio.create_task(relay.pump(client_ws, upstream_ws, WSCloseCode.GOING_AWAY))
+    to_client = asyncio.create_task(relay.pump(upstream_ws, client_ws, WSCloseCode.BAD_GATEWAY))
+    try:
+        await asyncio.gather(to_upstream, to_client)
+    finally:
+        to_upstream.cancel()
+        to_client.cancel()
+        if not upstream_ws.closed:  # cancelled (client connection lost, shutdown)
+            await upstream_ws.close(code=WSCloseCode.GOING_AWAY)
+
+
+class _Relay:
+    """Two pumps, one per direction; whichever sees its side end first runs the close sequence.
+
+    Both sides run with ``autoclose=False`` so a close frame is answered only after it has been
+    passed on: the peer that closed with 4001 makes the other peer see 4001, and the gateway is
+    never torn down (e.g. by handler cancellation) between the two halves of the handshake.
+    """
+
+    __slots__ = ("closing",)
+
+    def __init__(self) -> None:
+        self.closing = False
+
+    async def pump(self, src: _WebSocket, dst: _WebSocket, lost_code: int) -> None:
+        """Relay messages from ``src`` to ``dst`` until ``src`` ends, then close both ends with
+        ``src``'s close code and reason (``lost_code`` if ``src`` was lost without a close)."""
+        try:
+            while True:
+                msg = await src.receive()
+                if msg.type is WSMsgType.TEXT:
+                    await dst.send_str(msg.data)
+                elif msg.type is WSMsgType.BINARY:
+                    await dst.send_bytes(msg.data)
+                elif msg.type is WSMsgType.CLOSING:
+                    return  # the other pump is closing both ends
+                elif msg.type is WSMsgType.CLOSE:
+                    code = WSCloseCode.OK if msg.data in _NO_WIRE_CODE else msg.data
+                    reason = (msg.extra or "").encode()
+                    if not self.closing:
+                        self.closing = True
+                        await dst.close(code=code, message=reason)
+                    await src.close(code=code, message=reason)  # answer src's close frame
+                    return
+                else:  # CLOSED, ERROR: src was lost or broke the protocol
+                    if not self.closing:
+                        self.closing = True
+                        await dst.close(code=lost_code)
+                    return
+        except ConnectionError:
+            return  # dst is gone: the pump reading from it sees that and closes src

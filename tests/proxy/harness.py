@@ -1,0 +1,366 @@
+"""The functional-test harness: a real recording upstream and a tiny gateway in front of it.
+
+The gateway here is deliberately minimal (resolve_client + forward, GatewayError -> status) so the
+tests exercise gateway.proxy, gateway.forwarded and gateway.upstream alone; point the tests at the
+real application later by swapping :func:`gateway_app`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import ipaddress
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+import pytest
+from aiohttp import ClientResponse, WSMsgType, web
+from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.web_runner import BaseRunner
+
+from gateway.app import build_app
+from gateway.config.settings import (
+    IPNetwork,
+    LoginSettings,
+    RouteSettings,
+    ServerSettings,
+    SessionSettings,
+    Settings,
+    TokenSettings,
+    UpstreamSettings,
+    UsersSettings,
+)
+from gateway.context import RequestContext
+from gateway.errors import GatewayError
+from gateway.forwarded import resolve_client
+from gateway.proxy import expect_handler, forward
+from gateway.upstream import AiohttpUpstreamClient
+
+PUBLIC_URL = "https://gw.example"
+SESSION_COOKIE = "gw_session"
+TRUSTED: tuple[IPNetwork, ...] = (ipaddress.ip_network("127.0.0.1/32"),)
+UNTRUSTED: tuple[IPNetwork, ...] = (ipaddress.ip_network("10.0.0.0/8"),)
+
+
+class ProductionLikeServer(TestServer):
+    """A TestServer that, like ``web.run_app``, does not cancel a handler whose client went away
+    (TestServer's default does, which would hide what the proxy does on its own)."""
+
+    async def _make_runner(self, **kwargs: Any) -> BaseRunner:
+        kwargs["handler_cancellation"] = False
+        return await super()._make_runner(**kwargs)
+
+
+MakeGateway = Callable[..., Awaitable[TestClient[web.Request, web.Application]]]
+"""The ``make_gateway`` fixture: ``await make_gateway(**options)`` -> a fresh gateway's client."""
+
+CHUNK = bytes(range(256)) * 256  # 64 KiB, deterministic
+
+
+def pattern(size: int) -> Iterator[bytes]:
+    """``size`` bytes of the test pattern, in 64 KiB chunks."""
+    full, rest = divmod(size, len(CHUNK))
+    for _ in range(full):
+        yield CHUNK
+    if rest:
+        yield CHUNK[:rest]
+
+
+def pattern_sha256(size: int) -> str:
+    digest = hashlib.sha256()
+    for chunk in pattern(size):
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclass
+class Received:
+    """One request as the upstream saw it."""
+
+    method: str
+    raw_path: str
+    headers: list[tuple[str, str]]
+    body: bytes = b""
+
+    def values(self, name: str) -> list[str]:
+        return [v for k, v in self.headers if k.lower() == name.lower()]
+
+    def value(self, name: str) -> str | None:
+        values = self.values(name)
+        assert len(values) <= 1, f"{name} sent {len(values)} times: {values}"
+        return values[0] if values else None
+
+    @property
+    def names(self) -> set[str]:
+        return {k.lower() for k, _ in self.headers}
+
+
+@dataclass
+class Upstream:
+    """The recording upstream: its URL and what it received."""
+
+    url: str = ""
+    requests: list[Received] = field(default_factory=list)
+    sse_gate: asyncio.Event = field(default_factory=asyncio.Event)
+    ws_close_codes: list[int] = field(default_factory=list)
+    ws_closed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def last(self) -> Received:
+        assert self.requests, "the upstream received nothing"
+        return self.requests[-1]
+
+    def _record(self, request: web.Request, body: bytes = b"") -> Received:
+        received = Received(request.method, request.raw_path, list(request.headers.items()), body)
+        self.requests.append(received)
+        return received
+
+
+def upstream_app(rec: Upstream) -> web.Application:
+    """Test endpoints; anything else records the request and answers ``{"ok": true}``."""
+
+    async def anything(request: web.Request) -> web.Response:
+        rec._record(request, await request.read())
+        return web.json_response({"ok": True})
+
+    async def upload(request: web.Request) -> web.Response:
+        digest, size = hashlib.sha256(), 0
+        async for chunk in request.content.iter_any():
+            digest.update(chunk)
+            size += len(chunk)
+        rec._record(request)
+        return web.json_response({"size": size, "sha256": digest.hexdigest()})
+
+    async def stream(request: web.Request) -> web.StreamResponse:
+        size = int(request.match_info["size"])
+        response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
+        if "chunked" not in request.query:
+            response.content_length = size
+        await response.prepare(request)
+        for chunk in pattern(size):
+            await response.write(chunk)
+        await response.write_eof()
+        return response
+
+    async def sse(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(b"data: one\n\n")
+        await rec.sse_gate.wait()
+        await response.write(b"data: two\n\n")
+        await response.write_eof()
+        return response
+
+    async def truncated(request: web.Request) -> web.StreamResponse:
+        """Promise 1000 bytes (or chunked), send 100, then drop the connection."""
+        response = web.StreamResponse()
+        if "chunked" not in request.query:
+            response.content_length = 1000
+        await response.prepare(request)
+        await response.write(b"x" * 100)
+        await asyncio.sleep(0.05)
+        assert request.transport is not None
+        request.transport.close()
+        return response
+
+    async def slow(request: web.Request) -> web.Response:
+        await asyncio.sleep(float(request.query.get("delay", "1")))
+        return web.Response(text="late")
+
+    async def stall(request: web.Request) -> web.StreamResponse:
+        """Send the head and a first chunk, then go quiet."""
+        response = web.StreamResponse()
+        await response.prepare(request)
+        await response.write(b"first")
+        await asyncio.sleep(float(request.query.get("delay", "1")))
+        await response.write(b"second")
+        return response
+
+    async def early(request: web.Request) -> web.StreamResponse:
+        """Answer the head before reading the body, then report the body size."""
+        response = web.StreamResponse()
+        await response.prepare(request)
+        await response.write(b"started;")
+        size = len(await request.read())
+        await response.write(str(size).encode())
+        return response
+
+    async def redirect(request: web.Request) -> web.Response:
+        to = request.query["to"]
+        return web.Response(status=302, headers={"Location": to, "Content-Location": to})
+
+    async def hop(request: web.Request) -> web.Response:
+        return web.Response(
+            text="hop",
+            headers={
+                "Connection": "X-Internal",
+                "X-Internal": "secret",
+                "Keep-Alive": "timeout=5",
+                "Proxy-Authenticate": "Basic",
+                "X-Kept": "1",
+                "Set-Cookie": "a=1",
+            },
+        )
+
+    async def head_or_get(request: web.Request) -> web.Response:
+        rec._record(request)
+        return web.Response(text="hello head", headers={"X-Method": request.method})
+
+    async def websocket(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(protocols=("chat",))
+        await ws.prepare(request)
+        rec._record(request)
+        while True:
+            msg = await ws.receive()
+            if msg.type is WSMsgType.TEXT:
+                if msg.data == "drop":
+                    assert request.transport is not None
+                    request.transport.close()  # no close frame
+                    break
+                if msg.data.startswith("close:"):
+                    await ws.close(code=int(msg.data[6:]), message=b"bye")
+                    break
+                await ws.send_str(msg.data)
+            elif msg.type is WSMsgType.BINARY:
+                await ws.send_bytes(msg.data)
+            else:
+                if msg.type is WSMsgType.CLOSE:
+                    rec.ws_close_codes.append(msg.data)
+                break
+        rec.ws_closed.set()
+        return ws
+
+    async def websocket_deny(request: web.Request) -> web.Response:
+        return web.Response(status=403, text="go away", headers={"X-Why": "nope"})
+
+    app = web.Application()
+    app.router.add_post("/upload", upload)
+    app.router.add_put("/upload", upload)
+    app.router.add_get("/stream/{size}", stream)
+    app.router.add_get("/sse", sse)
+    app.router.add_get("/truncated", truncated)
+    app.router.add_get("/slow", slow)
+    app.router.add_get("/stall", stall)
+    app.router.add_post("/early", early)
+    app.router.add_get("/redirect", redirect)
+    app.router.add_get("/hop", hop)
+    app.router.add_route("*", "/head", head_or_get)
+    app.router.add_get("/ws", websocket)
+    app.router.add_get("/ws-deny", websocket_deny)
+    app.router.add_route("*", "/{tail:.*}", anything)
+    return app
+
+
+def gateway_app(
+    route: RouteSettings,
+    upstream: UpstreamSettings,
+    *,
+    trusted: tuple[IPNetwork, ...] = UNTRUSTED,
+    add_headers: Mapping[str, str] | None = None,
+    public_url: str = PUBLIC_URL,
+) -> web.Application:
+    """The gateway in front of ``upstream`` with one catch-all ``route``.
+
+    Without ``add_headers`` this is the real application (:func:`gateway.app.build_app`).
+    ``add_headers`` stands in for the identity stage: the smallest pipeline around forward()
+    that sets ``ctx.add_headers``, to test how they are applied.
+    """
+    if add_headers is None:
+        return build_app(_settings(route, upstream, trusted=trusted, public_url=public_url))
+    client = AiohttpUpstreamClient({upstream.name: upstream})
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        path, _, query = request.raw_path.partition("?")
+        ctx = RequestContext(
+            client=resolve_client(request, trusted),
+            path=path,
+            query=query,
+            route=route,
+            upstream=upstream,
+            add_headers=dict(add_headers or {}),
+            strip_cookies=frozenset({SESSION_COOKIE}),
+        )
+        try:
+            return await forward(request, ctx, client, public_url=public_url)
+        except GatewayError as exc:
+            return web.Response(status=exc.status, text=exc.reason)
+
+    async def close_client(app: web.Application) -> None:
+        await client.close()
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handle, expect_handler=expect_handler)
+    app.on_cleanup.append(close_client)
+    return app
+
+
+def _settings(
+    route: RouteSettings,
+    upstream: UpstreamSettings,
+    *,
+    trusted: tuple[IPNetwork, ...],
+    public_url: str,
+) -> Settings:
+    return Settings(
+        server=ServerSettings(
+            listen_host="127.0.0.1", listen_port=0, public_url=public_url, trusted_proxies=trusted
+        ),
+        session=SessionSettings(cookie_name=SESSION_COOKIE),
+        users=UsersSettings(),
+        login=LoginSettings(),
+        tokens=TokenSettings(issuer=public_url),
+        upstreams=MappingProxyType({upstream.name: upstream}),
+        routes=(route,),
+    )
+
+
+ERROR_CODES = {413: "body_too_large", 502: "bad_gateway", 504: "gateway_timeout"}
+
+
+async def expect_refusal(
+    resp: ClientResponse, caplog: pytest.LogCaptureFixture, *, status: int, reason: str
+) -> None:
+    """The gateway answered with its own JSON error page and logged ``reason``."""
+    assert resp.status == status
+    body = await resp.json()
+    assert body["error"] == ERROR_CODES[status]
+    assert reason in [getattr(record, "reason", None) for record in caplog.records]
+
+
+async def raw_exchange(
+    port: int,
+    head: bytes,
+    *,
+    body: bytes | None = None,
+    read_rest: bool = True,
+    read_timeout: float = 5.0,
+) -> tuple[bytes, bytes]:
+    """Send ``head``; read the first response head (e.g. ``100 Continue`` or a final status);
+    then, if ``body`` is given, send it; then, with ``read_rest``, read everything up to EOF.
+
+    Returns (first head, rest).
+    """
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(head)
+        await writer.drain()
+        async with asyncio.timeout(read_timeout):
+            first = await reader.readuntil(b"\r\n\r\n")
+            if body is not None:
+                writer.write(body)
+                await writer.drain()
+            rest = await reader.read() if read_rest else b""
+        return first, rest
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+
+
+async def achunks(chunks: Iterator[bytes]) -> AsyncIterator[bytes]:
+    """An async body for the test client (sent chunked)."""
+    for chunk in chunks:
+        yield chunk
