@@ -1,8 +1,9 @@
 """One exception tree for everything that ends a request early.
 
-Each class knows its HTTP status, a client-safe message and ``code`` (both shown to clients), and
-a stable ``reason`` code for logs and metrics (more precise than ``code``; defaults to it). :mod:`gateway.pages` turns them into HTML or JSON responses; the detail (``str(exc)``)
-goes to the log only.
+Each class knows its HTTP status, a client-safe message and ``code`` (both shown to clients),
+and a stable ``reason`` for logs and metrics (more precise than ``code``; defaults to it).
+:mod:`gateway.pages` turns them into HTML or JSON responses; the detail (``str(exc)``) goes to
+the log only.
 """
 
 from __future__ import annotations

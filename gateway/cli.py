@@ -1,0 +1,118 @@
+"""Command line: ``gateway run | check`` (more commands join as features land)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from gateway import __version__
+from gateway.config import ConfigError, load_settings
+from gateway.config.settings import MatchSettings, RouteSettings, Settings
+from gateway.routing import shadowed_routes
+
+
+def _config_path(arg: str | None) -> Path:
+    return Path(arg or os.environ.get("GATEWAY_CONFIG") or "config.yaml")
+
+
+def _load(arg: str | None) -> Settings | None:
+    path = _config_path(arg)
+    try:
+        return load_settings(path)
+    except ConfigError as exc:
+        print(f"{path}: invalid configuration ({len(exc.issues)} error(s)):", file=sys.stderr)
+        for issue in exc.issues:
+            print(f"  {issue}", file=sys.stderr)
+        return None
+
+
+def describe_match(match: MatchSettings) -> str:
+    parts = []
+    if match.host:
+        parts.append(f"host={match.host}")
+    if match.path is not None:
+        parts.append(f"path={match.path}")
+    if match.path_prefix is not None:
+        parts.append(f"prefix={match.path_prefix}")
+    if match.path_regex is not None:
+        parts.append(f"regex={match.path_regex}")
+    if match.methods:
+        parts.append("methods=" + ",".join(sorted(match.methods)))
+    if match.ignore_case:
+        parts.append("ignore_case")
+    return " ".join(parts)
+
+
+def describe_access(route: RouteSettings) -> str:
+    access = route.access
+    if access.kind != "rules":
+        return access.kind
+    parts = []
+    if access.roles:
+        parts.append("roles=" + ",".join(sorted(access.roles)))
+    if access.users:
+        parts.append("users=" + ",".join(sorted(access.users)))
+    return " ".join(parts)
+
+
+def all_warnings(settings: Settings) -> list[str]:
+    return [*settings.warnings, *shadowed_routes(settings.routes)]
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """Validate the configuration and print the route table and warnings."""
+    settings = _load(args.config)
+    if settings is None:
+        return 1
+    rows = [("NAME", "MATCH", "ACCESS", "UPSTREAM")]
+    for route in settings.routes:
+        upstream = settings.upstreams[route.upstream]
+        rows.append(
+            (route.name, describe_match(route.match), describe_access(route),
+             f"{upstream.name} ({upstream.url})")
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    for row in rows:
+        print("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:3])) + "  " + row[3])
+    warnings = all_warnings(settings)
+    for warning in warnings:
+        print(f"warning: {warning}")
+    print(f"configuration OK: {len(settings.routes)} route(s), {len(warnings)} warning(s)")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Serve (see :mod:`gateway.server`)."""
+    from gateway.server import serve
+
+    settings = _load(args.config)
+    if settings is None:
+        return 1
+    return serve(settings, warnings=all_warnings(settings))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gateway", description="Authentication reverse proxy."
+    )
+    parser.add_argument("--version", action="version", version=f"gateway {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    config_help = "configuration file (default: $GATEWAY_CONFIG, then ./config.yaml)"
+
+    run = sub.add_parser("run", help="serve")
+    run.add_argument("-c", "--config", help=config_help)
+    run.set_defaults(func=cmd_run)
+
+    check = sub.add_parser("check", help="validate the configuration and print the route table")
+    check.add_argument("-c", "--config", help=config_help)
+    check.set_defaults(func=cmd_check)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    result: int = args.func(args)
+    return result

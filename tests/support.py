@@ -1,0 +1,113 @@
+"""Builders for settings and a real upstream server used across the test suite."""
+
+from __future__ import annotations
+
+import json
+import types
+from collections.abc import Iterable
+from typing import Any
+
+from aiohttp import web
+
+from gateway.config.settings import (
+    AccessSettings,
+    LoginSettings,
+    MatchSettings,
+    RouteSettings,
+    ServerSettings,
+    SessionSettings,
+    Settings,
+    TokenSettings,
+    UpstreamSettings,
+    UsersSettings,
+)
+
+
+def route(
+    name: str,
+    *,
+    prefix: str | None = "/",
+    access: str = "public",
+    upstream: str = "app",
+    **kwargs: Any,
+) -> RouteSettings:
+    match = kwargs.pop("match", None) or MatchSettings(path_prefix=prefix)
+    return RouteSettings(
+        name=name, match=match, upstream=upstream, access=AccessSettings(kind=access), **kwargs  # type: ignore[arg-type]
+    )
+
+
+def settings(
+    upstream_url: str,
+    routes: Iterable[RouteSettings],
+    *,
+    public_url: str = "http://gw.test",
+    **server: Any,
+) -> Settings:
+    return Settings(
+        server=ServerSettings(
+            listen_host="127.0.0.1", listen_port=0, public_url=public_url, **server
+        ),
+        session=SessionSettings(),
+        users=UsersSettings(),
+        login=LoginSettings(),
+        tokens=TokenSettings(issuer=public_url),
+        upstreams=types.MappingProxyType(
+            {"app": UpstreamSettings(name="app", url=upstream_url, read_timeout_s=5.0)}
+        ),
+        routes=tuple(routes),
+    )
+
+
+def echo_app() -> web.Application:
+    """A real upstream that answers with what it received, as JSON."""
+
+    async def echo(request: web.Request) -> web.Response:
+        body = await request.read()
+        return web.json_response(
+            {
+                "method": request.method,
+                "raw_path": request.raw_path,
+                "headers": list(request.headers.items()),
+                "body": body.decode("latin-1"),
+            }
+        )
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", echo)
+    return app
+
+
+def received(payload: str) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(payload)
+    return data
+
+
+async def raw_request(
+    port: int,
+    target: str,
+    *,
+    method: str = "GET",
+    headers: dict[str, str] | None = None,
+    body: bytes = b"",
+) -> tuple[int, dict[str, str], bytes]:
+    """Send one request with the target byte-exact (no client-side URL normalisation)."""
+    import asyncio
+
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    lines = [f"{method} {target} HTTP/1.1", "Host: gw.test", "Connection: close"]
+    lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+    if body:
+        lines.append(f"Content-Length: {len(body)}")
+    writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
+    await writer.drain()
+    data = await reader.read()
+    writer.close()
+    await writer.wait_closed()
+    head, _, payload = data.partition(b"\r\n\r\n")
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    parsed = {}
+    for line in header_lines:
+        name, _, value = line.partition(":")
+        parsed[name.strip().lower()] = value.strip()
+    return int(status_line.split()[1]), parsed, payload

@@ -1,0 +1,124 @@
+"""The request pipeline end to end: real gateway app in front of a real upstream on loopback."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from gateway.app import build_app
+from gateway.config.settings import MatchSettings
+from tests.support import echo_app, raw_request, received, route, settings
+
+Factory = Callable[..., Awaitable[TestClient[Any, Any]]]
+
+
+@pytest.fixture
+async def gateway(aiohttp_client: Factory, aiohttp_server: Callable[..., Awaitable[TestServer]]):
+    upstream = await aiohttp_server(echo_app())
+    routes = [
+        route("blocked", prefix="/admin", access="deny"),
+        route("members", prefix="/members", access="authenticated"),
+        route("api", prefix="/api", access="authenticated", unauthenticated="status"),
+        route("forced", prefix="/forced", access="authenticated", unauthenticated="redirect"),
+        route("exact", match=MatchSettings(path="/only")),
+        route("public", prefix="/public"),
+    ]
+    return await aiohttp_client(build_app(settings(str(upstream.make_url("")).rstrip("/"), routes)))
+
+
+async def test_public_route_reaches_the_upstream_with_the_normalised_path(gateway):
+    status, _, body = await raw_request(gateway.port, "/public/a/./b/../c//d?x=1&y=%2F")
+    assert status == 200
+    assert received(body.decode())["raw_path"] == "/public/a/c/d?x=1&y=%2F"
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/public/..%2fadmin", "/admin%2F", "/public/%5cadmin", "/%2e%2e/admin", "/public/x%00"],
+)
+async def test_refused_paths_get_400_and_never_reach_the_upstream(gateway, path):
+    status, _, body = await raw_request(gateway.port, path, headers={"Accept": "application/json"})
+    assert status == 400
+    assert received(body.decode())["error"] == "bad_request"
+
+
+@pytest.mark.parametrize("path", ["/admin", "/admin/", "/public/../admin", "//admin", "/%61dmin"])
+async def test_deny_routes_answer_403_however_the_path_is_spelled(gateway, path):
+    status, _, body = await raw_request(gateway.port, path, headers={"Accept": "application/json"})
+    assert status == 403
+    assert received(body.decode())["error"] == "forbidden"
+
+
+async def test_no_matching_route_is_404(gateway):
+    resp = await gateway.get("/elsewhere", headers={"Accept": "application/json"})
+    assert resp.status == 404
+    assert (await resp.json())["error"] == "not_found"
+
+
+async def test_the_query_never_takes_part_in_matching(gateway):
+    status, _, body = await raw_request(gateway.port, "/only?/public/x")
+    assert status == 200
+    assert received(body.decode())["raw_path"] == "/only?/public/x"
+    resp = await gateway.get("/elsewhere?path=/public", headers={"Accept": "application/json"})
+    assert resp.status == 404
+
+
+async def test_error_pages_are_html_for_browsers(gateway):
+    resp = await gateway.get("/admin", headers={"Accept": "text/html,application/xhtml+xml"})
+    assert resp.status == 403
+    assert resp.content_type == "text/html"
+    body = await resp.text()
+    assert "Access denied" in body
+    assert resp.headers["X-Frame-Options"] == "DENY"
+    assert "frame-ancestors 'none'" in resp.headers["Content-Security-Policy"]
+    assert resp.headers["Cache-Control"] == "no-store"
+
+
+@pytest.mark.parametrize(
+    "path", ["/.gateway/anything", "/%2egateway/anything", "//.gateway/x", "/public/../.gateway/x"]
+)
+async def test_reserved_prefix_is_never_proxied(gateway, path):
+    status, _, body = await raw_request(gateway.port, path, headers={"Accept": "application/json"})
+    assert status == 404
+    assert received(body.decode())["error"] == "not_found"
+
+
+async def test_anonymous_browser_navigation_is_redirected_to_login(gateway):
+    resp = await gateway.get(
+        "/members/page?a=1&b=2", headers={"Accept": "text/html"}, allow_redirects=False
+    )
+    assert resp.status == 302
+    assert resp.headers["Location"] == "/.gateway/login?rd=%2Fmembers%2Fpage%3Fa%3D1%26b%3D2"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "accept"),
+    [
+        ("GET", "/members/x", "application/json"),
+        ("POST", "/members/x", "text/html"),
+        ("GET", "/api/x", "text/html"),
+    ],
+)
+async def test_anonymous_api_callers_get_401_json(gateway, method, path, accept):
+    resp = await gateway.request(method, path, headers={"Accept": accept}, allow_redirects=False)
+    assert resp.status == 401
+    assert resp.headers["WWW-Authenticate"] == 'Bearer realm="gateway"'
+    if accept == "application/json":
+        assert (await resp.json())["error"] == "unauthenticated"
+
+
+async def test_redirect_mode_redirects_even_api_calls(gateway):
+    resp = await gateway.post("/forced/x", allow_redirects=False)
+    assert resp.status == 302
+    assert resp.headers["Location"].startswith("/.gateway/login?rd=%2Fforced%2Fx")
+
+
+async def test_stylesheet_and_health_are_served_by_the_gateway(gateway):
+    css = await gateway.get("/.gateway/static/gateway.css")
+    assert css.status == 200
+    assert css.content_type == "text/css"
+    health = await gateway.get("/.gateway/healthz")
+    assert (await health.json()) == {"status": "ok"}

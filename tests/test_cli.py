@@ -1,0 +1,98 @@
+"""`gateway check` and the command line's exit codes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gateway.cli import main
+
+REPO = Path(__file__).resolve().parent.parent
+
+FIVE_MISTAKES = """
+server:
+  listen: "127.0.0.1:8080"
+  public_url: "https://app.example.com"
+  shutdown_grace: 10 minutes
+session:
+  idle_timout: 30m
+upstreams:
+  app: { url: "http://127.0.0.1:9000" }
+routes:
+  - name: a
+    match: { path_regex: "^/api/(" }
+    upstream: app
+    access: public
+  - name: b
+    match: { path_prefix: /b }
+    upstream: missing
+    access: public
+  - name: c
+    match: { path_prefix: /c }
+    upstream: app
+    access: { roles: admin }
+"""
+
+
+def test_check_accepts_the_example_config_and_prints_the_route_table(capsys, monkeypatch):
+    monkeypatch.chdir(REPO)
+    assert main(["check", "-c", "config.example.yaml"]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0].split() == ["NAME", "MATCH", "ACCESS", "UPSTREAM"]
+    assert "everything-else" in out
+    assert "configuration OK" in out
+
+
+def test_five_mistakes_give_five_errors_each_with_its_path(tmp_path, capsys):
+    config = tmp_path / "bad.yaml"
+    config.write_text(FIVE_MISTAKES)
+    assert main(["check", "-c", str(config)]) == 1
+    err = capsys.readouterr().err
+    errors = [line.strip() for line in err.splitlines()[1:]]
+    assert len(errors) == 5, err
+    paths = sorted(line.split(":")[0] for line in errors)
+    assert paths == [
+        "routes[0].match.path_regex",
+        "routes[1].upstream",
+        "routes[2].access.roles",
+        "server.shutdown_grace",
+        "session.idle_timout",
+    ]
+    assert "did you mean 'idle_timeout'" in err
+
+
+def test_check_warns_about_routes_that_can_never_match(tmp_path, capsys):
+    config = tmp_path / "shadow.yaml"
+    config.write_text(
+        """
+server: { listen: "127.0.0.1:8080", public_url: "http://127.0.0.1:8080" }
+upstreams: { app: { url: "http://127.0.0.1:9000" } }
+routes:
+  - { name: everything, match: { path_prefix: / }, upstream: app, access: public }
+  - { name: admin, match: { path_prefix: /admin }, upstream: app, access: deny }
+"""
+    )
+    assert main(["check", "-c", str(config)]) == 0
+    out = capsys.readouterr().out
+    warnings = [line for line in out.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1
+    assert "admin" in warnings[0] and "everything" in warnings[0]
+
+
+def test_missing_config_file_is_an_error_not_a_crash(tmp_path, capsys):
+    assert main(["check", "-c", str(tmp_path / "nope.yaml")]) == 1
+    assert "nope.yaml" in capsys.readouterr().err
+
+
+def test_config_path_defaults_to_the_environment_variable(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(REPO)
+    monkeypatch.setenv("GATEWAY_CONFIG", str(REPO / "config.example.yaml"))
+    assert main(["check"]) == 0
+
+
+@pytest.mark.parametrize("argv", [[], ["frobnicate"], ["check", "--bogus"]])
+def test_usage_errors_exit_2(argv, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
