@@ -2,13 +2,14 @@
 
 The request pipeline, one stage per module:
 path normalisation + route match (routing) -> client resolution (forwarded) -> identity
--> access decision (access) -> header rewrite and streaming to the upstream (proxy).
+(identity.resolve) -> access decision (access) -> header rewrite and streaming (proxy).
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import time
+from typing import Final
 from urllib.parse import quote
 
 from aiohttp import web
@@ -19,35 +20,20 @@ from gateway.config.settings import RouteSettings, Settings
 from gateway.context import RequestContext
 from gateway.errors import Forbidden, GatewayError, Unauthenticated
 from gateway.forwarded import resolve_client
+from gateway.identity.resolve import ANONYMOUS, Resolved, resolve_identity
+from gateway.identity.sessions import SessionStoreUnavailable
+from gateway.identity.users import UserDirectory
 from gateway.proxy import expect_handler, forward
-from gateway.routing import RouteTable, normalise_path
-from gateway.upstream import create_client
-from gateway.upstream.base import UpstreamClient
+from gateway.routing import normalise_path
+from gateway.runtime import Runtime, RuntimeHolder
 
 log = logging.getLogger("gateway")
 
 RESERVED_PREFIX = "/.gateway/"
 
-
-@dataclass(slots=True, kw_only=True)
-class Runtime:
-    """Everything a request needs, built from one :class:`Settings`; replaced whole on reload."""
-
-    settings: Settings
-    routes: RouteTable
-    upstream_client: UpstreamClient
-
-
-class RuntimeHolder:
-    """The one mutable cell: requests read ``current`` once and keep that runtime to the end."""
-
-    __slots__ = ("current",)
-
-    def __init__(self, runtime: Runtime) -> None:
-        self.current = runtime
-
-
-RUNTIME = web.AppKey("runtime", RuntimeHolder)
+RUNTIME: Final = web.AppKey("runtime", RuntimeHolder)
+SET_COOKIE: Final = web.RequestKey("gateway.set_cookie", str)
+"""A ``Set-Cookie`` value the identity stage wants on whatever response goes out."""
 
 
 def _unauthenticated(
@@ -67,8 +53,23 @@ def _unauthenticated(
     )
 
 
+async def _identity(request: web.Request, runtime: Runtime, route: RouteSettings) -> Resolved:
+    if route.access.kind == "deny":
+        return ANONYMOUS  # nobody gets in: no need to ask the store
+    try:
+        return await resolve_identity(request, runtime, now=time.time())
+    except SessionStoreUnavailable:
+        if route.access.kind != "public":
+            raise  # SECURITY: fail closed: never anonymous-but-allowed on a protected route
+        log.warning(
+            "session store unavailable: forwarding anonymously on a public route",
+            extra={"reason": "session_store_unavailable"},
+        )
+        return ANONYMOUS
+
+
 async def handle(request: web.Request) -> web.StreamResponse:
-    """The catch-all handler: every request that is not the gateway's own goes through here."""
+    """The catch-all handler: every request goes through here."""
     runtime = request.app[RUNTIME].current
     settings = runtime.settings
     try:
@@ -77,10 +78,19 @@ async def handle(request: web.Request) -> web.StreamResponse:
         if path.startswith(RESERVED_PREFIX) or path == RESERVED_PREFIX[:-1]:
             # SECURITY: the reserved prefix is matched after normalisation so that
             # /%2egateway/ or //.gateway/ cannot reach an upstream either.
-            return await endpoints.dispatch(request, path)
+            return await endpoints.dispatch(request, runtime, path)
         client = resolve_client(request, settings.server.trusted_proxies)
         route = runtime.routes.select(request.method, client.host, path)
-        decision = decide(route.access, None, frozenset())
+        resolved = await _identity(request, runtime, route)
+        if resolved.set_cookie is not None:
+            request[SET_COOKIE] = resolved.set_cookie
+        identity = resolved.identity
+        user = identity.user if identity is not None else None
+        decision = decide(
+            route.access,
+            user.username if user is not None else None,
+            user.roles if user is not None else frozenset(),
+        )
         if decision is Decision.DENY:
             raise Forbidden(f"route {route.name} denies access")
         if decision is Decision.LOGIN:
@@ -92,32 +102,32 @@ async def handle(request: web.Request) -> web.StreamResponse:
             route=route,
             upstream=settings.upstreams[route.upstream],
             strip_cookies=frozenset((settings.session.cookie_name,)),
+            user=user.username if user is not None else None,
         )
         return await forward(
             request, ctx, runtime.upstream_client, public_url=settings.server.public_url
         )
     except GatewayError as exc:
-        log.warning(
-            "request refused: %s", exc, extra={"reason": exc.reason, "status": exc.status}
-        )
+        log.warning("request refused: %s", exc, extra={"reason": exc.reason, "status": exc.status})
         return pages.error_response(request, exc)
 
 
-def build_app(settings: Settings) -> web.Application:
+async def _add_cookie(request: web.BaseRequest, response: web.StreamResponse) -> None:
+    cookie = request.get(SET_COOKIE)
+    if cookie is not None:
+        response.headers.add("Set-Cookie", cookie)
+
+
+def build_app(settings: Settings, *, users: UserDirectory | None = None) -> web.Application:
     """The gateway as an aiohttp application (one per worker process)."""
     app = web.Application(handler_args={"max_field_size": 16384})
-    holder = RuntimeHolder(
-        Runtime(
-            settings=settings,
-            routes=RouteTable(settings.routes),
-            upstream_client=create_client(settings.upstreams),
-        )
-    )
+    holder = RuntimeHolder(Runtime.build(settings, users))
     app[RUNTIME] = holder
 
-    async def close_upstreams(app: web.Application) -> None:
-        await holder.current.upstream_client.close()
+    async def close_runtime(app: web.Application) -> None:
+        await holder.current.close()
 
-    app.on_cleanup.append(close_upstreams)
+    app.on_cleanup.append(close_runtime)
+    app.on_response_prepare.append(_add_cookie)
     app.router.add_route("*", "/{tail:.*}", handle, expect_handler=expect_handler)
     return app

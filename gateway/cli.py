@@ -1,8 +1,9 @@
-"""Command line: ``gateway run | check`` (more commands join as features land)."""
+"""Command line: ``gateway run | check | hash-password``."""
 
 from __future__ import annotations
 
 import argparse
+import getpass
 import os
 import sys
 from collections.abc import Sequence
@@ -94,6 +95,28 @@ def cmd_run(args: argparse.Namespace) -> int:
     return serve(settings, warnings=all_warnings(settings))
 
 
+def cmd_hash_password(args: argparse.Namespace) -> int:
+    """Read a password (no echo on a TTY, else one line from stdin); print an argon2id hash."""
+    from gateway.identity.passwords import hash_password
+
+    if sys.stdin.isatty():
+        password = getpass.getpass("Password: ")
+        if getpass.getpass("Again: ") != password:
+            print("gateway hash-password: the passwords differ", file=sys.stderr)
+            return 1
+    else:
+        password = sys.stdin.readline().removesuffix("\n").removesuffix("\r")
+    if not password:
+        print("gateway hash-password: empty password", file=sys.stderr)
+        return 1
+    try:
+        print(hash_password(password))
+    except ValueError as exc:
+        print(f"gateway hash-password: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gateway", description="Authentication reverse proxy."
@@ -109,6 +132,11 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", help="validate the configuration and print the route table")
     check.add_argument("-c", "--config", help=config_help)
     check.set_defaults(func=cmd_check)
+
+    hash_pw = sub.add_parser(
+        "hash-password", help="read a password and print an argon2id hash for users.*"
+    )
+    hash_pw.set_defaults(func=cmd_hash_password)
     return parser
 
 

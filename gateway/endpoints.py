@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from importlib import resources
 
 from aiohttp import web
 
-from gateway.errors import NotFound
+from gateway import login
+from gateway.errors import MethodNotAllowed, NotFound
+from gateway.runtime import Runtime
+
+Handler = Callable[[web.Request, Runtime], Awaitable[web.StreamResponse]]
 
 _CSS = resources.files("gateway.pages").joinpath("gateway.css").read_bytes()
 
 
-async def _static_css(request: web.Request) -> web.StreamResponse:
+async def _static_css(request: web.Request, runtime: Runtime) -> web.StreamResponse:
     return web.Response(
         body=_CSS,
         content_type="text/css",
@@ -19,19 +24,37 @@ async def _static_css(request: web.Request) -> web.StreamResponse:
     )
 
 
-async def _healthz(request: web.Request) -> web.StreamResponse:
+async def _healthz(request: web.Request, runtime: Runtime) -> web.StreamResponse:
     return web.json_response({"status": "ok"}, headers={"Cache-Control": "no-store"})
 
 
-_GET_ENDPOINTS = {
-    "/.gateway/static/gateway.css": _static_css,
-    "/.gateway/healthz": _healthz,
+async def _readyz(request: web.Request, runtime: Runtime) -> web.StreamResponse:
+    store_ok = await runtime.sessions.ping()
+    status = 200 if store_ok else 503
+    return web.json_response(
+        {"status": "ready" if store_ok else "not ready", "checks": {"session_store": store_ok}},
+        status=status,
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+_ENDPOINTS: dict[str, dict[str, Handler]] = {
+    "/.gateway/static/gateway.css": {"GET": _static_css},
+    "/.gateway/healthz": {"GET": _healthz},
+    "/.gateway/readyz": {"GET": _readyz},
+    login.LOGIN_PATH: {"GET": login.login_page, "POST": login.login_submit},
+    "/.gateway/logout": {"GET": login.logout_page, "POST": login.logout_submit},
+    "/.gateway/userinfo": {"GET": login.userinfo},
 }
 
 
-async def dispatch(request: web.Request, path: str) -> web.StreamResponse:
+async def dispatch(request: web.Request, runtime: Runtime, path: str) -> web.StreamResponse:
     """Serve one of our endpoints; anything else under the prefix is a 404, never the upstream's."""
-    handler = _GET_ENDPOINTS.get(path)
-    if handler is None or request.method not in ("GET", "HEAD"):
+    methods = _ENDPOINTS.get(path)
+    if methods is None:
         raise NotFound(f"no gateway endpoint {path}", reason="no_endpoint")
-    return await handler(request)
+    method = "GET" if request.method == "HEAD" else request.method
+    handler = methods.get(method)
+    if handler is None:
+        raise MethodNotAllowed(f"{request.method} {path}")
+    return await handler(request, runtime)

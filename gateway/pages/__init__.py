@@ -1,4 +1,4 @@
-"""Pages the gateway itself serves: error pages now, login/logout later.
+"""Pages the gateway itself serves: login, logout and error pages.
 
 Every response of ours carries strict security headers; clients that ask for HTML get a small
 self-contained page, everyone else JSON.
@@ -25,7 +25,49 @@ SECURITY_HEADERS = {
     "Cache-Control": "no-store",
 }
 
-_ERROR_TEMPLATE = resources.files(__package__).joinpath("error.html").read_text("utf-8")
+_TEMPLATES = {
+    name: resources.files(__package__).joinpath(name).read_text("utf-8")
+    for name in ("error.html", "login.html", "logout.html")
+}
+
+
+class Markup(str):
+    """Text that is already HTML: inserted into a template as it is."""
+
+    __slots__ = ()
+
+
+def escape(value: str) -> str:
+    return html.escape(value, quote=True)
+
+
+def render_page(
+    template: str, *, status: int = 200, headers: dict[str, str] | None = None, **values: str
+) -> web.Response:
+    """One of our HTML pages, every value HTML-escaped unless it is :class:`Markup`."""
+    body = _TEMPLATES[template].format(
+        **{
+            key: value if isinstance(value, Markup) else escape(value)
+            for key, value in values.items()
+        }
+    )
+    return web.Response(
+        status=status,
+        text=body,
+        content_type="text/html",
+        headers={**SECURITY_HEADERS, **(headers or {})},
+    )
+
+
+def render_json(
+    status: int, payload: object, *, headers: dict[str, str] | None = None
+) -> web.Response:
+    return web.Response(
+        status=status,
+        text=json.dumps(payload),
+        content_type="application/json",
+        headers={**SECURITY_HEADERS, **(headers or {})},
+    )
 
 
 def wants_html(request: web.BaseRequest) -> bool:
@@ -43,18 +85,11 @@ def render_error(
     headers: dict[str, str] | None = None,
 ) -> web.Response:
     """A small HTML or JSON error response, chosen by the request's Accept header."""
-    all_headers = dict(SECURITY_HEADERS)
-    if headers:
-        all_headers.update(headers)
     if wants_html(request):
-        body = _ERROR_TEMPLATE.format(status=status, message=html.escape(message))
-        return web.Response(
-            status=status, text=body, content_type="text/html", headers=all_headers
+        return render_page(
+            "error.html", status=status, headers=headers, status_code=str(status), message=message
         )
-    payload = json.dumps({"error": code, "message": message})
-    return web.Response(
-        status=status, text=payload, content_type="application/json", headers=all_headers
-    )
+    return render_json(status, {"error": code, "message": message}, headers=headers)
 
 
 def error_response(request: web.BaseRequest, exc: GatewayError) -> web.Response:

@@ -1,0 +1,273 @@
+"""Login, logout and userinfo endpoints (CONTRACT section 3)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+from urllib.parse import parse_qs
+
+from aiohttp import web
+from multidict import CIMultiDict
+
+from gateway import pages
+from gateway.errors import BadRequest, Forbidden, PayloadTooLarge
+from gateway.forwarded import resolve_client
+from gateway.identity.cookies import (
+    csrf_token,
+    csrf_valid,
+    expired_session_cookie,
+    session_cookie,
+    session_cookie_value,
+)
+from gateway.identity.resolve import Identity, resolve_identity
+from gateway.identity.users import User
+from gateway.proxy import send_continue
+from gateway.redirects import safe_redirect
+from gateway.runtime import Runtime
+
+log = logging.getLogger("gateway.login")
+
+LOGIN_PATH = "/.gateway/login"
+MAX_FORM_BYTES = 16 * 1024
+FAILURE_MESSAGE = "Invalid username or password."
+
+
+class _CsrfFailure(Forbidden):
+    public_message = "The form expired or came from another site. Please try again."
+    reason = "csrf"
+
+
+def user_json(user: User) -> dict[str, Any]:
+    return {
+        "username": user.username,
+        "name": user.name,
+        "email": user.email,
+        "roles": sorted(user.roles),
+    }
+
+
+def _is_json(request: web.Request) -> bool:
+    return request.content_type == "application/json"
+
+
+def _check_origin(request: web.Request, runtime: Runtime) -> None:
+    # SECURITY: browsers send Origin on every cross-site POST; only our own pages may post here.
+    origin = request.headers.get("Origin")
+    if origin is not None and origin != runtime.settings.server.public_url:
+        raise _CsrfFailure(f"POST from foreign origin {origin[:100]!r}", reason="foreign_origin")
+
+
+async def _read_small_body(request: web.Request) -> bytes:
+    length = request.content_length
+    if length is not None and length > MAX_FORM_BYTES:
+        raise PayloadTooLarge(f"login body of {length} bytes", reason="login_body_too_large")
+    await send_continue(request)
+    data = bytearray()
+    async for chunk in request.content.iter_any():
+        data += chunk
+        if len(data) > MAX_FORM_BYTES:
+            raise PayloadTooLarge("login body too large", reason="login_body_too_large")
+    return bytes(data)
+
+
+def _parse_form(body: bytes) -> dict[str, str]:
+    try:
+        fields = parse_qs(
+            body.decode("utf-8"), keep_blank_values=True, strict_parsing=False, max_num_fields=16
+        )
+    except (UnicodeDecodeError, ValueError):
+        raise BadRequest("undecodable form", reason="bad_form") from None
+    return {name: values[0] for name, values in fields.items()}
+
+
+def _parse_json(body: bytes) -> dict[str, str]:
+    try:
+        data = json.loads(body)
+    except (UnicodeDecodeError, ValueError):
+        raise BadRequest("login body is not JSON", reason="bad_json") from None
+    if not isinstance(data, dict) or not all(
+        isinstance(data.get(key), str) for key in ("username", "password")
+    ):
+        raise BadRequest('expected {"username": ..., "password": ...}', reason="bad_json")
+    return {"username": data["username"], "password": data["password"]}
+
+
+def _login_page(
+    request: web.Request,
+    runtime: Runtime,
+    *,
+    rd: str,
+    status: int = 200,
+    error: str = "",
+    username: str = "",
+) -> web.Response:
+    token, set_csrf = csrf_token(request, runtime.settings)
+    response = pages.render_page(
+        "login.html",
+        status=status,
+        title=runtime.settings.login.title,
+        error=pages.Markup(
+            f'<p class="error" role="alert">{pages.escape(error)}</p>' if error else ""
+        ),
+        csrf=token,
+        rd=rd,
+        username=username,
+    )
+    if set_csrf is not None:
+        response.headers.add("Set-Cookie", set_csrf)
+    return response
+
+
+async def login_page(request: web.Request, runtime: Runtime) -> web.StreamResponse:
+    """GET: the login form. An existing session is ended (the contract: its cookie is cleared)."""
+    response = _login_page(request, runtime, rd=safe_redirect(request.query.get("rd")))
+    await _end_session(request, runtime, response.headers)
+    return response
+
+
+async def login_submit(request: web.Request, runtime: Runtime) -> web.StreamResponse:
+    """POST: form or JSON credentials -> a new session."""
+    settings = runtime.settings
+    _check_origin(request, runtime)
+    as_json = _is_json(request)
+    body = await _read_small_body(request)
+    fields = _parse_json(body) if as_json else _parse_form(body)
+    rd = safe_redirect(fields.get("rd"))
+    if not as_json and not csrf_valid(request, settings, fields.get("csrf", "")):
+        # A stale form is common (the CSRF cookie expired with the browser session): show a
+        # fresh form rather than a bare error page.
+        log.info("login form refused", extra={"reason": "csrf", "status": 403})
+        return _login_page(request, runtime, rd=rd, status=403, error=_CsrfFailure.public_message)
+    username = fields.get("username", "")
+    user = await _authenticate(request, runtime, username, fields.get("password", ""))
+    if user is None:
+        if as_json:
+            return pages.render_json(
+                401, {"error": "invalid_credentials", "message": FAILURE_MESSAGE}
+            )
+        return _login_page(
+            request, runtime, rd=rd, status=401, error=FAILURE_MESSAGE, username=username
+        )
+    headers: CIMultiDict[str] = CIMultiDict()
+    # SECURITY: session fixation: whatever session the browser had ends; a new id is issued.
+    await _end_session(request, runtime, headers, clear_cookie=False)
+    cookie_value, _ = await runtime.sessions.create(user.username, now=time.time())
+    headers.add(
+        "Set-Cookie",
+        session_cookie(settings, cookie_value, max_age_s=settings.session.absolute_timeout_s),
+    )
+    log.info("login", extra={"reason": "login_ok", "user": user.username})
+    if as_json:
+        response = pages.render_json(200, {"user": user_json(user)})
+    else:
+        response = web.Response(status=303, headers={"Location": rd, **pages.SECURITY_HEADERS})
+    response.headers.extend(headers)
+    return response
+
+
+async def _authenticate(
+    request: web.Request, runtime: Runtime, username: str, password: str
+) -> User | None:
+    """The user, or ``None`` for any failure: unknown, wrong password, or locked out."""
+    now = time.time()
+    client = resolve_client(request, runtime.settings.server.trusted_proxies)
+    keys = (f"user:{username.casefold()}", f"ip:{client.ip}")
+    locked = await runtime.throttle.locked(keys, now=now)
+    # SECURITY: verify even when locked out, so a lockout cannot be told apart by timing.
+    user = await runtime.users.authenticate(username, password)
+    if locked:
+        log.warning("login refused: locked out", extra={"reason": "locked_out"})
+        return None
+    if user is None:
+        await runtime.throttle.failure(keys, now=now)
+        log.warning("login failed", extra={"reason": "bad_credentials"})
+        return None
+    # Only the username's counter: resetting the IP's would let one valid account launder
+    # an attacker's guesses at others.
+    await runtime.throttle.success(keys[:1])
+    return user
+
+
+async def _end_session(
+    request: web.Request,
+    runtime: Runtime,
+    headers: CIMultiDict[str],
+    *,
+    clear_cookie: bool = True,
+) -> None:
+    value = session_cookie_value(request, runtime.settings)
+    if value is None:
+        return
+    await runtime.sessions.delete(value)
+    if clear_cookie:
+        headers.add("Set-Cookie", expired_session_cookie(runtime.settings))
+
+
+async def logout_page(request: web.Request, runtime: Runtime) -> web.StreamResponse:
+    """GET: a page with a logout button. GET never logs out (link prefetchers, img tags)."""
+    identity = (await resolve_identity(request, runtime, now=time.time())).identity
+    who = (
+        f"You are signed in as {identity.user.username}."
+        if identity is not None
+        else "You are not signed in."
+    )
+    token, set_csrf = csrf_token(request, runtime.settings)
+    response = pages.render_page("logout.html", who=who, csrf=token)
+    if set_csrf is not None:
+        response.headers.add("Set-Cookie", set_csrf)
+    return response
+
+
+async def logout_submit(request: web.Request, runtime: Runtime) -> web.StreamResponse:
+    """POST: end the session server-side, expire the cookie, Clear-Site-Data."""
+    _check_origin(request, runtime)
+    as_json = _is_json(request)
+    body = await _read_small_body(request)
+    # SECURITY: a cross-site page can post a form but cannot send application/json without a
+    # CORS preflight we never grant, so JSON needs no token; forms do.
+    if not as_json and not csrf_valid(request, runtime.settings, _parse_form(body).get("csrf", "")):
+        raise _CsrfFailure("logout form without a valid CSRF token")
+    headers: CIMultiDict[str] = CIMultiDict({"Clear-Site-Data": '"cookies"'})
+    await _end_session(request, runtime, headers, clear_cookie=False)
+    headers.add("Set-Cookie", expired_session_cookie(runtime.settings))
+    log.info("logout", extra={"reason": "logout"})
+    if as_json:
+        response = web.Response(status=204, headers=pages.SECURITY_HEADERS)
+    else:
+        response = web.Response(
+            status=303, headers={"Location": LOGIN_PATH, **pages.SECURITY_HEADERS}
+        )
+    response.headers.extend(headers)
+    return response
+
+
+async def userinfo(request: web.Request, runtime: Runtime) -> web.StreamResponse:
+    """GET: the current identity as JSON; 401 without one."""
+    now = time.time()
+    resolved = await resolve_identity(request, runtime, now=now)
+    identity = resolved.identity
+    if identity is None:
+        response = pages.render_json(
+            401,
+            {"error": "unauthenticated"},
+            headers={"WWW-Authenticate": 'Bearer realm="gateway"'},
+        )
+    else:
+        response = pages.render_json(200, _identity_json(identity, runtime))
+    if resolved.set_cookie is not None:
+        response.headers.add("Set-Cookie", resolved.set_cookie)
+    return response
+
+
+def _identity_json(identity: Identity, runtime: Runtime) -> dict[str, Any]:
+    session = runtime.settings.session
+    expires = min(
+        identity.session.created_at + session.absolute_timeout_s,
+        identity.session.last_seen_at + session.idle_timeout_s,
+    )
+    return {
+        "user": user_json(identity.user),
+        "session": {"created_at": int(identity.session.created_at), "expires_at": int(expires)},
+    }
