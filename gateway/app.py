@@ -44,11 +44,10 @@ def _unauthenticated(
         rd = path + ("?" + query if query else "")
         location = f"{RESERVED_PREFIX}login?rd={quote(rd, safe='')}"
         return web.Response(status=302, headers={"Location": location, "Cache-Control": "no-store"})
-    return pages.render_error(
-        request,
+    # The contract: whoever is not redirected gets the JSON answer, browsers included.
+    return pages.render_json(
         401,
-        Unauthenticated.public_message,
-        code="unauthenticated",
+        {"error": "unauthenticated", "message": Unauthenticated.public_message},
         headers={"WWW-Authenticate": 'Bearer realm="gateway"'},
     )
 
@@ -101,7 +100,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
             query=query,
             route=route,
             upstream=settings.upstreams[route.upstream],
-            strip_cookies=frozenset((settings.session.cookie_name,)),
+            strip_cookies=runtime.own_cookies,
             user=user.username if user is not None else None,
         )
         return await forward(

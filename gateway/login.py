@@ -6,7 +6,7 @@ import json
 import logging
 import time
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, quote
 
 from aiohttp import web
 from multidict import CIMultiDict
@@ -162,7 +162,11 @@ async def login_submit(request: web.Request, runtime: Runtime) -> web.StreamResp
     if as_json:
         response = pages.render_json(200, {"user": user_json(user)})
     else:
-        response = web.Response(status=303, headers={"Location": rd, **pages.SECURITY_HEADERS})
+        # rd is validated; quoting only percent-encodes non-ASCII, as a header needs.
+        location = quote(rd, safe="/?&=#%:@!$'()*+,;~-._[]")
+        response = web.Response(
+            status=303, headers={"Location": location, **pages.SECURITY_HEADERS}
+        )
     response.headers.extend(headers)
     return response
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 
 from gateway.config.settings import Settings
+from gateway.identity.cookies import csrf_cookie_name
 from gateway.identity.redis_client import shared_redis_client
 from gateway.identity.sessions import SessionStore, create_store
 from gateway.identity.throttle import Throttle, create_throttle
@@ -25,6 +26,8 @@ class Runtime:
     sessions: SessionStore
     throttle: Throttle
     redis: Redis | None
+    own_cookies: frozenset[str]
+    """The gateway's cookies (session, CSRF): removed from what upstreams receive."""
 
     @classmethod
     def build(cls, settings: Settings, users: UserDirectory | None = None) -> Runtime:
@@ -38,6 +41,7 @@ class Runtime:
             sessions=create_store(settings.session, redis_client=redis),
             throttle=create_throttle(settings.session, settings.login.throttle, redis_client=redis),
             redis=redis,
+            own_cookies=frozenset((settings.session.cookie_name, csrf_cookie_name(settings))),
         )
 
     async def close(self) -> None:

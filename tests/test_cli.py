@@ -96,3 +96,24 @@ def test_usage_errors_exit_2(argv, capsys):
     with pytest.raises(SystemExit) as exc:
         main(argv)
     assert exc.value.code == 2
+
+
+def test_hash_password_reads_one_line_from_stdin_and_prints_an_argon2id_hash(monkeypatch, capsys):
+    import io
+
+    from gateway.identity.passwords import verify_password
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("correct horse\nignored second line\n"))
+    assert main(["hash-password"]) == 0
+    printed = capsys.readouterr().out.strip()
+    assert printed.startswith("$argon2id$")
+    assert verify_password(printed, "correct horse")
+    assert not verify_password(printed, "correct horse\n")
+
+
+def test_hash_password_refuses_an_empty_password(monkeypatch, capsys):
+    import io
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("\n"))
+    assert main(["hash-password"]) == 1
+    assert "empty password" in capsys.readouterr().err

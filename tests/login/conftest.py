@@ -1,0 +1,75 @@
+"""Fixtures for the login functional tests: a real gateway in front of a real echo upstream.
+
+- ``upstream``: the echo upstream (:class:`~tests.login.login_harness.Upstream`), already serving.
+- ``make_gateway(settings)``: a test client for ``build_app(settings)`` with no cookie jar of its
+  own (the :class:`~tests.login.login_harness.Browser` handles cookies explicitly).
+- ``backend``: parametrised over ``memory``, ``redis`` (the shared test Redis under a per-test
+  key prefix) and ``cookie``; gives a factory of :class:`SessionSettings` for that backend.
+- ``clock``: the wall clock the gateway reads (``gateway.app``, ``gateway.login``), movable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+import gateway.app
+import gateway.login
+from gateway.app import build_app
+from gateway.config.settings import SessionSettings, Settings
+from tests.login.login_harness import Clock, Upstream, session_settings
+from tests.redis_support import own_redis_server, redis_prefix, redis_url
+
+__all__ = ["own_redis_server", "redis_prefix", "redis_url"]
+
+MakeGateway = Callable[[Settings], Awaitable[TestClient[Any, Any]]]
+SessionFactory = Callable[..., SessionSettings]
+
+
+@pytest.fixture
+async def upstream(aiohttp_server: Callable[..., Awaitable[TestServer]]) -> Upstream:
+    up = Upstream()
+    server = await aiohttp_server(up.app())
+    up.url = str(server.make_url("")).rstrip("/")
+    return up
+
+
+@pytest.fixture
+def make_gateway(aiohttp_client: Any) -> MakeGateway:
+    async def make(settings: Settings) -> TestClient[Any, Any]:
+        client: TestClient[Any, Any] = await aiohttp_client(
+            build_app(settings), cookie_jar=aiohttp.DummyCookieJar()
+        )
+        return client
+
+    return make
+
+
+@pytest.fixture(params=["memory", "redis", "cookie"])
+def backend(request: pytest.FixtureRequest) -> SessionFactory:
+    """``backend(**session_options)`` -> SessionSettings for the parametrised backend."""
+    name: str = request.param
+    redis: dict[str, str] = {}
+    if name == "redis":
+        redis = {
+            "redis_url": request.getfixturevalue("redis_url"),
+            "redis_prefix": request.getfixturevalue("redis_prefix"),
+        }
+
+    def make(**options: Any) -> SessionSettings:
+        return session_settings(name, **redis, **options)
+
+    make.backend = name  # type: ignore[attr-defined]
+    return make
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    fake = Clock()
+    monkeypatch.setattr(gateway.app, "time", fake)
+    monkeypatch.setattr(gateway.login, "time", fake)
+    return fake

@@ -1,0 +1,388 @@
+"""A scripted browser and settings builders for the login functional tests.
+
+The gateway runs for real (``gateway.app.build_app``) in front of a real upstream on loopback.
+Cookies are handled here, explicitly: the :class:`Browser` reads ``Set-Cookie`` and sends a
+``Cookie`` header itself (the aiohttp client's own jar is a ``DummyCookieJar``), and never
+follows redirects, so every test sees exactly what a browser would receive.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from html.parser import HTMLParser
+from typing import Any
+
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+from argon2 import PasswordHasher
+from multidict import CIMultiDictProxy
+
+from gateway.config.settings import (
+    AccessSettings,
+    CookieStoreSettings,
+    LoginSettings,
+    RedisSettings,
+    RouteSettings,
+    SessionSettings,
+    Settings,
+    ThrottleSettings,
+    UserEntry,
+    UsersSettings,
+)
+from tests.support import route, settings
+
+HTML = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
+JSON = "application/json"
+LOGIN = "/.gateway/login"
+LOGOUT = "/.gateway/logout"
+USERINFO = "/.gateway/userinfo"
+READYZ = "/.gateway/readyz"
+COOKIE = "gw_session"
+CSRF_COOKIE = "gw_csrf"
+
+# Real argon2id hashes, with the cheapest parameters libargon2 accepts so that a known user's
+# login costs about a millisecond (an unknown username still costs one full dummy verification).
+_CHEAP = PasswordHasher(time_cost=1, memory_cost=64, parallelism=1)
+
+PASSWORDS = {
+    "alice": "alice-correct-horse",
+    "bob": "bob-battery-staple",
+    "carol": "carol-tr0ub4dor",
+    "dave": "dave-hunter2-long",
+}
+ROLES = {"alice": ("admin",), "bob": ("ops", "dev"), "carol": (), "dave": ("dev",)}
+USERS: tuple[UserEntry, ...] = tuple(
+    UserEntry(
+        username=name,
+        password_hash=_CHEAP.hash(password),
+        name=f"{name.title()} Example",
+        email=f"{name}@example.com",
+        roles=ROLES[name],
+    )
+    for name, password in PASSWORDS.items()
+)
+
+NO_THROTTLE = ThrottleSettings(max_failures=10_000, window_s=300.0, lockout_s=900.0)
+LOOPBACK = (ipaddress.ip_network("127.0.0.1/32"),)
+
+
+def session_settings(
+    backend: str,
+    *,
+    redis_url: str | None = None,
+    redis_prefix: str | None = None,
+    **options: Any,
+) -> SessionSettings:
+    """Settings for one backend; the redis backend needs ``redis_url`` and ``redis_prefix``."""
+    if backend == "redis":
+        assert redis_url is not None and redis_prefix is not None
+        options["redis"] = RedisSettings(url=redis_url, key_prefix=redis_prefix)
+    if backend == "cookie":
+        options.setdefault("cookie", CookieStoreSettings(secret=b"k" * 16 + bytes(range(16))))
+    return SessionSettings(backend=backend, **options)  # type: ignore[arg-type]
+
+
+def default_routes() -> tuple[RouteSettings, ...]:
+    return (
+        route("public", prefix="/public", access="public"),
+        route("members", prefix="/members", access="authenticated"),
+        route("api", prefix="/api", access="authenticated", unauthenticated="status"),
+    )
+
+
+def rules_route(name: str, prefix: str, *, roles: Iterable[str] = (), users: Iterable[str] = ()):
+    return replace(
+        route(name, prefix=prefix),
+        access=AccessSettings(kind="rules", roles=frozenset(roles), users=frozenset(users)),
+    )
+
+
+def gateway_settings(
+    upstream_url: str,
+    session: SessionSettings,
+    *,
+    routes: Iterable[RouteSettings] | None = None,
+    users: tuple[UserEntry, ...] = USERS,
+    throttle: ThrottleSettings = NO_THROTTLE,
+    title: str = "Sign in",
+    public_url: str = "http://gw.test",
+    **server: Any,
+) -> Settings:
+    base = settings(
+        upstream_url,
+        default_routes() if routes is None else routes,
+        public_url=public_url,
+        **server,
+    )
+    return replace(
+        base,
+        session=session,
+        users=UsersSettings(inline=users),
+        login=LoginSettings(title=title, throttle=throttle),
+    )
+
+
+class Upstream:
+    """A real upstream that echoes what it received and counts the requests."""
+
+    def __init__(self) -> None:
+        self.hits = 0
+        self.url = ""
+
+    def app(self) -> web.Application:
+        async def echo(request: web.Request) -> web.Response:
+            self.hits += 1
+            return web.json_response(
+                {
+                    "method": request.method,
+                    "path": request.raw_path,
+                    "headers": list(request.headers.items()),
+                    "cookie": request.headers.get("Cookie"),
+                }
+            )
+
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", echo)
+        return app
+
+
+@dataclass(frozen=True)
+class SetCookie:
+    raw: str
+    name: str
+    value: str
+    attributes: dict[str, str]
+    """Attribute names lower-cased; flags (``HttpOnly``) map to ``""``."""
+
+    @classmethod
+    def parse(cls, raw: str) -> SetCookie:
+        first, *rest = [part.strip() for part in raw.split(";")]
+        name, _, value = first.partition("=")
+        attributes = {}
+        for part in rest:
+            key, _, val = part.partition("=")
+            attributes[key.lower()] = val
+        return cls(raw=raw, name=name, value=value, attributes=attributes)
+
+    @property
+    def expires_now(self) -> bool:
+        return self.attributes.get("max-age") == "0"
+
+
+class _PageParser(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.inputs: list[dict[str, str]] = []
+        self.label_for: list[str] = []
+        self.urls: list[str] = []
+        self.forms: list[dict[str, str]] = []
+        self.errors: list[str] = []
+        self.h1 = ""
+        self._in: str | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        values = {key: value or "" for key, value in attrs}
+        self.urls += [values[key] for key in ("src", "href") if key in values]
+        if tag == "input":
+            self.inputs.append(values)
+        elif tag == "label":
+            self.label_for.append(values.get("for", ""))
+        elif tag == "form":
+            self.forms.append(values)
+        elif tag == "p" and "error" in values.get("class", "").split():
+            self._in = "error"
+            self.errors.append("")
+        elif tag == "h1":
+            self._in = "h1"
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("p", "h1"):
+            self._in = None
+
+    def handle_data(self, data: str) -> None:
+        if self._in == "error":
+            self.errors[-1] += data
+        elif self._in == "h1":
+            self.h1 += data
+
+
+@dataclass
+class Page:
+    """What a login or logout page shows."""
+
+    inputs: list[dict[str, str]]
+    label_for: list[str]
+    urls: list[str]
+    forms: list[dict[str, str]]
+    errors: list[str]
+    h1: str
+
+    @classmethod
+    def parse(cls, text: str) -> Page:
+        parser = _PageParser()
+        parser.feed(text)
+        parser.close()
+        return cls(
+            inputs=parser.inputs,
+            label_for=parser.label_for,
+            urls=parser.urls,
+            forms=parser.forms,
+            errors=[e.strip() for e in parser.errors],
+            h1=parser.h1.strip(),
+        )
+
+    def field(self, name: str) -> str:
+        values = [i.get("value", "") for i in self.inputs if i.get("name") == name]
+        assert len(values) == 1, f"expected one input named {name!r}, found {len(values)}"
+        return values[0]
+
+
+@dataclass
+class Reply:
+    status: int
+    headers: CIMultiDictProxy[str]
+    body: bytes
+
+    @property
+    def text(self) -> str:
+        return self.body.decode("utf-8")
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+    @property
+    def page(self) -> Page:
+        assert self.headers.get("Content-Type", "").startswith("text/html"), self.headers
+        return Page.parse(self.text)
+
+    @property
+    def set_cookies(self) -> list[SetCookie]:
+        return [SetCookie.parse(raw) for raw in self.headers.getall("Set-Cookie", ())]
+
+    def cookie(self, name: str = COOKIE) -> SetCookie | None:
+        found = [c for c in self.set_cookies if c.name == name]
+        assert len(found) <= 1, f"{name} set {len(found)} times: {found}"
+        return found[0] if found else None
+
+    @property
+    def upstream(self) -> dict[str, Any]:
+        """The echo upstream's report of what it received."""
+        data: dict[str, Any] = self.json()
+        assert "headers" in data, data
+        return data
+
+
+@dataclass
+class Browser:
+    """One browser: its own cookies, sent explicitly; redirects are never followed."""
+
+    client: TestClient[Any, Any]
+    cookies: dict[str, str] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def session(self) -> str | None:
+        return self.cookies.get(COOKIE)
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        accept: str = HTML,
+        headers: Mapping[str, str] | None = None,
+        cookies: Mapping[str, str] | None = None,
+        **kwargs: Any,
+    ) -> Reply:
+        """Send a request; ``cookies`` overrides this browser's jar (and the jar is not
+        updated from the reply then)."""
+        sent = {"Accept": accept, **self.headers, **(headers or {})}
+        jar = self.cookies if cookies is None else cookies
+        if jar:
+            sent["Cookie"] = "; ".join(f"{name}={value}" for name, value in jar.items())
+        async with self.client.request(
+            method, path, headers=sent, allow_redirects=False, **kwargs
+        ) as resp:
+            reply = Reply(resp.status, resp.headers, await resp.read())
+        if cookies is None:
+            for cookie in reply.set_cookies:
+                if cookie.expires_now or not cookie.value:
+                    self.cookies.pop(cookie.name, None)
+                else:
+                    self.cookies[cookie.name] = cookie.value
+        return reply
+
+    async def get(self, path: str, **kwargs: Any) -> Reply:
+        return await self.request("GET", path, **kwargs)
+
+    async def post(self, path: str, **kwargs: Any) -> Reply:
+        return await self.request("POST", path, **kwargs)
+
+    async def login_page(self, rd: str | None = None, **kwargs: Any) -> Reply:
+        params = {"rd": rd} if rd is not None else None
+        reply = await self.get(LOGIN, params=params, **kwargs)
+        assert reply.status == 200, reply
+        return reply
+
+    async def csrf(self) -> str:
+        """The CSRF token from a fresh login page (fetched now)."""
+        return (await self.login_page()).page.field("csrf")
+
+    async def form_login(
+        self, username: str, password: str | None = None, *, rd: str | None = None, **kwargs: Any
+    ) -> Reply:
+        """Open the login page, then submit its form (as a person would)."""
+        token = (await self.login_page(rd)).page.field("csrf")
+        return await self.submit_login(username, password, csrf=token, rd=rd, **kwargs)
+
+    async def submit_login(
+        self,
+        username: str,
+        password: str | None = None,
+        *,
+        csrf: str | None,
+        rd: str | None = None,
+        **kwargs: Any,
+    ) -> Reply:
+        """POST the login form as it is (no page fetched first)."""
+        form = {"username": username, "password": _password(username, password)}
+        if csrf is not None:
+            form["csrf"] = csrf
+        if rd is not None:
+            form["rd"] = rd
+        return await self.post(LOGIN, data=form, **kwargs)
+
+    async def json_login(self, username: str, password: str | None = None, **kwargs: Any) -> Reply:
+        body = {"username": username, "password": _password(username, password)}
+        return await self.post(LOGIN, json=body, accept=JSON, **kwargs)
+
+    async def userinfo(self, **kwargs: Any) -> Reply:
+        return await self.get(USERINFO, accept=JSON, **kwargs)
+
+
+def _password(username: str, password: str | None) -> str:
+    return PASSWORDS[username] if password is None else password
+
+
+class Clock:
+    """Stands in for the ``time`` module in the gateway modules that read the wall clock."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def time(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(time, name)
+
+
+SESSION_ID = re.compile(r"[A-Za-z0-9_-]{43}")
