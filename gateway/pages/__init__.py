@@ -21,7 +21,9 @@ SECURITY_HEADERS = {
     ),
     "X-Frame-Options": "DENY",
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    # same-origin, not no-referrer: with no-referrer browsers send "Origin: null" on our own
+    # form posts, which the Origin check must then refuse.
+    "Referrer-Policy": "same-origin",
     "Cache-Control": "no-store",
 }
 

@@ -128,7 +128,7 @@ async def test_login_page_security_headers(upstream, make_gateway):
         assert "form-action 'self'" in csp
         assert "script-src" not in csp or "'unsafe-inline'" not in csp
         assert headers["X-Frame-Options"] == "DENY"
-        assert headers["Referrer-Policy"] in ("no-referrer", "same-origin", "strict-origin")
+        assert headers["Referrer-Policy"] == "same-origin"
         assert headers["Cache-Control"] == "no-store"
         assert headers["X-Content-Type-Options"] == "nosniff"
 
