@@ -39,6 +39,14 @@ async def gateway(tmp_path, upstream, request):
     text = text.replace("127.0.0.1:8080", f"127.0.0.1:{port}")
     text = text.replace("http://127.0.0.1:9000", f"http://127.0.0.1:{upstream.port}")
     text = text.replace("data_dir: ./.gateway", f"data_dir: {tmp_path}")
+    if backend == "redis":
+        text = text.replace("backend: memory", "backend: redis")
+        text = text.replace(
+            'url: "redis://127.0.0.1:6379/0"', f'url: "{request.getfixturevalue("redis_url")}"'
+        )
+        text = text.replace(
+            'key_prefix: "gw:"', f'key_prefix: "{request.getfixturevalue("redis_prefix")}"'
+        )
     if backend == "cookie":
         (tmp_path / "session.key").write_bytes(bytes(range(32)))
         text = text.replace("backend: memory", "backend: cookie")
@@ -61,7 +69,7 @@ async def gateway(tmp_path, upstream, request):
         await asyncio.to_thread(proc.wait, 15)
 
 
-@pytest.mark.parametrize("gateway", ["memory", "cookie"], indirect=True)
+@pytest.mark.parametrize("gateway", ["memory", "redis", "cookie"], indirect=True)
 async def test_sign_in_reach_a_page_sign_out_and_the_old_cookie_is_worthless(browser, gateway):
     context = await browser.new_context()
     page = await context.new_page()
