@@ -89,8 +89,24 @@ def _build(root: Section, source: Path | None) -> Settings:
         routes=routes,
         source=source,
     )
+    _check_audiences(root.ctx, settings)
     _warn(root.ctx, settings)
     return replace(settings, warnings=tuple(root.ctx.warnings))
+
+
+def _check_audiences(ctx: Context, settings: Settings) -> None:
+    # SECURITY: API bearer tokens are the ones whose aud is the issuer. An upstream token with
+    # that audience would be accepted back as an API token: an upstream could replay it.
+    issuer = settings.tokens.issuer
+    for i, route in enumerate(settings.routes):
+        audience = route.token.audience or route.upstream
+        if audience == issuer:
+            where = "token.audience" if route.token.audience else "upstream"
+            ctx.error(
+                f"routes[{i}].{where}",
+                f'the upstream token audience "{audience}" equals tokens.issuer, which only '
+                "API tokens may carry; choose another audience",
+            )
 
 
 def _warn(ctx: Context, settings: Settings) -> None:

@@ -1,6 +1,7 @@
 """The ``tokens:`` section: the JWTs minted for upstreams.
 
-Key files are only checked for readability here; :mod:`gateway.tokens` parses them.
+Key files are parsed with the code that signs with them (:func:`gateway.tokens.load_keyset`), so a
+weak or unsupported key fails here, naming its file, instead of at start-up.
 """
 
 from __future__ import annotations
@@ -36,10 +37,15 @@ _RESERVED_HEADERS = frozenset({
 
 
 def build_tokens(root: Section, server: ServerSettings) -> TokenSettings:
-    """Validate ``tokens:``; the issuer defaults to ``server.public_url``."""
+    """Validate ``tokens:``; the issuer defaults to ``server.public_url``.
+
+    The keys are then loaded as the gateway will load them, without writing anything: a
+    missing generated key in ``server.data_dir`` is fine, an unusable one is reported.
+    """
     section = root.section("tokens", KEYS)
+    issues_before = len(section.ctx.issues)
     api = section.section("api_tokens", API_TOKEN_KEYS)
-    return TokenSettings(
+    tokens = TokenSettings(
         issuer=section.get("issuer", server.public_url, values.text),
         ttl_s=section.get("ttl", 60.0, TOKEN_TTL),
         header=section.get("header", "Authorization", _header),
@@ -50,6 +56,29 @@ def build_tokens(root: Section, server: ServerSettings) -> TokenSettings:
             ttl_s=api.get("ttl", 3600.0, TOKEN_TTL),
         ),
     )
+    if len(section.ctx.issues) == issues_before:
+        # The shape is right: now the key material (reading it again would repeat errors).
+        _check_keys(section, tokens, server)
+    return tokens
+
+
+def _check_keys(section: Section, tokens: TokenSettings, server: ServerSettings) -> None:
+    from gateway.tokens.keys import KeyConfigError, load_keyset  # gateway.tokens imports config
+
+    try:
+        keyset = load_keyset(tokens, server.data_dir, generate=False)
+    except KeyConfigError as exc:
+        for path, message in exc.issues:
+            section.ctx.error(path, message)
+        return
+    if tokens.api_tokens.enabled and keyset.api_signing is None:
+        # SECURITY: an HMAC secret is shared with upstreams; a token it signs must not be a
+        # credential the gateway accepts, so API tokens need a key only the gateway holds.
+        section.ctx.error(
+            section.at("api_tokens.enabled"),
+            "API tokens need a private key (signing_keys: - file: ...), not only HMAC secrets, "
+            "which upstreams also hold",
+        )
 
 
 def _header(value: Any) -> str:

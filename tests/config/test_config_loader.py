@@ -308,8 +308,10 @@ def test_redis_secret_conflicts(tmp_path: Path, redis: dict[str, str], expected:
     assert problems(document, base_dir=tmp_path) == [expected]
 
 
-def test_signing_keys_files_are_checked_not_parsed(tmp_path: Path) -> None:
-    (tmp_path / "current.pem").write_text("not parsed here\n")
+def test_signing_key_files_and_hmac_secrets_are_read(tmp_path: Path) -> None:
+    from gateway.tokens import generate_private_key
+
+    (tmp_path / "current.pem").write_bytes(generate_private_key("EdDSA")[0])
     (tmp_path / "hs256").write_bytes(b"h" * 32 + b"\n")
     document = minimal()
     document["tokens"] = {"signing_keys": [

@@ -500,3 +500,21 @@ def test_warnings(changes: dict[str, Any], warning: str) -> None:
 def test_same_site_none_over_https_is_fine() -> None:
     settings = load({"session.same_site": "none", "server.public_url": "https://a.example"})
     assert settings.warnings == ()
+
+
+@pytest.mark.parametrize(
+    ("changes", "path"),
+    [
+        ({"tokens.issuer": "app"}, "routes[0].upstream"),
+        (
+            {"tokens.issuer": "gw", "routes[0].token": {"audience": "gw"}},
+            "routes[0].token.audience",
+        ),
+    ],
+)
+def test_an_upstream_audience_equal_to_the_issuer_is_refused(
+    changes: dict[str, Any], path: str
+) -> None:
+    [problem] = problems(changes)
+    assert problem.startswith(f"{path}: ")
+    assert "equals tokens.issuer" in problem

@@ -1,0 +1,97 @@
+"""The one object the app holds for tokens: keys, minter, cache, metrics and verification."""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+
+from gateway import metrics
+from gateway.config.settings import TokenSettings
+from gateway.identity.users import User
+from gateway.tokens.cache import TokenCache
+from gateway.tokens.keys import KeySet
+from gateway.tokens.mint import SessionRef, TokenMinter
+from gateway.tokens.verify import ApiClaims, verify_api_token
+
+
+class Tokens:
+    """Mints upstream tokens through a :class:`TokenCache`, API tokens, and verifies bearers.
+
+    Not thread-safe: use it from the event loop. :meth:`reconfigure` swaps keys and settings in
+    place on reload (SIGHUP) and empties the cache when they changed.
+    """
+
+    def __init__(
+        self, keyset: KeySet, settings: TokenSettings, cache: TokenCache | None = None
+    ) -> None:
+        self.cache = cache if cache is not None else TokenCache()
+        self._minter = TokenMinter(keyset, settings)
+
+    @property
+    def keyset(self) -> KeySet:
+        return self._minter.keyset
+
+    @property
+    def settings(self) -> TokenSettings:
+        return self._minter.settings
+
+    @property
+    def jwks_json(self) -> bytes:
+        """Body of ``GET /.gateway/jwks.json`` (``application/json``)."""
+        return self._minter.keyset.jwks_json
+
+    def upstream_token(
+        self, user: User, session: SessionRef, *, audience: str, ttl_s: float, now: float
+    ) -> str:
+        """The token for ``(session, audience)``: cached while more than a fifth of its lifetime
+        remains and the user's claims are unchanged, else freshly minted."""
+        key = (session.sid_hash, audience)
+        stamp = _stamp(user, ttl_s)
+        token = self.cache.get(key, now, stamp=stamp)
+        if token is not None:
+            metrics.TOKEN_CACHE_HITS.inc()
+            return token
+        minted = self._minter.issue_upstream(
+            user, session, audience=audience, ttl_s=ttl_s, now=now
+        )
+        metrics.TOKENS_MINTED.inc()
+        self.cache.put(
+            key, minted.token, issued_at=minted.issued_at, expires_at=minted.expires_at,
+            stamp=stamp,
+        )
+        return minted.token
+
+    def api_token(self, user: User, *, now: float) -> tuple[str, int]:
+        """``(access_token, expires_in)`` for ``POST /.gateway/token`` (never cached)."""
+        token = self._minter.mint_api(user, now=now)
+        metrics.TOKENS_MINTED.inc()
+        return token
+
+    def verify_bearer(self, token: str, *, now: float, leeway_s: float = 0) -> ApiClaims:
+        """Verify an API client's bearer token against our keys and issuer (see
+        :func:`~gateway.tokens.verify.verify_api_token`); raises ``InvalidBearer``."""
+        return verify_api_token(
+            token, self.keyset, issuer=self.settings.issuer, now=now, leeway_s=leeway_s
+        )
+
+    def drop_session(self, sid_hash: str) -> int:
+        """Forget the cached tokens of a session (logout); returns how many."""
+        return self.cache.drop_session(sid_hash)
+
+    def reconfigure(self, keyset: KeySet, settings: TokenSettings) -> bool:
+        """Use new keys and settings (reload); returns ``True`` when the cache was emptied.
+
+        Cached tokens are dropped when the signing key (:attr:`KeySet.fingerprint`) or the
+        ``tokens:`` settings (issuer, claims, ...) changed, so no token signed by a retired key
+        or with old claims is served after the reload.
+        """
+        old = self._minter
+        self._minter = TokenMinter(keyset, settings)
+        if old.keyset.fingerprint == keyset.fingerprint and old.settings == settings:
+            return False
+        self.cache.clear()
+        return True
+
+
+def _stamp(user: User, ttl_s: float) -> Hashable:
+    # What the cached token was minted from: a change (e.g. roles after a users reload) misses.
+    return (user.username, user.name, user.email, user.roles, ttl_s)

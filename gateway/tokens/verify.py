@@ -1,0 +1,188 @@
+"""Verifying API clients' bearer tokens: only tokens this gateway minted for itself pass.
+
+Every failure is an :class:`InvalidBearer` (401) whose :attr:`~InvalidBearer.description` is a
+short fixed string for ``WWW-Authenticate: Bearer error="invalid_token", error_description=...``;
+nothing from the token is ever echoed or logged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+import jwt
+
+from gateway.errors import Unauthenticated
+from gateway.tokens.keys import ASYMMETRIC_ALGORITHMS, KeySet
+
+MAX_BEARER_BYTES = 4096
+"""Longer bearer tokens are refused before any parsing (ours are a few hundred bytes)."""
+
+REQUIRED_CLAIMS = ("iss", "sub", "aud", "iat", "nbf", "exp", "jti")
+
+# Compact JWS: three non-empty base64url segments, nothing else (no padding, no whitespace).
+_COMPACT = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
+_API_SESSION_DOMAIN = b"gateway/api-token-session/v1\x00"
+
+
+class InvalidBearer(Unauthenticated):
+    """A bearer token was refused. ``description`` is safe to send to the client."""
+
+    reason = "invalid_bearer"
+    error = "invalid_token"
+    """The RFC 6750 ``error`` attribute of ``WWW-Authenticate``."""
+
+    def __init__(self, description: str, *, reason: str) -> None:
+        super().__init__(f"bearer token refused: {description}", reason=reason)
+        self.description = description
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ApiClaims:
+    """The verified claims of an API bearer token.
+
+    Only :attr:`subject` identifies the caller; look the user up afresh from it so that a
+    deleted user or changed roles take effect before the token expires.
+    """
+
+    subject: str
+    jti: str
+    issued_at: int
+    expires_at: int
+    claims: Mapping[str, Any] = field(repr=False)
+
+    @property
+    def sid_hash(self) -> str:
+        """Stands in for a session's ``sid_hash`` when minting upstream tokens for this bearer
+        token (cache key and ``sid``): one per API token, never equal to a real session's."""
+        digest = hashlib.sha256(_API_SESSION_DOMAIN + self.jti.encode("utf-8")).hexdigest()
+        return f"api-{digest}"
+
+
+def verify_api_token(
+    token: str, keyset: KeySet, *, issuer: str, now: float, leeway_s: float = 0
+) -> ApiClaims:
+    """Verify an API client's bearer token; raises :class:`InvalidBearer` on any failure.
+
+    Accepted only when signed by one of OUR asymmetric keys (looked up by ``kid``) with exactly
+    that key's algorithm, with ``iss`` and ``aud`` both equal to ``issuer`` and ``exp``, ``nbf``,
+    ``iat`` valid at ``now`` (give or take ``leeway_s``).
+    """
+    # SECURITY: cap the size before any decoding (base64/JSON of attacker data costs CPU).
+    if len(token) > MAX_BEARER_BYTES:
+        raise InvalidBearer("token too large", reason="bearer_too_large")
+    # SECURITY: exactly three base64url segments; anything else is not one of our tokens.
+    if not _COMPACT.fullmatch(token):
+        raise InvalidBearer("malformed token", reason="bearer_malformed")
+    header = _header(token)
+    key, alg = _key_for(header, keyset)
+    claims = _decode(token, key, alg, issuer=issuer)
+    _validate_times(claims, now=now, leeway_s=leeway_s)
+    return ApiClaims(
+        subject=claims["sub"],
+        jti=claims["jti"],
+        issued_at=claims["iat"],
+        expires_at=claims["exp"],
+        claims=MappingProxyType(claims),
+    )
+
+
+def _header(token: str) -> dict[str, Any]:
+    try:
+        header = jwt.get_unverified_header(token)
+    except jwt.DecodeError:  # not base64url JSON
+        raise InvalidBearer("malformed token", reason="bearer_malformed") from None
+    except jwt.PyJWTError:  # pyjwt's own header checks: crit it does not know, a non-string kid
+        raise InvalidBearer("unsupported token header", reason="bearer_header") from None
+    if "crit" in header:
+        # SECURITY: we understand no JWS extension, so a critical one means "do not accept".
+        raise InvalidBearer("unsupported token header", reason="bearer_crit")
+    # SECURITY: jku, jwk, x5u and x5c are deliberately never read: the verification key comes
+    # only from our own key set, so an attacker cannot point us at their key or make us fetch.
+    return header
+
+
+def _key_for(header: Mapping[str, Any], keyset: KeySet) -> tuple[Any, str]:
+    kid = header.get("kid")
+    if not isinstance(kid, str):
+        raise InvalidBearer("unknown signing key", reason="bearer_no_kid")
+    # SECURITY: the kid is looked up only among our own keys; an unknown kid fails closed.
+    found = keyset.verification(kid)
+    if found is None:
+        raise InvalidBearer("unknown signing key", reason="bearer_unknown_kid")
+    key, key_alg = found
+    # SECURITY: the algorithm is the key's, not the token's: an allow-list of exactly one.
+    # That refuses alg "none", HS256 "signed" with our public key (algorithm confusion) and any
+    # RS/ES/EdDSA mix-up. HMAC secrets are shared with upstreams, so never accepted here.
+    if key_alg not in ASYMMETRIC_ALGORITHMS or header.get("alg") != key_alg:
+        raise InvalidBearer("algorithm not allowed", reason="bearer_alg")
+    return key, key_alg
+
+
+def _decode(token: str, key: Any, alg: str, *, issuer: str) -> dict[str, Any]:
+    try:
+        claims: dict[str, Any] = jwt.decode(
+            token,
+            key,
+            algorithms=[alg],
+            # SECURITY: API tokens carry the gateway's own issuer as aud; upstream tokens carry
+            # their route's audience, so one leaked or replayed by an upstream is refused here.
+            audience=issuer,
+            issuer=issuer,
+            options={
+                "require": list(REQUIRED_CLAIMS),
+                "strict_aud": True,
+                "verify_signature": True,
+                "verify_aud": True,
+                "verify_iss": True,
+                "verify_sub": True,
+                "verify_jti": True,
+                # Times are checked below against the caller's clock (``now``).
+                "verify_exp": False,
+                "verify_nbf": False,
+                "verify_iat": False,
+                "enforce_minimum_key_length": True,
+            },
+        )
+    except jwt.InvalidSignatureError:
+        raise InvalidBearer("invalid signature", reason="bearer_signature") from None
+    except jwt.InvalidAudienceError:
+        raise InvalidBearer("invalid audience", reason="bearer_audience") from None
+    except jwt.InvalidIssuerError:
+        raise InvalidBearer("invalid issuer", reason="bearer_issuer") from None
+    except jwt.MissingRequiredClaimError:
+        raise InvalidBearer("missing claim", reason="bearer_claims") from None
+    except jwt.PyJWTError:
+        raise InvalidBearer("invalid token", reason="bearer_invalid") from None
+    if not isinstance(claims.get("sub"), str) or not claims["sub"]:
+        raise InvalidBearer("missing claim", reason="bearer_claims")
+    return claims
+
+
+def _validate_times(claims: Mapping[str, Any], *, now: float, leeway_s: float) -> None:
+    times = [claims.get(name) for name in ("iat", "nbf", "exp")]
+    if not all(isinstance(value, int) and not isinstance(value, bool) for value in times):
+        raise InvalidBearer("invalid token", reason="bearer_claims")
+    _validate_exp(claims["exp"], now, leeway_s)
+    _validate_nbf(claims["nbf"], now, leeway_s)
+    _validate_iat(claims["iat"], now, leeway_s)
+
+
+def _validate_exp(exp: int, now: float, leeway_s: float) -> None:
+    if exp <= now - leeway_s:
+        raise InvalidBearer("token expired", reason="bearer_expired")
+
+
+def _validate_nbf(nbf: int, now: float, leeway_s: float) -> None:
+    if nbf > now + leeway_s:
+        raise InvalidBearer("token not yet valid", reason="bearer_not_yet_valid")
+
+
+def _validate_iat(iat: int, now: float, leeway_s: float) -> None:
+    # SECURITY: a token "issued" in the future was not issued by us with a sane clock.
+    if iat > now + leeway_s:
+        raise InvalidBearer("token issued in the future", reason="bearer_iat_future")
