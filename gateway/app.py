@@ -20,8 +20,15 @@ from gateway.config.settings import RouteSettings, Settings
 from gateway.context import RequestContext
 from gateway.errors import Forbidden, GatewayError, Unauthenticated
 from gateway.forwarded import resolve_client
-from gateway.identity.resolve import ANONYMOUS, Resolved, resolve_identity
+from gateway.identity.resolve import (
+    ANONYMOUS,
+    Resolved,
+    bearer_token,
+    resolve_bearer,
+    resolve_identity,
+)
 from gateway.identity.sessions import SessionStoreUnavailable
+from gateway.identity.upstream import identity_headers
 from gateway.identity.users import UserDirectory
 from gateway.proxy import expect_handler, forward
 from gateway.routing import normalise_path
@@ -52,11 +59,19 @@ def _unauthenticated(
     )
 
 
-async def _identity(request: web.Request, runtime: Runtime, route: RouteSettings) -> Resolved:
+async def _identity(
+    request: web.Request, runtime: Runtime, route: RouteSettings, now: float
+) -> Resolved:
     if route.access.kind == "deny":
         return ANONYMOUS  # nobody gets in: no need to ask the store
+    if route.accept_bearer:
+        token = bearer_token(request)
+        if token is not None:
+            # SECURITY: a bearer token that fails is a 401, never a fall-back to the cookie
+            # or to anonymous, and never passed through.
+            return Resolved(identity=resolve_bearer(runtime, token, now=now))
     try:
-        return await resolve_identity(request, runtime, now=time.time())
+        return await resolve_identity(request, runtime, now=now)
     except SessionStoreUnavailable:
         if route.access.kind != "public":
             raise  # SECURITY: fail closed: never anonymous-but-allowed on a protected route
@@ -80,7 +95,8 @@ async def handle(request: web.Request) -> web.StreamResponse:
             return await endpoints.dispatch(request, runtime, path)
         client = resolve_client(request, settings.server.trusted_proxies)
         route = runtime.routes.select(request.method, client.host, path)
-        resolved = await _identity(request, runtime, route)
+        now = time.time()
+        resolved = await _identity(request, runtime, route, now)
         if resolved.set_cookie is not None:
             request[SET_COOKIE] = resolved.set_cookie
         identity = resolved.identity
@@ -103,6 +119,8 @@ async def handle(request: web.Request) -> web.StreamResponse:
             strip_cookies=runtime.own_cookies,
             user=user.username if user is not None else None,
         )
+        if identity is not None:
+            ctx.add_headers = identity_headers(runtime, route, identity, now=now)
         return await forward(
             request, ctx, runtime.upstream_client, public_url=settings.server.public_url
         )

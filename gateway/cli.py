@@ -1,4 +1,4 @@
-"""Command line: ``gateway run | check | hash-password``."""
+"""Command line: ``gateway run | check | hash-password | keys generate``."""
 
 from __future__ import annotations
 
@@ -72,8 +72,12 @@ def cmd_check(args: argparse.Namespace) -> int:
     for route in settings.routes:
         upstream = settings.upstreams[route.upstream]
         rows.append(
-            (route.name, describe_match(route.match), describe_access(route),
-             f"{upstream.name} ({upstream.url})")
+            (
+                route.name,
+                describe_match(route.match),
+                describe_access(route),
+                f"{upstream.name} ({upstream.url})",
+            )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
     for row in rows:
@@ -117,10 +121,31 @@ def cmd_hash_password(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_keys_generate(args: argparse.Namespace) -> int:
+    """Write a new private signing key (PEM, mode 0600) and print its kid."""
+    from gateway.tokens import generate_private_key, write_private_key
+
+    pem, kid = generate_private_key(args.alg)
+    if args.out is None:
+        sys.stdout.write(pem.decode("ascii"))
+        print(f"kid: {kid}", file=sys.stderr)
+        return 0
+    try:
+        write_private_key(Path(args.out), pem, overwrite=args.force)
+    except FileExistsError:
+        print(
+            f"gateway keys generate: {args.out} exists (use --force to replace it)", file=sys.stderr
+        )
+        return 1
+    except OSError as exc:
+        print(f"gateway keys generate: cannot write {args.out}: {exc.strerror}", file=sys.stderr)
+        return 1
+    print(kid)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="gateway", description="Authentication reverse proxy."
-    )
+    parser = argparse.ArgumentParser(prog="gateway", description="Authentication reverse proxy.")
     parser.add_argument("--version", action="version", version=f"gateway {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     config_help = "configuration file (default: $GATEWAY_CONFIG, then ./config.yaml)"
@@ -137,6 +162,14 @@ def build_parser() -> argparse.ArgumentParser:
         "hash-password", help="read a password and print an argon2id hash for users.*"
     )
     hash_pw.set_defaults(func=cmd_hash_password)
+
+    keys = sub.add_parser("keys", help="signing keys")
+    keys_sub = keys.add_subparsers(dest="keys_command", metavar="COMMAND", required=True)
+    generate = keys_sub.add_parser("generate", help="write a new private signing key")
+    generate.add_argument("--alg", choices=("EdDSA", "ES256", "RS256"), default="EdDSA")
+    generate.add_argument("--out", help="PEM file to write (mode 0600); default: stdout")
+    generate.add_argument("--force", action="store_true", help="replace an existing --out file")
+    generate.set_defaults(func=cmd_keys_generate)
     return parser
 
 

@@ -38,6 +38,15 @@ async def _readyz(request: web.Request, runtime: Runtime) -> web.StreamResponse:
     )
 
 
+async def _jwks(request: web.Request, runtime: Runtime) -> web.StreamResponse:
+    """GET /.gateway/jwks.json: the public signing keys (RFC 7517)."""
+    return web.Response(
+        body=runtime.tokens.jwks_json,
+        content_type="application/json",
+        headers={"Cache-Control": "public, max-age=300", "X-Content-Type-Options": "nosniff"},
+    )
+
+
 _ENDPOINTS: dict[str, dict[str, Handler]] = {
     "/.gateway/static/gateway.css": {"GET": _static_css},
     "/.gateway/healthz": {"GET": _healthz},
@@ -45,6 +54,8 @@ _ENDPOINTS: dict[str, dict[str, Handler]] = {
     login.LOGIN_PATH: {"GET": login.login_page, "POST": login.login_submit},
     "/.gateway/logout": {"GET": login.logout_page, "POST": login.logout_submit},
     "/.gateway/userinfo": {"GET": login.userinfo},
+    "/.gateway/token": {"POST": login.api_token},
+    "/.gateway/jwks.json": {"GET": _jwks},
 }
 
 

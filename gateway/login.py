@@ -12,7 +12,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from gateway import pages
-from gateway.errors import BadRequest, Forbidden, PayloadTooLarge
+from gateway.errors import BadRequest, Forbidden, NotFound, PayloadTooLarge
 from gateway.forwarded import resolve_client
 from gateway.identity.cookies import (
     csrf_token,
@@ -204,7 +204,11 @@ async def _end_session(
     value = session_cookie_value(request, runtime.settings)
     if value is None:
         return
+    loaded = await runtime.sessions.load(value, now=time.time())
     await runtime.sessions.delete(value)
+    if loaded is not None:
+        # Tokens minted for the session must not outlive it in the cache.
+        runtime.tokens.drop_session(loaded.session.sid_hash)
     if clear_cookie:
         headers.add("Set-Cookie", expired_session_cookie(runtime.settings))
 
@@ -266,12 +270,32 @@ async def userinfo(request: web.Request, runtime: Runtime) -> web.StreamResponse
 
 
 def _identity_json(identity: Identity, runtime: Runtime) -> dict[str, Any]:
-    session = runtime.settings.session
-    expires = min(
-        identity.session.created_at + session.absolute_timeout_s,
-        identity.session.last_seen_at + session.idle_timeout_s,
+    body: dict[str, Any] = {"user": user_json(identity.user)}
+    session = identity.session
+    if session is not None:
+        timeouts = runtime.settings.session
+        expires = min(
+            session.created_at + timeouts.absolute_timeout_s,
+            session.last_seen_at + timeouts.idle_timeout_s,
+        )
+        body["session"] = {"created_at": int(session.created_at), "expires_at": int(expires)}
+    return body
+
+
+async def api_token(request: web.Request, runtime: Runtime) -> web.StreamResponse:
+    """POST /.gateway/token: JSON credentials -> a bearer token for API clients."""
+    if not runtime.settings.tokens.api_tokens.enabled:
+        raise NotFound("API tokens are not enabled", reason="no_endpoint")
+    if not _is_json(request):
+        raise BadRequest("expected application/json credentials", reason="bad_json")
+    _check_origin(request, runtime)
+    fields = _parse_json(await _read_small_body(request))
+    user = await _authenticate(request, runtime, fields["username"], fields["password"])
+    if user is None:
+        return pages.render_json(401, {"error": "invalid_credentials", "message": FAILURE_MESSAGE})
+    token, expires_in = runtime.tokens.api_token(user, now=time.time())
+    log.info("api token issued", extra={"reason": "api_token", "user": user.username})
+    return pages.render_json(
+        200, {"access_token": token, "token_type": "Bearer", "expires_in": expires_in}
     )
-    return {
-        "user": user_json(identity.user),
-        "session": {"created_at": int(identity.session.created_at), "expires_at": int(expires)},
-    }
+

@@ -13,6 +13,7 @@ from gateway.identity.sessions import SessionStore, create_store
 from gateway.identity.throttle import Throttle, create_throttle
 from gateway.identity.users import UserDirectory, load_users
 from gateway.routing import RouteTable
+from gateway.tokens import Tokens, load_keyset
 from gateway.upstream import create_client
 from gateway.upstream.base import UpstreamClient
 
@@ -26,12 +27,16 @@ class Runtime:
     sessions: SessionStore
     throttle: Throttle
     redis: Redis | None
+    tokens: Tokens
     own_cookies: frozenset[str]
     """The gateway's cookies (session, CSRF): removed from what upstreams receive."""
 
     @classmethod
     def build(cls, settings: Settings, users: UserDirectory | None = None) -> Runtime:
-        """Build without I/O: connections open on first use (Redis, upstreams)."""
+        """Build without network I/O: connections open on first use (Redis, upstreams).
+
+        Reads the users' files and the signing keys (generating one into ``data_dir`` when
+        none is configured)."""
         redis = shared_redis_client(settings.session)
         return cls(
             settings=settings,
@@ -41,6 +46,7 @@ class Runtime:
             sessions=create_store(settings.session, redis_client=redis),
             throttle=create_throttle(settings.session, settings.login.throttle, redis_client=redis),
             redis=redis,
+            tokens=Tokens(load_keyset(settings.tokens, settings.server.data_dir), settings.tokens),
             own_cookies=frozenset((settings.session.cookie_name, csrf_cookie_name(settings))),
         )
 

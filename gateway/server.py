@@ -21,6 +21,7 @@ from aiohttp import web
 
 from gateway.app import build_app
 from gateway.config.settings import Settings
+from gateway.tokens import KeyConfigError, load_keyset
 
 log = logging.getLogger("gateway")
 
@@ -86,6 +87,13 @@ def serve(settings: Settings, *, warnings: list[str]) -> int:
     for warning in warnings:
         log.warning("config: %s", warning, extra={"reason": "config_warning"})
     server = settings.server
+    try:
+        # Before any worker starts, so that a generated key is created once and shared.
+        load_keyset(settings.tokens, server.data_dir)
+    except KeyConfigError as exc:
+        for path, message in exc.issues:
+            log.error("%s: %s", path, message, extra={"reason": "keys"})
+        return 1
     log.info(
         "gateway listening on %s:%d for %s (%d worker(s))",
         server.listen_host, server.listen_port, server.public_url, server.workers,

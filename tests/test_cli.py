@@ -117,3 +117,31 @@ def test_hash_password_refuses_an_empty_password(monkeypatch, capsys):
     monkeypatch.setattr("sys.stdin", io.StringIO("\n"))
     assert main(["hash-password"]) == 1
     assert "empty password" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("alg", ["EdDSA", "ES256", "RS256"])
+def test_keys_generate_writes_a_private_key_0600_and_prints_its_kid(tmp_path, capsys, alg):
+    from gateway.config.settings import SigningKeySettings, TokenSettings
+    from gateway.tokens import load_keyset
+
+    out = tmp_path / "keys" / "current.pem"
+    out.parent.mkdir()
+    assert main(["keys", "generate", "--alg", alg, "--out", str(out)]) == 0
+    kid = capsys.readouterr().out.strip()
+    assert out.stat().st_mode & 0o777 == 0o600
+    keyset = load_keyset(
+        TokenSettings(issuer="https://gw.test", signing_keys=(SigningKeySettings(file=out),)),
+        tmp_path,
+    )
+    assert (keyset.signing.kid, keyset.signing.alg) == (kid, alg)
+
+
+def test_keys_generate_never_overwrites_a_key_without_force(tmp_path, capsys):
+    out = tmp_path / "current.pem"
+    assert main(["keys", "generate", "--out", str(out)]) == 0
+    before = out.read_bytes()
+    assert main(["keys", "generate", "--out", str(out)]) == 1
+    assert "exists" in capsys.readouterr().err
+    assert out.read_bytes() == before
+    assert main(["keys", "generate", "--out", str(out), "--force"]) == 0
+    assert out.read_bytes() != before

@@ -14,12 +14,16 @@ from gateway.identity.cookies import (
 from gateway.identity.sessions import Session
 from gateway.identity.users import User
 from gateway.runtime import Runtime
+from gateway.tokens import InvalidBearer
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Identity:
     user: User
-    session: Session
+    sid_hash: str
+    """What tokens are minted and cached for: the session's hash, or an API token's stand-in."""
+    session: Session | None = None
+    """The browser session, when the caller came with the session cookie (not a bearer token)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -51,4 +55,24 @@ async def resolve_identity(request: web.Request, runtime: Runtime, *, now: float
     if loaded.refreshed_cookie is not None:
         remaining = loaded.session.created_at + settings.session.absolute_timeout_s - now
         set_cookie = session_cookie(settings, loaded.refreshed_cookie, max_age_s=remaining)
-    return Resolved(identity=Identity(user=user, session=loaded.session), set_cookie=set_cookie)
+    identity = Identity(user=user, sid_hash=loaded.session.sid_hash, session=loaded.session)
+    return Resolved(identity=identity, set_cookie=set_cookie)
+
+
+def bearer_token(request: web.Request) -> str | None:
+    """The token of an ``Authorization: Bearer`` header (scheme case-insensitive), if any."""
+    header = request.headers.get("Authorization")
+    if header is None:
+        return None
+    scheme, _, token = header.strip().partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else None
+
+
+def resolve_bearer(runtime: Runtime, token: str, *, now: float) -> Identity:
+    """The identity behind an API client's bearer token, or :class:`InvalidBearer` (401)."""
+    claims = runtime.tokens.verify_bearer(token, now=now)
+    user = runtime.users.get(claims.subject)
+    if user is None:
+        # The user was removed since the token was issued: the token dies with them.
+        raise InvalidBearer("token subject is not a known user", reason="bearer_unknown_user")
+    return Identity(user=user, sid_hash=claims.sid_hash)

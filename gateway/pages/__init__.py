@@ -12,7 +12,7 @@ from importlib import resources
 
 from aiohttp import web
 
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, Unauthenticated
 
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
@@ -96,4 +96,13 @@ def render_error(
 
 def error_response(request: web.BaseRequest, exc: GatewayError) -> web.Response:
     """Map a :class:`GatewayError` to its client-safe response (detail stays in the log)."""
-    return render_error(request, exc.status, exc.public_message, code=exc.code)
+    headers = None
+    if isinstance(exc, Unauthenticated):
+        challenge = 'Bearer realm="gateway"'
+        error = getattr(exc, "error", None)
+        if error is not None:
+            # RFC 6750 3: the description is a fixed, safe string (never token content).
+            description = getattr(exc, "description", "")
+            challenge += f', error="{error}", error_description="{description}"'
+        headers = {"WWW-Authenticate": challenge}
+    return render_error(request, exc.status, exc.public_message, code=exc.code, headers=headers)
