@@ -14,11 +14,11 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from gateway import endpoints, pages
+from gateway import endpoints, metrics, ops, pages
 from gateway.access import Decision, decide
 from gateway.config.settings import RouteSettings, Settings
-from gateway.context import RequestContext
-from gateway.errors import Forbidden, GatewayError, Unauthenticated
+from gateway.context import ClientInfo, RequestContext
+from gateway.errors import Forbidden, GatewayError, Unauthenticated, UpstreamError
 from gateway.forwarded import resolve_client
 from gateway.identity.resolve import (
     ANONYMOUS,
@@ -30,7 +30,7 @@ from gateway.identity.resolve import (
 from gateway.identity.sessions import SessionStoreUnavailable
 from gateway.identity.upstream import identity_headers
 from gateway.identity.users import UserDirectory
-from gateway.proxy import expect_handler, forward
+from gateway.proxy import STREAM_ERROR, expect_handler, forward
 from gateway.routing import normalise_path
 from gateway.runtime import Runtime, RuntimeHolder
 
@@ -83,50 +83,88 @@ async def _identity(
 
 
 async def handle(request: web.Request) -> web.StreamResponse:
-    """The catch-all handler: every request goes through here."""
-    runtime = request.app[RUNTIME].current
+    """The catch-all handler: every request goes through here, and is counted and logged."""
+    started = time.perf_counter()
+    holder = request.app[RUNTIME]
+    runtime = holder.current
     settings = runtime.settings
+    client = resolve_client(request, settings.server.trusted_proxies)
+    trace = request[ops.TRACE] = ops.Trace()
+    response: web.StreamResponse | None = None
     try:
-        raw_path, _, query = request.raw_path.partition("?")
-        path = normalise_path(raw_path)
-        if path.startswith(RESERVED_PREFIX) or path == RESERVED_PREFIX[:-1]:
-            # SECURITY: the reserved prefix is matched after normalisation so that
-            # /%2egateway/ or //.gateway/ cannot reach an upstream either.
-            return await endpoints.dispatch(request, runtime, path)
-        client = resolve_client(request, settings.server.trusted_proxies)
-        route = runtime.routes.select(request.method, client.host, path)
-        now = time.time()
-        resolved = await _identity(request, runtime, route, now)
-        if resolved.set_cookie is not None:
-            request[SET_COOKIE] = resolved.set_cookie
-        identity = resolved.identity
-        user = identity.user if identity is not None else None
-        decision = decide(
-            route.access,
-            user.username if user is not None else None,
-            user.roles if user is not None else frozenset(),
-        )
-        if decision is Decision.DENY:
-            raise Forbidden(f"route {route.name} denies access")
-        if decision is Decision.LOGIN:
-            return _unauthenticated(request, route, path, query)
-        ctx = RequestContext(
-            client=client,
-            path=path,
-            query=query,
-            route=route,
-            upstream=settings.upstreams[route.upstream],
-            strip_cookies=runtime.own_cookies,
-            user=user.username if user is not None else None,
-        )
-        if identity is not None:
-            ctx.add_headers = identity_headers(runtime, route, identity, now=now)
-        return await forward(
-            request, ctx, runtime.upstream_client, public_url=settings.server.public_url
-        )
+        response = await _pipeline(request, holder, runtime, client, trace)
     except GatewayError as exc:
         log.warning("request refused: %s", exc, extra={"reason": exc.reason, "status": exc.status})
-        return pages.error_response(request, exc)
+        if isinstance(exc, UpstreamError):
+            metrics.UPSTREAM_ERRORS.labels(trace.upstream, exc.reason).inc()
+        response = pages.error_response(request, exc)
+    except Exception:
+        log.exception("unexpected error", extra={"reason": "internal", "status": 500})
+        response = pages.error_response(request, GatewayError("unexpected error"))
+    finally:
+        stream_error = request.get(STREAM_ERROR)
+        if stream_error is not None and isinstance(stream_error, UpstreamError):
+            metrics.UPSTREAM_ERRORS.labels(trace.upstream, stream_error.reason).inc()
+        ops.record(
+            request,
+            response,
+            trace=trace,
+            client_ip=client.ip,
+            request_id=client.request_id,
+            started=started,
+            log_format=settings.server.access_log,
+        )
+    return response
+
+
+async def _pipeline(
+    request: web.Request,
+    holder: RuntimeHolder,
+    runtime: Runtime,
+    client: ClientInfo,
+    trace: ops.Trace,
+) -> web.StreamResponse:
+    settings = runtime.settings
+    raw_path, _, query = request.raw_path.partition("?")
+    path = normalise_path(raw_path)
+    if path.startswith(RESERVED_PREFIX) or path == RESERVED_PREFIX[:-1]:
+        # SECURITY: the reserved prefix is matched after normalisation so that
+        # /%2egateway/ or //.gateway/ cannot reach an upstream either.
+        trace.route = "gateway"
+        return await endpoints.dispatch(request, holder, path)
+    route = runtime.routes.select(request.method, client.host, path)
+    trace.route, trace.upstream = route.name, route.upstream
+    now = time.time()
+    resolved = await _identity(request, runtime, route, now)
+    if resolved.set_cookie is not None:
+        request[SET_COOKIE] = resolved.set_cookie
+    identity = resolved.identity
+    user = identity.user if identity is not None else None
+    if user is not None:
+        trace.user = user.username
+    decision = decide(
+        route.access,
+        user.username if user is not None else None,
+        user.roles if user is not None else frozenset(),
+    )
+    if decision is Decision.DENY:
+        raise Forbidden(f"route {route.name} denies access")
+    if decision is Decision.LOGIN:
+        return _unauthenticated(request, route, path, query)
+    ctx = RequestContext(
+        client=client,
+        path=path,
+        query=query,
+        route=route,
+        upstream=settings.upstreams[route.upstream],
+        strip_cookies=runtime.own_cookies,
+        user=user.username if user is not None else None,
+    )
+    if identity is not None:
+        ctx.add_headers = identity_headers(runtime, route, identity, now=now)
+    return await forward(
+        request, ctx, runtime.upstream_client, public_url=settings.server.public_url
+    )
 
 
 async def _add_cookie(request: web.BaseRequest, response: web.StreamResponse) -> None:

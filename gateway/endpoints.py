@@ -7,11 +7,20 @@ from importlib import resources
 
 from aiohttp import web
 
-from gateway import login
+from gateway import login, ops
 from gateway.errors import MethodNotAllowed, NotFound
-from gateway.runtime import Runtime
+from gateway.runtime import Runtime, RuntimeHolder
 
-Handler = Callable[[web.Request, Runtime], Awaitable[web.StreamResponse]]
+Handler = Callable[[web.Request, RuntimeHolder], Awaitable[web.StreamResponse]]
+RuntimeHandler = Callable[[web.Request, Runtime], Awaitable[web.StreamResponse]]
+
+
+def _current(handler: RuntimeHandler) -> Handler:
+    async def with_current(request: web.Request, holder: RuntimeHolder) -> web.StreamResponse:
+        return await handler(request, holder.current)
+
+    return with_current
+
 
 _CSS = resources.files("gateway.pages").joinpath("gateway.css").read_bytes()
 
@@ -24,20 +33,6 @@ async def _static_css(request: web.Request, runtime: Runtime) -> web.StreamRespo
     )
 
 
-async def _healthz(request: web.Request, runtime: Runtime) -> web.StreamResponse:
-    return web.json_response({"status": "ok"}, headers={"Cache-Control": "no-store"})
-
-
-async def _readyz(request: web.Request, runtime: Runtime) -> web.StreamResponse:
-    store_ok = await runtime.sessions.ping()
-    status = 200 if store_ok else 503
-    return web.json_response(
-        {"status": "ready" if store_ok else "not ready", "checks": {"session_store": store_ok}},
-        status=status,
-        headers={"Cache-Control": "no-store"},
-    )
-
-
 async def _jwks(request: web.Request, runtime: Runtime) -> web.StreamResponse:
     """GET /.gateway/jwks.json: the public signing keys (RFC 7517)."""
     return web.Response(
@@ -47,25 +42,45 @@ async def _jwks(request: web.Request, runtime: Runtime) -> web.StreamResponse:
     )
 
 
-_ENDPOINTS: dict[str, dict[str, Handler]] = {
-    "/.gateway/static/gateway.css": {"GET": _static_css},
-    "/.gateway/healthz": {"GET": _healthz},
-    "/.gateway/readyz": {"GET": _readyz},
-    login.LOGIN_PATH: {"GET": login.login_page, "POST": login.login_submit},
-    "/.gateway/logout": {"GET": login.logout_page, "POST": login.logout_submit},
-    "/.gateway/userinfo": {"GET": login.userinfo},
-    "/.gateway/token": {"POST": login.api_token},
-    "/.gateway/jwks.json": {"GET": _jwks},
+OPS_ENDPOINTS: dict[str, Handler] = {
+    "healthz": ops.healthz,
+    "readyz": ops.readyz,
+    "metrics": ops.metrics_endpoint,
 }
+"""Served under /.gateway/ on the main listener, or at the root of ``server.admin_listen``."""
+
+_ENDPOINTS: dict[str, dict[str, Handler]] = {
+    "/.gateway/static/gateway.css": {"GET": _current(_static_css)},
+    login.LOGIN_PATH: {"GET": _current(login.login_page), "POST": _current(login.login_submit)},
+    "/.gateway/logout": {"GET": _current(login.logout_page), "POST": _current(login.logout_submit)},
+    "/.gateway/userinfo": {"GET": _current(login.userinfo)},
+    "/.gateway/token": {"POST": _current(login.api_token)},
+    "/.gateway/jwks.json": {"GET": _current(_jwks)},
+}
+_OPS_PATHS = {f"/.gateway/{name}": {"GET": handler} for name, handler in OPS_ENDPOINTS.items()}
 
 
-async def dispatch(request: web.Request, runtime: Runtime, path: str) -> web.StreamResponse:
+async def dispatch(request: web.Request, holder: RuntimeHolder, path: str) -> web.StreamResponse:
     """Serve one of our endpoints; anything else under the prefix is a 404, never the upstream's."""
     methods = _ENDPOINTS.get(path)
+    if methods is None and holder.current.settings.server.admin_listen is None:
+        methods = _OPS_PATHS.get(path)
     if methods is None:
         raise NotFound(f"no gateway endpoint {path}", reason="no_endpoint")
     method = "GET" if request.method == "HEAD" else request.method
     handler = methods.get(method)
     if handler is None:
         raise MethodNotAllowed(f"{request.method} {path}")
-    return await handler(request, runtime)
+    return await handler(request, holder)
+
+
+def admin_app(holder: RuntimeHolder) -> web.Application:
+    """The ``server.admin_listen`` application: /healthz, /readyz and /metrics at its root."""
+    app = web.Application()
+    for name, handler in OPS_ENDPOINTS.items():
+
+        async def serve(request: web.Request, handler: Handler = handler) -> web.StreamResponse:
+            return await handler(request, holder)
+
+        app.router.add_get(f"/{name}", serve)
+    return app

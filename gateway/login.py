@@ -11,7 +11,7 @@ from urllib.parse import parse_qs, quote
 from aiohttp import web
 from multidict import CIMultiDict
 
-from gateway import pages
+from gateway import metrics, pages
 from gateway.errors import BadRequest, Forbidden, NotFound, PayloadTooLarge
 from gateway.forwarded import resolve_client
 from gateway.identity.cookies import (
@@ -182,12 +182,15 @@ async def _authenticate(
     # SECURITY: verify even when locked out, so a lockout cannot be told apart by timing.
     user = await runtime.users.authenticate(username, password)
     if locked:
+        metrics.LOGIN_ATTEMPTS.labels("locked").inc()
         log.warning("login refused: locked out", extra={"reason": "locked_out"})
         return None
     if user is None:
+        metrics.LOGIN_ATTEMPTS.labels("failure").inc()
         await runtime.throttle.failure(keys, now=now)
         log.warning("login failed", extra={"reason": "bad_credentials"})
         return None
+    metrics.LOGIN_ATTEMPTS.labels("success").inc()
     # Only the username's counter: resetting the IP's would let one valid account launder
     # an attacker's guesses at others.
     await runtime.throttle.success(keys[:1])

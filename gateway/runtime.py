@@ -59,9 +59,11 @@ class Runtime:
 
 
 class RuntimeHolder:
-    """The one mutable cell: a request reads ``current`` once and keeps that runtime to its end."""
+    """The process's mutable state: the current runtime (a request reads ``current`` once and
+    keeps that runtime to its end; a reload swaps it) and whether the process is draining."""
 
-    __slots__ = ("current",)
+    __slots__ = ("current", "draining")
 
     def __init__(self, runtime: Runtime) -> None:
         self.current = runtime
+        self.draining = False

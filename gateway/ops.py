@@ -1,0 +1,158 @@
+"""Operations: health, readiness, metrics exposition, and the access log."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import time
+from dataclasses import dataclass
+from typing import Final
+from urllib.parse import parse_qsl, quote
+
+from aiohttp import web
+from prometheus_client import REGISTRY, CollectorRegistry, generate_latest, multiprocess
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from gateway import metrics
+from gateway.identity.sessions.memory import MemorySessionStore
+from gateway.runtime import Runtime, RuntimeHolder
+
+access_log = logging.getLogger("gateway.access")
+
+MULTIPROC_ENV: Final = "PROMETHEUS_MULTIPROC_DIR"
+_METHODS = frozenset(
+    {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE"}
+)
+# Query keys whose values are secrets by name, and values that look like tokens whatever the key.
+_SECRET_KEY = re.compile(
+    r"token|secret|passw|pwd|key|code|session|auth|sig|credential|ticket|jwt|nonce|otp",
+    re.IGNORECASE,
+)
+_SECRET_VALUE = re.compile(r"[A-Za-z0-9_\-+/=.~%]{24,}")
+
+
+@dataclass(slots=True)
+class Trace:
+    """What the access log and the metrics learn about one request as it goes through."""
+
+    route: str = "-"
+    upstream: str = "-"
+    user: str = "-"
+
+
+TRACE: Final = web.RequestKey("gateway.trace", Trace)
+
+
+def method_label(method: str) -> str:
+    # Bounded label values: a client inventing methods must not invent series.
+    return method if method in _METHODS else "OTHER"
+
+
+def redact_query(query: str) -> str:
+    """The query with every value that could be a secret replaced by ``REDACTED``."""
+    if not query:
+        return ""
+    parts = []
+    for key, value in parse_qsl(query, keep_blank_values=True):
+        if _SECRET_KEY.search(key) or _SECRET_VALUE.fullmatch(value):
+            value = "REDACTED"
+        parts.append(f"{quote(key, safe='')}={quote(value, safe='')}")
+    return "&".join(parts)
+
+
+def record(
+    request: web.Request,
+    response: web.StreamResponse | None,
+    *,
+    trace: Trace,
+    client_ip: str,
+    request_id: str,
+    started: float,
+    log_format: str,
+) -> None:
+    """Metrics and the access-log line for one finished request."""
+    duration = time.perf_counter() - started
+    status = response.status if response is not None else 500
+    metrics.REQUESTS.labels(trace.route, method_label(request.method), str(status)).inc()
+    metrics.REQUEST_DURATION.labels(trace.route).observe(duration)
+    if log_format == "off":
+        return
+    raw_path, _, query = request.raw_path.partition("?")
+    path = raw_path[:2048] + ("?" + redact_query(query) if query else "")
+    sent = response.body_length if response is not None else 0
+    if log_format == "json":
+        access_log.info(
+            json.dumps(
+                {
+                    "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                    "request_id": request_id,
+                    "client_ip": client_ip,
+                    "method": request.method,
+                    "path": path,
+                    "status": status,
+                    "bytes": sent,
+                    "duration_ms": round(duration * 1000, 3),
+                    "route": trace.route,
+                    "upstream": trace.upstream,
+                    "user": trace.user,
+                }
+            )
+        )
+    else:
+        access_log.info(
+            '%s %s "%s %s" %d %d %.3fms route=%s upstream=%s rid=%s',
+            client_ip,
+            trace.user,
+            request.method,
+            path,
+            status,
+            sent,
+            duration * 1000,
+            trace.route,
+            trace.upstream,
+            request_id,
+        )
+
+
+async def healthz(request: web.Request, holder: RuntimeHolder) -> web.StreamResponse:
+    """Liveness: the process answers."""
+    return web.json_response({"status": "ok"}, headers={"Cache-Control": "no-store"})
+
+
+async def readyz(request: web.Request, holder: RuntimeHolder) -> web.StreamResponse:
+    """Readiness: config and keys loaded, session store reachable, not draining."""
+    runtime = holder.current
+    checks = {
+        "config": True,  # a runtime exists only for a configuration that loaded
+        "keys": bool(runtime.tokens.keyset.jwks_json),
+        "session_store": await runtime.sessions.ping(),
+        "not_draining": not holder.draining,
+    }
+    ready = all(checks.values())
+    return web.json_response(
+        {"status": "ready" if ready else "not ready", "checks": checks},
+        status=200 if ready else 503,
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+async def metrics_endpoint(request: web.Request, holder: RuntimeHolder) -> web.StreamResponse:
+    """Prometheus text; with several workers, summed over all of them."""
+    _sample_gauges(holder.current)
+    if MULTIPROC_ENV in os.environ:
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        payload = generate_latest(registry)
+    else:
+        payload = generate_latest(REGISTRY)
+    return web.Response(
+        body=payload, headers={"Content-Type": CONTENT_TYPE_LATEST, "Cache-Control": "no-store"}
+    )
+
+
+def _sample_gauges(runtime: Runtime) -> None:
+    store = runtime.sessions
+    if isinstance(store, MemorySessionStore):
+        metrics.SESSIONS_ACTIVE.set(store.active_count(time.time()))
