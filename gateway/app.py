@@ -7,6 +7,7 @@ path normalisation + route match (routing) -> client resolution (forwarded) -> i
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Final
@@ -91,6 +92,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
     client = resolve_client(request, settings.server.trusted_proxies)
     trace = request[ops.TRACE] = ops.Trace()
     response: web.StreamResponse | None = None
+    runtime.inflight += 1
     try:
         response = await _pipeline(request, holder, runtime, client, trace)
     except GatewayError as exc:
@@ -102,6 +104,9 @@ async def handle(request: web.Request) -> web.StreamResponse:
         log.exception("unexpected error", extra={"reason": "internal", "status": 500})
         response = pages.error_response(request, GatewayError("unexpected error"))
     finally:
+        runtime.inflight -= 1
+        if runtime.idle is not None and runtime.inflight == 0:
+            runtime.idle.set()
         stream_error = request.get(STREAM_ERROR)
         if stream_error is not None and isinstance(stream_error, UpstreamError):
             metrics.UPSTREAM_ERRORS.labels(trace.upstream, stream_error.reason).inc()
@@ -180,6 +185,10 @@ def build_app(settings: Settings, *, users: UserDirectory | None = None) -> web.
     app[RUNTIME] = holder
 
     async def close_runtime(app: web.Application) -> None:
+        # Shutting down: nothing is in flight any more, so reloaded-away runtimes close too.
+        for task in list(holder.retiring):
+            task.cancel()
+        await asyncio.gather(*holder.retiring, return_exceptions=True)
         await holder.current.close()
 
     app.on_cleanup.append(close_runtime)

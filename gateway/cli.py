@@ -6,6 +6,7 @@ import argparse
 import getpass
 import os
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -89,13 +90,24 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
+_OWNS_METRICS_DIR = "GATEWAY_OWNS_METRICS_DIR"
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     """Serve (see :mod:`gateway.server`)."""
+    from gateway.ops import MULTIPROC_ENV
     from gateway.server import serve
 
     settings = _load(args.config)
     if settings is None:
         return 1
+    if settings.server.workers > 1 and MULTIPROC_ENV not in os.environ:
+        # prometheus_client picks its storage when first imported, which loading the config
+        # already did: start again with a shared metrics directory so every worker's counts
+        # add up in one scrape.
+        os.environ[MULTIPROC_ENV] = tempfile.mkdtemp(prefix="gateway-metrics-")
+        os.environ[_OWNS_METRICS_DIR] = "1"
+        os.execv(sys.executable, [sys.executable, "-m", "gateway", *sys.argv[1:]])  # noqa: S606
     return serve(settings, warnings=all_warnings(settings))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
@@ -30,40 +31,79 @@ class Runtime:
     tokens: Tokens
     own_cookies: frozenset[str]
     """The gateway's cookies (session, CSRF): removed from what upstreams receive."""
+    inflight: int = 0
+    """Requests still running on this runtime: a retired runtime is closed when it reaches 0."""
+    idle: asyncio.Event | None = None
+    """Set by the last request to finish once a reload has retired this runtime."""
 
     @classmethod
-    def build(cls, settings: Settings, users: UserDirectory | None = None) -> Runtime:
+    def build(
+        cls,
+        settings: Settings,
+        users: UserDirectory | None = None,
+        *,
+        previous: Runtime | None = None,
+    ) -> Runtime:
         """Build without network I/O: connections open on first use (Redis, upstreams).
 
         Reads the users' files and the signing keys (generating one into ``data_dir`` when
-        none is configured)."""
-        redis = shared_redis_client(settings.session)
+        none is configured). With ``previous`` (a reload), what did not change is carried over
+        rather than rebuilt: the session store and throttle (so nobody is signed out), the
+        upstream connection pools, and the token cache (emptied if the signing key changed).
+        """
+        keyset = load_keyset(settings.tokens, settings.server.data_dir)
+        users = users if users is not None else load_users(settings.users)
+        old = previous.settings if previous is not None else None
+        if previous is not None and old is not None and old.session == settings.session and (
+            old.login.throttle == settings.login.throttle
+        ):
+            redis, sessions, throttle = previous.redis, previous.sessions, previous.throttle
+        else:
+            redis = shared_redis_client(settings.session)
+            sessions = create_store(settings.session, redis_client=redis)
+            throttle = create_throttle(
+                settings.session, settings.login.throttle, redis_client=redis
+            )
+        if previous is not None and old is not None and old.upstreams == settings.upstreams:
+            upstream_client = previous.upstream_client
+        else:
+            upstream_client = create_client(settings.upstreams)
+        if previous is not None:
+            tokens = previous.tokens
+            tokens.reconfigure(keyset, settings.tokens)
+        else:
+            tokens = Tokens(keyset, settings.tokens)
         return cls(
             settings=settings,
             routes=RouteTable(settings.routes),
-            upstream_client=create_client(settings.upstreams),
-            users=users if users is not None else load_users(settings.users),
-            sessions=create_store(settings.session, redis_client=redis),
-            throttle=create_throttle(settings.session, settings.login.throttle, redis_client=redis),
+            upstream_client=upstream_client,
+            users=users,
+            sessions=sessions,
+            throttle=throttle,
             redis=redis,
-            tokens=Tokens(load_keyset(settings.tokens, settings.server.data_dir), settings.tokens),
+            tokens=tokens,
             own_cookies=frozenset((settings.session.cookie_name, csrf_cookie_name(settings))),
         )
 
-    async def close(self) -> None:
-        await self.upstream_client.close()
-        await self.sessions.close()
-        await self.throttle.close()
-        if self.redis is not None:
-            await self.redis.aclose()
+    async def close(self, *, keep: Runtime | None = None) -> None:
+        """Close what this runtime holds, except what ``keep`` (its successor) shares."""
+        if keep is None or keep.upstream_client is not self.upstream_client:
+            await self.upstream_client.close()
+        if keep is None or keep.sessions is not self.sessions:
+            await self.sessions.close()
+            await self.throttle.close()
+            if self.redis is not None:
+                await self.redis.aclose()
 
 
 class RuntimeHolder:
     """The process's mutable state: the current runtime (a request reads ``current`` once and
     keeps that runtime to its end; a reload swaps it) and whether the process is draining."""
 
-    __slots__ = ("current", "draining")
+    __slots__ = ("current", "draining", "retiring")
 
     def __init__(self, runtime: Runtime) -> None:
         self.current = runtime
         self.draining = False
+        self.retiring: set[asyncio.Task[None]] = set()
+        """Runtimes replaced by a reload, waiting for their last request to finish."""

@@ -7,10 +7,12 @@ no new connections, in-flight requests get ``server.shutdown_grace`` to finish.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import multiprocessing
 import os
+import shutil
 import signal
 import sys
 import time
@@ -18,9 +20,13 @@ from multiprocessing.process import BaseProcess
 from types import FrameType
 
 from aiohttp import web
+from prometheus_client import multiprocess
 
-from gateway.app import build_app
+from gateway.app import RUNTIME, build_app
 from gateway.config.settings import Settings
+from gateway.endpoints import admin_app
+from gateway.ops import MULTIPROC_ENV
+from gateway.reload import reload
 from gateway.tokens import KeyConfigError, load_keyset
 
 log = logging.getLogger("gateway")
@@ -58,18 +64,63 @@ def setup_logging(settings: Settings) -> None:
     root.setLevel(logging.INFO)
 
 
-def _run_worker(settings: Settings, reuse_port: bool) -> None:
+def drain_delay_s(settings: Settings) -> float:
+    """How long a draining process keeps accepting after readyz turned 503, so that load
+    balancers and Kubernetes endpoints stop sending before connections are refused."""
+    return min(2.0, settings.server.shutdown_grace_s / 4)
+
+
+async def _serve_async(settings: Settings, *, reuse_port: bool) -> None:
     server = settings.server
-    web.run_app(
-        build_app(settings),
-        host=server.listen_host,
-        port=server.listen_port,
-        reuse_port=reuse_port or None,
-        shutdown_timeout=server.shutdown_grace_s,
-        access_log=None,
-        print=None,
-        handle_signals=True,
-    )
+    app = build_app(settings)
+    holder = app[RUNTIME]
+    runners = [web.AppRunner(app, access_log=None, shutdown_timeout=server.shutdown_grace_s)]
+    await runners[0].setup()
+    sites = [
+        web.TCPSite(
+            runners[0],
+            server.listen_host,
+            server.listen_port,
+            reuse_port=reuse_port or None,
+            shutdown_timeout=server.shutdown_grace_s,
+        )
+    ]
+    if server.admin_listen is not None:
+        admin = web.AppRunner(admin_app(holder), access_log=None, shutdown_timeout=1.0)
+        await admin.setup()
+        runners.append(admin)
+        host, port = server.admin_listen
+        sites.append(web.TCPSite(admin, host, port, reuse_port=reuse_port or None))
+    try:
+        for site in sites:
+            await site.start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+        loop.add_signal_handler(signal.SIGINT, stop.set)
+        if settings.source is not None:
+            source = settings.source
+            reloads: set[asyncio.Task[bool]] = set()
+
+            def on_sighup() -> None:
+                task = asyncio.create_task(reload(holder, source))
+                reloads.add(task)
+                task.add_done_callback(reloads.discard)
+
+            loop.add_signal_handler(signal.SIGHUP, on_sighup)
+        await stop.wait()
+        # Drain: readyz says 503 at once; keep accepting briefly; then stop listening and give
+        # in-flight requests (long downloads included) shutdown_grace to finish.
+        holder.draining = True
+        log.info("draining", extra={"reason": "drain"})
+        await asyncio.sleep(drain_delay_s(holder.current.settings))
+    finally:
+        for runner in reversed(runners):
+            await runner.cleanup()
+
+
+def _run_worker(settings: Settings, reuse_port: bool) -> None:
+    asyncio.run(_serve_async(settings, reuse_port=reuse_port))
 
 
 def _worker_main(settings: Settings) -> None:
@@ -96,7 +147,10 @@ def serve(settings: Settings, *, warnings: list[str]) -> int:
         return 1
     log.info(
         "gateway listening on %s:%d for %s (%d worker(s))",
-        server.listen_host, server.listen_port, server.public_url, server.workers,
+        server.listen_host,
+        server.listen_port,
+        server.public_url,
+        server.workers,
     )
     if server.workers == 1:
         try:
@@ -109,6 +163,15 @@ def serve(settings: Settings, *, warnings: list[str]) -> int:
 
 
 def _supervise(settings: Settings) -> int:
+    try:
+        return _supervise_workers(settings)
+    finally:
+        metrics_dir = os.environ.get(MULTIPROC_ENV)
+        if metrics_dir and os.environ.get("GATEWAY_OWNS_METRICS_DIR") == "1":
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _supervise_workers(settings: Settings) -> int:
     ctx = multiprocessing.get_context("fork")
     stopping = False
     workers: dict[int, tuple[BaseProcess, float]] = {}
@@ -126,8 +189,14 @@ def _supervise(settings: Settings) -> int:
             if proc.pid is not None and proc.is_alive():
                 os.kill(proc.pid, signal.SIGTERM)
 
+    def forward_hup(signum: int, frame: FrameType | None) -> None:
+        for proc, _ in workers.values():
+            if proc.pid is not None and proc.is_alive():
+                os.kill(proc.pid, signal.SIGHUP)
+
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGHUP, forward_hup)
     for _ in range(settings.server.workers):
         start_one()
 
@@ -144,6 +213,8 @@ def _supervise(settings: Settings) -> int:
                 continue
             proc.join()
             del workers[pid]
+            if MULTIPROC_ENV in os.environ:
+                multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
             if stopping:
                 continue
             if time.monotonic() - started < _EARLY_EXIT_S:
@@ -151,8 +222,12 @@ def _supervise(settings: Settings) -> int:
                 exit_code = 1
                 stop(signal.SIGTERM, None)
             else:
-                log.error("worker %d died (code %s); restarting", pid, proc.exitcode,
-                          extra={"reason": "worker_died"})
+                log.error(
+                    "worker %d died (code %s); restarting",
+                    pid,
+                    proc.exitcode,
+                    extra={"reason": "worker_died"},
+                )
                 start_one()
         time.sleep(0.1)
     return exit_code

@@ -1,0 +1,306 @@
+"""``gateway explain METHOD URL [--user NAME]``: what the gateway would do with one request.
+
+Everything is decided by the code that serves requests, never by a copy of it: the path is
+normalised by :func:`gateway.routing.normalise_path`, the route picked by
+:class:`gateway.routing.RouteTable`, access decided by :func:`gateway.access.decide`, the prefix
+stripped as :mod:`gateway.proxy` strips it, and the JWT minted by the real
+:class:`gateway.tokens.TokenMinter` (for a stand-in session, with keys loaded without writing
+anything to disk). Nothing is sent anywhere; no secret (password hash, key) is printed.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import jwt
+
+from gateway.access import Decision, decide
+from gateway.app import RESERVED_PREFIX
+from gateway.config.settings import RouteSettings, Settings
+from gateway.config.values import HTTP_TOKEN, did_you_mean
+from gateway.errors import BadRequest
+from gateway.identity.sessions.base import Session
+from gateway.identity.users import User, UsersError, load_users
+from gateway.proxy import _strip_prefix
+from gateway.routing import RouteTable, normalise_path
+from gateway.tokens import GENERATED_KEY_NAME, KeyConfigError, TokenMinter, load_keyset
+
+__all__ = ["STAND_IN_SID_HASH", "explain"]
+
+STAND_IN_SID_HASH = "explain-stand-in-session-not-a-real-sid-hash"
+"""The ``sid_hash`` of the session tokens are minted for: obviously not a real one (those are
+64 hex digits), so the ``sid`` claim shown can never match a live session's."""
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+"""Default ports: browsers leave them out of ``Host``, so routes never see them."""
+
+Lines = list[tuple[str, str]]
+
+
+def explain(
+    settings: Settings,
+    method: str,
+    url: str,
+    *,
+    user: str | None = None,
+    now: float | None = None,
+) -> str:
+    """Describe what the gateway would do with ``METHOD URL`` for ``user`` (None: anonymous).
+
+    ``url`` is an absolute ``http(s)://host[:port]/path?query`` URL (the Host routes match on is
+    taken from it, without the scheme's default port, as browsers send it) or a path starting
+    with ``/``, which is taken relative to ``server.public_url``. The path is taken byte-exact,
+    as a client would send it (no client-side clean-up); a fragment is ignored, as clients never
+    send one. ``now`` (Unix time, default the current time) dates the JWT shown.
+
+    Returns the report: aligned ``key: value`` lines giving the normalised path (or the 400
+    refusing it), the route that matches (or 404), the decision (``allow``, ``deny (403)``,
+    ``login required`` with what an anonymous caller gets), the upstream URL that would be
+    called, the headers the gateway adds, and the JWT header and claims it would send.
+
+    Raises :class:`ValueError` with a message for the user: a malformed method or URL, an
+    unknown ``user``, users or signing keys that cannot be loaded.
+    """
+    method = method.upper()
+    if not HTTP_TOKEN.fullmatch(method):
+        raise ValueError(f"invalid HTTP method {method!r}")
+    target = _parse_url(url, settings.server.public_url)
+    caller = _find_user(settings, user) if user is not None else None
+    lines: Lines = [("request", f"{method} {target.display}")]
+
+    try:
+        path = normalise_path(target.raw_path)
+    except BadRequest as exc:
+        lines.append(("path", target.raw_path))
+        lines.append(("result", f"400: {exc} ({exc.reason}); refused before any route is tried"))
+        return _render(lines)
+    shown = path if path == target.raw_path else f"{path} (normalised from {target.raw_path})"
+    lines.append(("path", shown))
+    if target.query:
+        lines.append(("query", f"{target.query} (never takes part in matching)"))
+
+    if path.startswith(RESERVED_PREFIX) or path == RESERVED_PREFIX[:-1]:
+        lines.append(("result", f"served by the gateway itself ({RESERVED_PREFIX} is reserved, "
+                                "never proxied)"))
+        return _render(lines)
+
+    routes = RouteTable(settings.routes)
+    route = routes.match(method, target.host, path)
+    if route is None:
+        lines.append(("host", target.host))
+        lines.append(("result", "404: no route matches"))
+        return _render(lines)
+    index = settings.routes.index(route)
+    lines.append(("route", f"{route.name} (routes[{index}]: {_describe_match(route)})"))
+    lines.append(("access", _describe_access(route)))
+    if caller is None:
+        lines.append(("user", "anonymous (no session)"))
+    else:
+        roles = ", ".join(sorted(caller.roles)) or "none"
+        lines.append(("user", f"{caller.username} (roles: {roles})"))
+
+    decision = decide(
+        route.access,
+        caller.username if caller is not None else None,
+        caller.roles if caller is not None else frozenset(),
+    )
+    if decision is Decision.DENY:
+        lines.append(("decision", "deny (403)"))
+        lines.append(("token", "none: the request never reaches the upstream"))
+        return _render(lines)
+    if decision is Decision.LOGIN:
+        lines.append(("decision", "login required"))
+        lines.extend(_unauthenticated(route, method, path, target.query))
+        lines.append(("token", "none: the request never reaches the upstream"))
+        return _render(lines)
+
+    lines.append(("decision", "allow"))
+    upstream = settings.upstreams[route.upstream]
+    stripped, prefix = _strip_prefix(path, route.strip_prefix, route.match.ignore_case)
+    upstream_url = upstream.url + stripped + ("?" + target.query if target.query else "")
+    lines.append(("upstream", f"{upstream.name}: {method} {upstream_url}"))
+    if prefix:
+        lines.append(("", f"strip_prefix {route.strip_prefix} removed; "
+                          f"X-Forwarded-Prefix: {prefix}"))
+    if caller is None:
+        lines.append(("token", "none: an anonymous caller is forwarded without identity"))
+        return _render(lines)
+    lines.extend(_identity_lines(settings, route, caller, time.time() if now is None else now))
+    return _render(lines)
+
+
+class _Target:
+    __slots__ = ("display", "host", "query", "raw_path")
+
+    def __init__(self, display: str, host: str, raw_path: str, query: str) -> None:
+        self.display = display
+        self.host = host
+        self.raw_path = raw_path
+        self.query = query
+
+
+def _parse_url(url: str, public_url: str) -> _Target:
+    """Split ``url`` the way a request line is split: byte-exact, without clean-up."""
+    if url.startswith("/"):
+        origin = public_url
+        rest = url
+    else:
+        scheme, sep, after = url.partition("://")
+        if not sep or scheme.lower() not in _DEFAULT_PORTS:
+            raise ValueError(
+                f"expected an http(s):// URL or a path starting with /, got {url!r}"
+            )
+        cut = min((i for i in (after.find(c) for c in "/?#") if i != -1), default=len(after))
+        origin, rest = f"{scheme.lower()}://{after[:cut]}", after[cut:]
+    try:
+        parts = urlsplit(origin)
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError(f"invalid URL {url!r}: {exc}") from None
+    netloc = parts.netloc.rpartition("@")[2]  # a user:password@ part never reaches Host
+    if not parts.hostname or any(c.isspace() or ord(c) < 0x20 for c in netloc):
+        raise ValueError(f"invalid URL {url!r}: no valid host")
+    host = netloc
+    if port is not None and port == _DEFAULT_PORTS[parts.scheme]:
+        host = netloc[: netloc.rfind(":")]
+    rest = rest.partition("#")[0]
+    raw_path, _, query = rest.partition("?")
+    # An empty path is "/" on the request line (RFC 9112 3.2.1).
+    raw_path = raw_path or "/"
+    display = f"{parts.scheme}://{host}{raw_path}" + (f"?{query}" if query else "")
+    return _Target(display, host, raw_path, query)
+
+
+def _find_user(settings: Settings, username: str) -> User:
+    try:
+        users = load_users(settings.users)
+    except UsersError as exc:
+        raise ValueError(f"cannot load the users:\n{exc}") from None
+    found = users.get(username)
+    if found is None:
+        known = users.usernames()
+        listed = ", ".join(known) if known else "none configured"
+        raise ValueError(
+            f"unknown user {username!r}{did_you_mean(username, known)}; known users: {listed}"
+        )
+    return found
+
+
+def _describe_match(route: RouteSettings) -> str:
+    match = route.match
+    parts: list[str] = []
+    if match.host is not None:
+        parts.append(f"host {match.host}")
+    for key, value in (("path", match.path), ("path_prefix", match.path_prefix),
+                       ("path_regex", match.path_regex)):
+        if value is not None:
+            parts.append(f"{key} {value}")
+    if match.methods is not None:
+        parts.append("methods " + ",".join(sorted(match.methods)))
+    if match.ignore_case:
+        parts.append("ignore_case")
+    return ", ".join(parts)
+
+
+def _describe_access(route: RouteSettings) -> str:
+    access = route.access
+    if access.kind != "rules":
+        return access.kind
+    parts: list[str] = []
+    if access.roles:
+        parts.append("roles " + ", ".join(sorted(access.roles)))
+    if access.users:
+        parts.append("users " + ", ".join(sorted(access.users)))
+    return "any of: " + "; ".join(parts)
+
+
+def _unauthenticated(route: RouteSettings, method: str, path: str, query: str) -> Lines:
+    """What an anonymous caller gets (mirrors ``gateway.app``'s handling)."""
+    rd = path + ("?" + query if query else "")
+    redirect = f"302 to {RESERVED_PREFIX}login?rd={quote(rd, safe='')}"
+    status = '401 {"error": "unauthenticated"} with WWW-Authenticate: Bearer realm="gateway"'
+    if route.unauthenticated == "redirect":
+        return [("anonymous", f"{redirect} (unauthenticated: redirect)")]
+    if route.unauthenticated == "status":
+        return [("anonymous", f"{status} (unauthenticated: status)")]
+    if method not in ("GET", "HEAD"):
+        return [("anonymous", f"{status} (unauthenticated: auto, not a GET/HEAD)")]
+    return [
+        ("anonymous", "unauthenticated: auto:"),
+        ("", f"browser navigation (Accept: text/html): {redirect}"),
+        ("", f"other clients: {status}"),
+    ]
+
+
+def _identity_lines(settings: Settings, route: RouteSettings, user: User, now: float) -> Lines:
+    tokens = settings.tokens
+    try:
+        # generate=False: nothing is written; without a key file yet, an in-memory key signs.
+        keyset = load_keyset(tokens, settings.server.data_dir, generate=False)
+    except KeyConfigError as exc:
+        raise ValueError(f"cannot load the signing keys:\n{exc}") from None
+    minter = TokenMinter(keyset, tokens)
+    stand_in = Session(
+        sid_hash=STAND_IN_SID_HASH, username=user.username, created_at=now, last_seen_at=now
+    )
+    audience = route.token.audience or route.upstream
+    ttl_s = route.token.ttl_s or tokens.ttl_s
+    try:
+        token = minter.mint_upstream(user, stand_in, audience=audience, ttl_s=ttl_s, now=now)
+    except ValueError as exc:
+        return [("token", f"cannot be minted: {exc}")]
+    header: dict[str, Any] = jwt.get_unverified_header(token)
+    claims: dict[str, Any] = jwt.decode(token, options={"verify_signature": False})
+
+    lines: Lines = []
+    if tokens.header.lower() == "authorization":
+        sent = [f"{tokens.header}: Bearer <the JWT below>"]
+    else:
+        sent = [f"{tokens.header}: <the JWT below>"]
+    if route.identity_headers:
+        sent.append(f"X-Auth-User: {user.username}")
+        if user.email:
+            sent.append(f"X-Auth-Email: {user.email}")
+        sent.append(f"X-Auth-Roles: {','.join(sorted(user.roles))}")
+    lines.extend(_block("sends", sent))
+    aud_from = "route token.audience" if route.token.audience else "the upstream's name"
+    ttl_from = "route token.ttl" if route.token.ttl_s else "tokens.ttl"
+    lifetime = claims["exp"] - claims["iat"]
+    lines.append(("jwt", f"aud {audience} ({aud_from}), lifetime {lifetime}s ({ttl_from})"))
+    lines.extend(_block("jwt header", _pretty(header)))
+    lines.extend(_block("jwt claims", _pretty(claims)))
+    notes = ["sid comes from a stand-in session: every real session has its own"]
+    if keyset.ephemeral:
+        key_file = settings.server.data_dir / GENERATED_KEY_NAME
+        notes.append(
+            f"no signing key generated yet ({key_file} is created by `gateway run`): "
+            "the kid shown is a placeholder"
+        )
+    lines.extend(_block("note", notes))
+    return lines
+
+
+def _pretty(value: dict[str, Any]) -> list[str]:
+    """A JSON object, one member per line (lists stay on their member's line)."""
+    members = [
+        f"  {json.dumps(key)}: {json.dumps(item, ensure_ascii=False)}"
+        for key, item in value.items()
+    ]
+    return ["{", *(line + "," for line in members[:-1]), *members[-1:], "}"]
+
+
+def _block(key: str, values: Sequence[str]) -> Lines:
+    return [(key if i == 0 else "", value) for i, value in enumerate(values)]
+
+
+def _render(lines: Lines) -> str:
+    width = max(len(key) for key, _ in lines) + 2
+    out = []
+    for key, value in lines:
+        label = f"{key}:" if key else ""
+        out.append(f"{label:<{width}}{value}".rstrip())
+    return "\n".join(out) + "\n"

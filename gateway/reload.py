@@ -1,0 +1,56 @@
+"""SIGHUP: reload configuration, users and keys atomically; a bad file changes nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+from gateway import metrics
+from gateway.config import ConfigError, load_settings
+from gateway.identity.users import UsersError
+from gateway.runtime import Runtime, RuntimeHolder
+from gateway.tokens import KeyConfigError
+
+log = logging.getLogger("gateway.reload")
+
+
+async def reload(holder: RuntimeHolder, source: Path) -> bool:
+    """Build a new runtime from ``source`` and swap it in for new requests.
+
+    In-flight requests finish on the runtime they started with, which is closed once the last
+    one is done. On any error the old runtime keeps serving and the errors are logged.
+    """
+    old = holder.current
+    try:
+        settings = await asyncio.to_thread(load_settings, source)
+        new = await asyncio.to_thread(Runtime.build, settings, previous=old)
+    except (ConfigError, KeyConfigError, UsersError) as exc:
+        metrics.CONFIG_RELOADS.labels("failure").inc()
+        log.error(
+            "reload refused, still serving the previous configuration: %s",
+            str(exc).replace("\n", "; "),
+            extra={"reason": "reload_invalid"},
+        )
+        return False
+    except OSError as exc:
+        metrics.CONFIG_RELOADS.labels("failure").inc()
+        log.error("reload refused: %s", exc, extra={"reason": "reload_io"})
+        return False
+    holder.current = new
+    metrics.CONFIG_RELOADS.labels("success").inc()
+    log.info("configuration reloaded from %s", source, extra={"reason": "reload_ok"})
+    holder.retiring.add(asyncio.create_task(_retire(holder, old, new)))
+    return True
+
+
+async def _retire(holder: RuntimeHolder, old: Runtime, new: Runtime) -> None:
+    try:
+        if old.inflight > 0:
+            old.idle = asyncio.Event()
+            await old.idle.wait()
+    finally:
+        await old.close(keep=new)
+        task = asyncio.current_task()
+        if task is not None:
+            holder.retiring.discard(task)
