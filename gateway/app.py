@@ -44,13 +44,18 @@ SET_COOKIE: Final = web.RequestKey("gateway.set_cookie", str)
 """A ``Set-Cookie`` value the identity stage wants on whatever response goes out."""
 
 
+def login_location(path: str, query: str) -> str:
+    """Where an anonymous browser is sent: the login page, returning to the original request."""
+    rd = path + ("?" + query if query else "")
+    return f"{RESERVED_PREFIX}login?rd={quote(rd, safe='')}"
+
+
 def _unauthenticated(
     request: web.Request, route: RouteSettings, path: str, query: str
 ) -> web.Response:
     browser = request.method in ("GET", "HEAD") and pages.wants_html(request)
     if route.unauthenticated == "redirect" or (route.unauthenticated == "auto" and browser):
-        rd = path + ("?" + query if query else "")
-        location = f"{RESERVED_PREFIX}login?rd={quote(rd, safe='')}"
+        location = login_location(path, query)
         return web.Response(status=302, headers={"Location": location, "Cache-Control": "no-store"})
     # The contract: whoever is not redirected gets the JSON answer, browsers included.
     return pages.render_json(

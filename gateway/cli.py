@@ -1,4 +1,4 @@
-"""Command line: ``gateway run | check | hash-password | keys generate``."""
+"""Command line: ``gateway run | check | demo | explain | hash-password | keys generate``."""
 
 from __future__ import annotations
 
@@ -156,6 +156,28 @@ def cmd_keys_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_explain(args: argparse.Namespace) -> int:
+    """Which route matches, the decision, the upstream URL and the JWT claims for one request."""
+    from gateway.explain import explain
+
+    settings = _load(args.config)
+    if settings is None:
+        return 1
+    try:
+        sys.stdout.write(explain(settings, args.method, args.url, user=args.user))
+    except ValueError as exc:
+        print(f"gateway explain: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Serve config.example.yaml in front of the bundled demo upstream."""
+    from gateway.demo import demo_main
+
+    return demo_main()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gateway", description="Authentication reverse proxy.")
     parser.add_argument("--version", action="version", version=f"gateway {__version__}")
@@ -169,6 +191,20 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", help="validate the configuration and print the route table")
     check.add_argument("-c", "--config", help=config_help)
     check.set_defaults(func=cmd_check)
+
+    demo = sub.add_parser(
+        "demo", help="serve config.example.yaml in front of a demo app that shows what it received"
+    )
+    demo.set_defaults(func=cmd_demo)
+
+    explain = sub.add_parser(
+        "explain", help="which route matches a request, the decision and the JWT claims"
+    )
+    explain.add_argument("-c", "--config", help=config_help)
+    explain.add_argument("method", metavar="METHOD")
+    explain.add_argument("url", metavar="URL", help="absolute URL, or a path on public_url")
+    explain.add_argument("--user", help="decide for this user (default: anonymous)")
+    explain.set_defaults(func=cmd_explain)
 
     hash_pw = sub.add_parser(
         "hash-password", help="read a password and print an argon2id hash for users.*"

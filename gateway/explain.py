@@ -14,18 +14,19 @@ import json
 import time
 from collections.abc import Sequence
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
 import jwt
 
 from gateway.access import Decision, decide
-from gateway.app import RESERVED_PREFIX
+from gateway.app import RESERVED_PREFIX, login_location
 from gateway.config.settings import RouteSettings, Settings
 from gateway.config.values import HTTP_TOKEN, did_you_mean
 from gateway.errors import BadRequest
 from gateway.identity.sessions.base import Session
+from gateway.identity.upstream import token_audience_ttl, x_auth_headers
 from gateway.identity.users import User, UsersError, load_users
-from gateway.proxy import _strip_prefix
+from gateway.proxy import strip_route_prefix
 from gateway.routing import RouteTable, normalise_path
 from gateway.tokens import GENERATED_KEY_NAME, KeyConfigError, TokenMinter, load_keyset
 
@@ -120,7 +121,7 @@ def explain(
 
     lines.append(("decision", "allow"))
     upstream = settings.upstreams[route.upstream]
-    stripped, prefix = _strip_prefix(path, route.strip_prefix, route.match.ignore_case)
+    stripped, prefix = strip_route_prefix(path, route.strip_prefix, route.match.ignore_case)
     upstream_url = upstream.url + stripped + ("?" + target.query if target.query else "")
     lines.append(("upstream", f"{upstream.name}: {method} {upstream_url}"))
     if prefix:
@@ -220,8 +221,7 @@ def _describe_access(route: RouteSettings) -> str:
 
 def _unauthenticated(route: RouteSettings, method: str, path: str, query: str) -> Lines:
     """What an anonymous caller gets (mirrors ``gateway.app``'s handling)."""
-    rd = path + ("?" + query if query else "")
-    redirect = f"302 to {RESERVED_PREFIX}login?rd={quote(rd, safe='')}"
+    redirect = f"302 to {login_location(path, query)}"
     status = '401 {"error": "unauthenticated"} with WWW-Authenticate: Bearer realm="gateway"'
     if route.unauthenticated == "redirect":
         return [("anonymous", f"{redirect} (unauthenticated: redirect)")]
@@ -247,8 +247,7 @@ def _identity_lines(settings: Settings, route: RouteSettings, user: User, now: f
     stand_in = Session(
         sid_hash=STAND_IN_SID_HASH, username=user.username, created_at=now, last_seen_at=now
     )
-    audience = route.token.audience or route.upstream
-    ttl_s = route.token.ttl_s or tokens.ttl_s
+    audience, ttl_s = token_audience_ttl(tokens, route)
     try:
         token = minter.mint_upstream(user, stand_in, audience=audience, ttl_s=ttl_s, now=now)
     except ValueError as exc:
@@ -261,11 +260,7 @@ def _identity_lines(settings: Settings, route: RouteSettings, user: User, now: f
         sent = [f"{tokens.header}: Bearer <the JWT below>"]
     else:
         sent = [f"{tokens.header}: <the JWT below>"]
-    if route.identity_headers:
-        sent.append(f"X-Auth-User: {user.username}")
-        if user.email:
-            sent.append(f"X-Auth-Email: {user.email}")
-        sent.append(f"X-Auth-Roles: {','.join(sorted(user.roles))}")
+    sent.extend(f"{name}: {value}" for name, value in x_auth_headers(route, user).items())
     lines.extend(_block("sends", sent))
     aud_from = "route token.audience" if route.token.audience else "the upstream's name"
     ttl_from = "route token.ttl" if route.token.ttl_s else "tokens.ttl"

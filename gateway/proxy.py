@@ -132,7 +132,7 @@ async def forward(
     routes it is forwarded as a plain request without ``Upgrade``.
     """
     route = ctx.route
-    path, prefix = _strip_prefix(ctx.path, route.strip_prefix, route.match.ignore_case)
+    path, prefix = strip_route_prefix(ctx.path, route.strip_prefix, route.match.ignore_case)
     # An empty query ("/x?") goes upstream as "/x": yarl, under aiohttp's request line, drops it.
     target = path + "?" + ctx.query if ctx.query else path
     if route.websocket and is_websocket_upgrade(request):
@@ -249,7 +249,7 @@ def _abort(request: web.Request, ctx: RequestContext, error: GatewayError) -> No
         transport.abort()
 
 
-def _strip_prefix(path: str, strip: str | None, ignore_case: bool) -> tuple[str, str]:
+def strip_route_prefix(path: str, strip: str | None, ignore_case: bool) -> tuple[str, str]:
     """``(upstream path, prefix removed)``: ``/api`` turns ``/api/v1/x`` into ``/v1/x`` and
     ``/api`` into ``/``; a path outside the prefix (segment-wise) is left alone."""
     if not strip:

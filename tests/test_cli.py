@@ -145,3 +145,20 @@ def test_keys_generate_never_overwrites_a_key_without_force(tmp_path, capsys):
     assert out.read_bytes() == before
     assert main(["keys", "generate", "--out", str(out), "--force"]) == 0
     assert out.read_bytes() != before
+
+
+def test_explain_prints_route_decision_upstream_and_claims(capsys, monkeypatch, tmp_path):
+    monkeypatch.chdir(REPO)
+    argv = ["explain", "-c", "config.example.yaml", "GET", "/admin/x?y=1", "--user", "alice"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "route:      admin" in out
+    assert "decision:   allow" in out
+    assert "http://127.0.0.1:9000/admin/x?y=1" in out
+    assert '"aud": "admin-ui"' in out
+
+
+def test_explain_refuses_an_unknown_user_with_exit_1(capsys, monkeypatch):
+    monkeypatch.chdir(REPO)
+    assert main(["explain", "-c", "config.example.yaml", "GET", "/", "--user", "alic"]) == 1
+    assert "did you mean 'alice'" in capsys.readouterr().err
