@@ -167,6 +167,7 @@ async def _pipeline(
         query=query,
         route=route,
         upstream=settings.upstreams[route.upstream],
+        strip_headers=runtime.own_headers,
         strip_cookies=runtime.own_cookies,
         user=user.username if user is not None else None,
     )

@@ -33,6 +33,9 @@ class RequestContext:
     upstream: UpstreamSettings
     add_headers: dict[str, str] = field(default_factory=dict)
     """Headers the identity stage wants the upstream to receive (e.g. ``Authorization``)."""
+    strip_headers: frozenset[str] = frozenset()
+    """Normalised header names (lower case, ``_`` as ``-``) never forwarded from the client,
+    whether or not the gateway sets them itself (the configured token header)."""
     strip_cookies: frozenset[str] = frozenset()
     """Cookie names removed from the ``Cookie`` header before forwarding (the session cookie)."""
     user: str | None = None

@@ -270,7 +270,9 @@ def _upstream_headers(
     request: web.Request, ctx: RequestContext, prefix: str, *, websocket: bool
 ) -> list[tuple[str, str]]:
     headers = request.headers
-    replaced = normalised_names(ctx.add_headers) if ctx.add_headers else frozenset[str]()
+    replaced = ctx.strip_headers
+    if ctx.add_headers:
+        replaced = replaced | normalised_names(ctx.add_headers)
     out = filter_request_headers(
         headers.items(),
         normalised_names(header_tokens(headers.getall(hdrs.CONNECTION, ()))),

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 
 from gateway.config.settings import Settings
+from gateway.headers import normalised_names
 from gateway.identity.cookies import csrf_cookie_name
 from gateway.identity.redis_client import shared_redis_client
 from gateway.identity.sessions import SessionStore, create_store
@@ -31,6 +32,8 @@ class Runtime:
     tokens: Tokens
     own_cookies: frozenset[str]
     """The gateway's cookies (session, CSRF): removed from what upstreams receive."""
+    own_headers: frozenset[str]
+    """The configured token header (normalised): a client's copy never reaches an upstream."""
     inflight: int = 0
     """Requests still running on this runtime: a retired runtime is closed when it reaches 0."""
     idle: asyncio.Event | None = None
@@ -83,6 +86,8 @@ class Runtime:
             redis=redis,
             tokens=tokens,
             own_cookies=frozenset((settings.session.cookie_name, csrf_cookie_name(settings))),
+            # SECURITY: with a custom tokens.header, a replayed token in it must not pass.
+            own_headers=normalised_names((settings.tokens.header,)),
         )
 
     async def close(self, *, keep: Runtime | None = None) -> None:

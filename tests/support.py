@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import tempfile
 import types
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -21,6 +23,9 @@ from gateway.config.settings import (
     UpstreamSettings,
     UsersSettings,
 )
+
+# Generated signing keys go here, never into the checkout's ./.gateway.
+TEST_DATA_DIR = Path(tempfile.gettempdir()) / "gateway-tests-data"
 
 
 def route(
@@ -46,7 +51,10 @@ def settings(
 ) -> Settings:
     return Settings(
         server=ServerSettings(
-            listen_host="127.0.0.1", listen_port=0, public_url=public_url, **server
+            listen_host="127.0.0.1",
+            listen_port=0,
+            public_url=public_url,
+            **{"data_dir": TEST_DATA_DIR, **server},
         ),
         session=SessionSettings(),
         users=UsersSettings(),

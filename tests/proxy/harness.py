@@ -38,6 +38,7 @@ from gateway.errors import GatewayError
 from gateway.forwarded import resolve_client
 from gateway.proxy import expect_handler, forward
 from gateway.upstream import AiohttpUpstreamClient
+from tests.support import TEST_DATA_DIR
 
 PUBLIC_URL = "https://gw.example"
 SESSION_COOKIE = "gw_session"
@@ -306,7 +307,11 @@ def _settings(
 ) -> Settings:
     return Settings(
         server=ServerSettings(
-            listen_host="127.0.0.1", listen_port=0, public_url=public_url, trusted_proxies=trusted
+            listen_host="127.0.0.1",
+            listen_port=0,
+            public_url=public_url,
+            trusted_proxies=trusted,
+            data_dir=TEST_DATA_DIR,
         ),
         session=SessionSettings(cookie_name=SESSION_COOKIE),
         users=UsersSettings(),

@@ -1,0 +1,67 @@
+"""Fixtures for the end-to-end tests of what an upstream learns about the caller (issue 4).
+
+Builders and the recording upstream live in :mod:`tests.upstream_identity.identity_harness`.
+
+- ``recorder``: the recording upstream, already serving (``recorder.url``, ``recorder.port``).
+- ``make_gateway(settings)``: a test client for ``build_app(settings)`` without a cookie jar.
+- ``ed_key``: an Ed25519 signing key written into ``tmp_path``.
+- ``clock``: the wall clock the gateway reads (``gateway.app``, ``gateway.login``), movable,
+  starting on a whole second.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+import gateway.app
+import gateway.login
+from gateway.app import build_app
+from gateway.config.settings import Settings
+from tests.login.login_harness import Clock
+from tests.upstream_identity.identity_harness import (
+    KeyFile,
+    MakeGateway,
+    Recorder,
+    write_key,
+)
+
+
+@pytest.fixture
+async def recorder(aiohttp_server: Callable[..., Awaitable[TestServer]]) -> Recorder:
+    up = Recorder()
+    server = await aiohttp_server(up.app())
+    up.url = str(server.make_url("")).rstrip("/")
+    up.port = server.port
+    return up
+
+
+@pytest.fixture
+def make_gateway(aiohttp_client: Any) -> MakeGateway:
+    async def make(settings: Settings) -> TestClient[Any, Any]:
+        client: TestClient[Any, Any] = await aiohttp_client(
+            build_app(settings), cookie_jar=aiohttp.DummyCookieJar()
+        )
+        return client
+
+    return make
+
+
+@pytest.fixture
+def ed_key(tmp_path: Path) -> KeyFile:
+    return write_key(tmp_path, "EdDSA")
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    fake = Clock()
+    fake.now = float(int(time.time()))
+    monkeypatch.setattr(gateway.app, "time", fake)
+    monkeypatch.setattr(gateway.login, "time", fake)
+    return fake
