@@ -146,10 +146,17 @@ def _cpu_count() -> int:
     return os.cpu_count() or 1
 
 
+MAX_HASHING_THREADS = 4
+"""Concurrent password checks per process. Each argon2id check holds 64 MiB, and in a container
+the CPUs a process may run on are often every core of the node, not its CPU limit: the cap keeps
+a login burst within a small memory limit; further logins queue."""
+
+
 @functools.cache
 def _password_executor() -> ThreadPoolExecutor:
     # argon2-cffi and bcrypt release the GIL while hashing, so threads give real parallelism.
-    return ThreadPoolExecutor(max_workers=_cpu_count(), thread_name_prefix="gateway-password")
+    workers = min(_cpu_count(), MAX_HASHING_THREADS)
+    return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="gateway-password")
 
 
 if hasattr(os, "register_at_fork"):
