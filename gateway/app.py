@@ -98,6 +98,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
     trace = request[ops.TRACE] = ops.Trace()
     response: web.StreamResponse | None = None
     runtime.inflight += 1
+    holder.inflight += 1
     try:
         response = await _pipeline(request, holder, runtime, client, trace)
     except GatewayError as exc:
@@ -110,8 +111,11 @@ async def handle(request: web.Request) -> web.StreamResponse:
         response = pages.error_response(request, GatewayError("unexpected error"))
     finally:
         runtime.inflight -= 1
+        holder.inflight -= 1
         if runtime.idle is not None and runtime.inflight == 0:
             runtime.idle.set()
+        if holder.idle is not None and holder.inflight == 0:
+            holder.idle.set()
         stream_error = request.get(STREAM_ERROR)
         if stream_error is not None and isinstance(stream_error, UpstreamError):
             metrics.UPSTREAM_ERRORS.labels(trace.upstream, stream_error.reason).inc()

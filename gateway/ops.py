@@ -9,7 +9,7 @@ import re
 import time
 from dataclasses import dataclass
 from typing import Final
-from urllib.parse import parse_qsl, quote
+from urllib.parse import unquote
 
 from aiohttp import web
 from prometheus_client import REGISTRY, CollectorRegistry, generate_latest, multiprocess
@@ -17,6 +17,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from gateway import metrics
 from gateway.identity.sessions.memory import MemorySessionStore
+from gateway.proxy import BODY_BYTES
 from gateway.runtime import Runtime, RuntimeHolder
 
 access_log = logging.getLogger("gateway.access")
@@ -31,6 +32,7 @@ _SECRET_KEY = re.compile(
     re.IGNORECASE,
 )
 _SECRET_VALUE = re.compile(r"[A-Za-z0-9_\-+/=.~%]{24,}")
+_QUERY_SPLIT = re.compile(r"[&;]")
 
 
 @dataclass(slots=True)
@@ -51,15 +53,22 @@ def method_label(method: str) -> str:
 
 
 def redact_query(query: str) -> str:
-    """The query with every value that could be a secret replaced by ``REDACTED``."""
+    """The query as sent, with every value that could be a secret replaced by ``REDACTED``.
+
+    Split on ``&`` and on ``;`` (which some servers also treat as a separator)."""
     if not query:
         return ""
     parts = []
-    for key, value in parse_qsl(query, keep_blank_values=True):
-        if _SECRET_KEY.search(key) or _SECRET_VALUE.fullmatch(value):
+    for part, separator in zip(
+        _QUERY_SPLIT.split(query), [*_QUERY_SPLIT.findall(query), ""], strict=True
+    ):
+        key, equals, value = part.partition("=")
+        if equals and (_SECRET_KEY.search(unquote(key)) or _SECRET_VALUE.fullmatch(value)):
             value = "REDACTED"
-        parts.append(f"{quote(key, safe='')}={quote(value, safe='')}")
-    return "&".join(parts)
+        elif not equals and _SECRET_VALUE.fullmatch(key):
+            key = "REDACTED"  # a bare token: ?eyJhbGciOi...
+        parts.append(f"{key}{equals}{value}{separator}")
+    return "".join(parts)
 
 
 def record(
@@ -81,7 +90,7 @@ def record(
         return
     raw_path, _, query = request.raw_path.partition("?")
     path = raw_path[:2048] + ("?" + redact_query(query) if query else "")
-    sent = response.body_length if response is not None else 0
+    sent = body_bytes(request, response)
     if log_format == "json":
         access_log.info(
             json.dumps(
@@ -114,6 +123,16 @@ def record(
             trace.upstream,
             request_id,
         )
+
+
+def body_bytes(request: web.Request, response: web.StreamResponse | None) -> int:
+    """Bytes of response body: what the proxy relayed, or the size of one of our own answers
+    (``body_length`` would count headers and framing, and our answers are not sent yet)."""
+    if BODY_BYTES in request:
+        return request[BODY_BYTES]
+    if isinstance(response, web.Response) and isinstance(response.body, bytes):
+        return 0 if request.method == "HEAD" else len(response.body)
+    return 0
 
 
 async def healthz(request: web.Request, holder: RuntimeHolder) -> web.StreamResponse:

@@ -57,6 +57,9 @@ STREAM_ERROR: Final = web.RequestKey("gateway.proxy.stream_error", GatewayError)
 """Set on the request when the response was cut short after its head was sent (the client
 connection is aborted and the error cannot be rendered): for the access log and metrics."""
 
+BODY_BYTES: Final = web.RequestKey("gateway.proxy.body_bytes", int)
+"""Response body bytes relayed to the client (for the access log)."""
+
 _CONTINUE_SENT: Final = web.RequestKey("gateway.proxy.continue_sent", bool)
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _LOCATION_HEADERS = frozenset({"location", "content-location"})
@@ -218,17 +221,21 @@ async def _relay_response(
     )
     if body is not None:
         body.response_started = True
+    sent = 0
     try:
         await response.prepare(request)
         if request.method != hdrs.METH_HEAD:
             async for chunk in upstream_response.iter_body():
                 await response.write(chunk)
+                sent += len(chunk)
         await response.write_eof()
     except UpstreamError as exc:
         error = body.error if body is not None and body.error is not None else exc
         _abort(request, ctx, error)
     except ConnectionError as exc:
         log.debug("client went away while streaming %s: %r", ctx.client.request_id, exc)
+    finally:
+        request[BODY_BYTES] = sent
     return response
 
 

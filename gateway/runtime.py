@@ -57,10 +57,14 @@ class Runtime:
         keyset = load_keyset(settings.tokens, settings.server.data_dir)
         users = users if users is not None else load_users(settings.users)
         old = previous.settings if previous is not None else None
-        if previous is not None and old is not None and old.session == settings.session and (
-            old.login.throttle == settings.login.throttle
-        ):
-            redis, sessions, throttle = previous.redis, previous.sessions, previous.throttle
+        if previous is not None and old is not None and old.session == settings.session:
+            redis, sessions = previous.redis, previous.sessions
+            if old.login.throttle == settings.login.throttle:
+                throttle = previous.throttle
+            else:
+                throttle = create_throttle(
+                    settings.session, settings.login.throttle, redis_client=redis
+                )
         else:
             redis = shared_redis_client(settings.session)
             sessions = create_store(settings.session, redis_client=redis)
@@ -94,9 +98,10 @@ class Runtime:
         """Close what this runtime holds, except what ``keep`` (its successor) shares."""
         if keep is None or keep.upstream_client is not self.upstream_client:
             await self.upstream_client.close()
+        if keep is None or keep.throttle is not self.throttle:
+            await self.throttle.close()
         if keep is None or keep.sessions is not self.sessions:
             await self.sessions.close()
-            await self.throttle.close()
             if self.redis is not None:
                 await self.redis.aclose()
 
@@ -105,10 +110,14 @@ class RuntimeHolder:
     """The process's mutable state: the current runtime (a request reads ``current`` once and
     keeps that runtime to its end; a reload swaps it) and whether the process is draining."""
 
-    __slots__ = ("current", "draining", "retiring")
+    __slots__ = ("current", "draining", "idle", "inflight", "retiring")
 
     def __init__(self, runtime: Runtime) -> None:
         self.current = runtime
         self.draining = False
+        self.inflight = 0
+        """Requests in flight on any runtime (a drain waits for these)."""
+        self.idle: asyncio.Event | None = None
+        """Set by the last request to finish once a drain waits for it."""
         self.retiring: set[asyncio.Task[None]] = set()
         """Runtimes replaced by a reload, waiting for their last request to finish."""

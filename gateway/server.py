@@ -8,6 +8,7 @@ no new connections, in-flight requests get ``server.shutdown_grace`` to finish.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import multiprocessing
@@ -23,10 +24,12 @@ from aiohttp import web
 from prometheus_client import multiprocess
 
 from gateway.app import RUNTIME, build_app
+from gateway.config import ConfigError, load_settings
 from gateway.config.settings import Settings
 from gateway.endpoints import admin_app
 from gateway.ops import MULTIPROC_ENV
 from gateway.reload import reload
+from gateway.runtime import RuntimeHolder
 from gateway.tokens import KeyConfigError, load_keyset
 
 log = logging.getLogger("gateway")
@@ -39,6 +42,8 @@ class JsonFormatter(logging.Formatter):
     """One JSON object per line; extra ``reason``/``status`` fields are kept."""
 
     def format(self, record: logging.LogRecord) -> str:
+        if record.name == "gateway.access":
+            return record.getMessage()  # already one JSON object per request (gateway.ops)
         entry: dict[str, object] = {
             "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"),
             "level": record.levelname.lower(),
@@ -70,27 +75,26 @@ def drain_delay_s(settings: Settings) -> float:
     return min(2.0, settings.server.shutdown_grace_s / 4)
 
 
+_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGHUP})
+# aiohttp's own wait for in-flight handlers at cleanup (it waits up to twice this): _drain has
+# already given them shutdown_grace, so whatever is still running now is cut at once.
+_CLEANUP_TIMEOUT_S = 0.1
+
+
 async def _serve_async(settings: Settings, *, reuse_port: bool) -> None:
     server = settings.server
     app = build_app(settings)
     holder = app[RUNTIME]
-    runners = [web.AppRunner(app, access_log=None, shutdown_timeout=server.shutdown_grace_s)]
+    runners = [web.AppRunner(app, access_log=None, shutdown_timeout=_CLEANUP_TIMEOUT_S)]
     await runners[0].setup()
-    sites = [
-        web.TCPSite(
-            runners[0],
-            server.listen_host,
-            server.listen_port,
-            reuse_port=reuse_port or None,
-            shutdown_timeout=server.shutdown_grace_s,
-        )
-    ]
+    port_reuse = reuse_port or None
+    sites = [web.TCPSite(runners[0], server.listen_host, server.listen_port, reuse_port=port_reuse)]
     if server.admin_listen is not None:
-        admin = web.AppRunner(admin_app(holder), access_log=None, shutdown_timeout=1.0)
+        admin = web.AppRunner(admin_app(holder), access_log=None, shutdown_timeout=0.1)
         await admin.setup()
         runners.append(admin)
         host, port = server.admin_listen
-        sites.append(web.TCPSite(admin, host, port, reuse_port=reuse_port or None))
+        sites.append(web.TCPSite(admin, host, port, reuse_port=port_reuse))
     try:
         for site in sites:
             await site.start()
@@ -108,15 +112,36 @@ async def _serve_async(settings: Settings, *, reuse_port: bool) -> None:
                 task.add_done_callback(reloads.discard)
 
             loop.add_signal_handler(signal.SIGHUP, on_sighup)
+        # A worker is forked with these signals blocked (see _supervise_workers): one sent while
+        # it started is delivered now, to the handlers above, instead of being lost.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
         await stop.wait()
-        # Drain: readyz says 503 at once; keep accepting briefly; then stop listening and give
-        # in-flight requests (long downloads included) shutdown_grace to finish.
-        holder.draining = True
-        log.info("draining", extra={"reason": "drain"})
-        await asyncio.sleep(drain_delay_s(holder.current.settings))
+        await _drain(holder, sites)
     finally:
         for runner in reversed(runners):
             await runner.cleanup()
+
+
+async def _drain(holder: RuntimeHolder, sites: list[web.TCPSite]) -> None:
+    """readyz says 503 at once; keep accepting briefly so load balancers notice; stop
+    listening; give in-flight requests (long downloads included) shutdown_grace to finish."""
+    settings = holder.current.settings
+    holder.draining = True
+    log.info("draining", extra={"reason": "drain"})
+    await asyncio.sleep(drain_delay_s(settings))
+    for site in sites:
+        await site.stop()
+    if holder.inflight > 0:
+        holder.idle = asyncio.Event()
+        try:
+            async with asyncio.timeout(settings.server.shutdown_grace_s):
+                await holder.idle.wait()
+        except TimeoutError:
+            log.warning(
+                "shutdown grace over: cutting %d request(s) still in flight",
+                holder.inflight,
+                extra={"reason": "grace_exceeded"},
+            )
 
 
 def _run_worker(settings: Settings, reuse_port: bool) -> None:
@@ -176,9 +201,20 @@ def _supervise_workers(settings: Settings) -> int:
     stopping = False
     workers: dict[int, tuple[BaseProcess, float]] = {}
 
+    # What a new or restarted worker starts with: the last configuration a SIGHUP loaded
+    # successfully, the same as its siblings serve.
+    current = settings
+    hup_pending = False
+
     def start_one() -> None:
-        proc = ctx.Process(target=_worker_main, args=(settings,), daemon=False)
-        proc.start()
+        # SECURITY/robustness: a forked worker runs our handlers until its event loop installs
+        # its own; blocked signals wait for those instead (the worker unblocks them).
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
+        try:
+            proc = ctx.Process(target=_worker_main, args=(current,), daemon=False)
+            proc.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         assert proc.pid is not None
         workers[proc.pid] = (proc, time.monotonic())
 
@@ -190,6 +226,8 @@ def _supervise_workers(settings: Settings) -> int:
                 os.kill(proc.pid, signal.SIGTERM)
 
     def forward_hup(signum: int, frame: FrameType | None) -> None:
+        nonlocal hup_pending
+        hup_pending = True
         for proc, _ in workers.values():
             if proc.pid is not None and proc.is_alive():
                 os.kill(proc.pid, signal.SIGHUP)
@@ -203,8 +241,13 @@ def _supervise_workers(settings: Settings) -> int:
     exit_code = 0
     deadline: float | None = None
     while workers:
+        if hup_pending and settings.source is not None:
+            hup_pending = False
+            # The workers log a bad file's errors; new workers keep the last good settings.
+            with contextlib.suppress(ConfigError):
+                current = load_settings(settings.source)
         if stopping and deadline is None:
-            deadline = time.monotonic() + settings.server.shutdown_grace_s + 5.0
+            deadline = time.monotonic() + current.server.shutdown_grace_s + 5.0
         if deadline is not None and time.monotonic() > deadline:
             for proc, _ in workers.values():
                 proc.kill()

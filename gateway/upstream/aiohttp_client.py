@@ -266,9 +266,19 @@ async def _acquire(pool: _Pool) -> None:
         ) from None
 
 
+def _describe(exc: Exception) -> str:
+    """What went wrong, for the log, without the request: aiohttp's reprs carry the full URL
+    (query included) and the request headers, i.e. the JWT we sent."""
+    # SECURITY: never log an aiohttp exception's repr or str.
+    os_error = exc.os_error if isinstance(exc, aiohttp.ClientConnectorError) else exc
+    if isinstance(os_error, OSError) and os_error.strerror:
+        return f"{type(exc).__name__}: {os_error.strerror}"
+    return type(exc).__name__
+
+
 def _map_error(exc: Exception, upstream: UpstreamSettings, *, body: bool = False) -> GatewayError:
     """Translate an aiohttp/OS error into the gateway's exception tree (detail for the log)."""
-    detail = f"{upstream.name} ({upstream.url}): {exc!r}"
+    detail = f"{upstream.name} ({upstream.url}): {_describe(exc)}"
     if isinstance(exc, aiohttp.ConnectionTimeoutError):
         return UpstreamTimeout(detail, reason="connect_timeout")
     if isinstance(exc, aiohttp.ServerTimeoutError | asyncio.TimeoutError):
