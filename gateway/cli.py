@@ -12,7 +12,8 @@ from pathlib import Path
 
 from gateway import __version__
 from gateway.config import ConfigError, load_settings
-from gateway.config.settings import MatchSettings, RouteSettings, Settings
+from gateway.config.settings import Settings
+from gateway.describe import describe_access, describe_match
 from gateway.routing import shadowed_routes
 
 
@@ -31,35 +32,6 @@ def _load(arg: str | None) -> Settings | None:
         return None
 
 
-def describe_match(match: MatchSettings) -> str:
-    parts = []
-    if match.host:
-        parts.append(f"host={match.host}")
-    if match.path is not None:
-        parts.append(f"path={match.path}")
-    if match.path_prefix is not None:
-        parts.append(f"prefix={match.path_prefix}")
-    if match.path_regex is not None:
-        parts.append(f"regex={match.path_regex}")
-    if match.methods:
-        parts.append("methods=" + ",".join(sorted(match.methods)))
-    if match.ignore_case:
-        parts.append("ignore_case")
-    return " ".join(parts)
-
-
-def describe_access(route: RouteSettings) -> str:
-    access = route.access
-    if access.kind != "rules":
-        return access.kind
-    parts = []
-    if access.roles:
-        parts.append("roles=" + ",".join(sorted(access.roles)))
-    if access.users:
-        parts.append("users=" + ",".join(sorted(access.users)))
-    return " ".join(parts)
-
-
 def all_warnings(settings: Settings) -> list[str]:
     return [*settings.warnings, *shadowed_routes(settings.routes)]
 
@@ -76,7 +48,7 @@ def cmd_check(args: argparse.Namespace) -> int:
             (
                 route.name,
                 describe_match(route.match),
-                describe_access(route),
+                describe_access(route.access),
                 f"{upstream.name} ({upstream.url})",
             )
         )

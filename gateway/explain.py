@@ -22,6 +22,7 @@ from gateway.access import Decision, decide
 from gateway.app import RESERVED_PREFIX, login_location
 from gateway.config.settings import RouteSettings, Settings
 from gateway.config.values import HTTP_TOKEN, did_you_mean
+from gateway.describe import describe_access, describe_match
 from gateway.errors import BadRequest
 from gateway.identity.sessions.base import Session
 from gateway.identity.upstream import token_audience_ttl, x_auth_headers
@@ -96,8 +97,8 @@ def explain(
         lines.append(("result", "404: no route matches"))
         return _render(lines)
     index = settings.routes.index(route)
-    lines.append(("route", f"{route.name} (routes[{index}]: {_describe_match(route)})"))
-    lines.append(("access", _describe_access(route)))
+    lines.append(("route", f"{route.name} (routes[{index}]: {describe_match(route.match)})"))
+    lines.append(("access", describe_access(route.access)))
     if caller is None:
         lines.append(("user", "anonymous (no session)"))
     else:
@@ -189,34 +190,6 @@ def _find_user(settings: Settings, username: str) -> User:
             f"unknown user {username!r}{did_you_mean(username, known)}; known users: {listed}"
         )
     return found
-
-
-def _describe_match(route: RouteSettings) -> str:
-    match = route.match
-    parts: list[str] = []
-    if match.host is not None:
-        parts.append(f"host {match.host}")
-    for key, value in (("path", match.path), ("path_prefix", match.path_prefix),
-                       ("path_regex", match.path_regex)):
-        if value is not None:
-            parts.append(f"{key} {value}")
-    if match.methods is not None:
-        parts.append("methods " + ",".join(sorted(match.methods)))
-    if match.ignore_case:
-        parts.append("ignore_case")
-    return ", ".join(parts)
-
-
-def _describe_access(route: RouteSettings) -> str:
-    access = route.access
-    if access.kind != "rules":
-        return access.kind
-    parts: list[str] = []
-    if access.roles:
-        parts.append("roles " + ", ".join(sorted(access.roles)))
-    if access.users:
-        parts.append("users " + ", ".join(sorted(access.users)))
-    return "any of: " + "; ".join(parts)
 
 
 def _unauthenticated(route: RouteSettings, method: str, path: str, query: str) -> Lines:

@@ -81,7 +81,7 @@ routes:
 
 def test_a_public_route_is_allowed_for_anonymous_callers_without_a_token(example):
     report = explain(example, "GET", "http://127.0.0.1:8080/static/app.css?v=3")
-    assert field(report, "route").startswith("assets (routes[0]: path_prefix /static/)")
+    assert field(report, "route").startswith("assets (routes[0]: path_prefix=/static/)")
     assert field(report, "access") == "public"
     assert field(report, "user") == "anonymous (no session)"
     assert field(report, "decision") == "allow"
@@ -161,7 +161,7 @@ def test_the_claims_shown_for_alice_follow_the_route_token_settings(example):
 def test_a_roles_route_allows_alice_and_denies_bob(example):
     alice = explain(example, "GET", "/admin", user="alice")
     bob = explain(example, "GET", "/admin", user="bob")
-    assert field(alice, "access") == "any of: roles admin"
+    assert field(alice, "access") == "roles=admin"
     assert field(alice, "decision") == "allow"
     assert field(bob, "decision") == "deny (403)"
     assert field(bob, "token").startswith("none")
@@ -190,7 +190,7 @@ def test_strip_prefix_is_reflected_in_the_upstream_url(example):
 
 def test_alice_reaches_the_api_by_name(example):
     report = explain(example, "GET", "/api/v2/x", user="alice")
-    assert field(report, "access") == "any of: roles staff; users alice"
+    assert field(report, "access") == "roles=staff users=alice"
     assert field(report, "decision") == "allow"
 
 
@@ -298,7 +298,7 @@ def test_hosts_match_like_the_host_header_browsers_send(tmp_path, example):
     report = explain(settings, "GET", "https://user:pw@ADMIN.example.com:443/app/x?q#frag",
                      user="alice")
     assert field(report, "request") == "GET https://ADMIN.example.com/app/x?q"
-    assert field(report, "route").startswith("admin (routes[0]: host admin.example.com")
+    assert field(report, "route").startswith("admin (routes[0]: host=admin.example.com")
     assert field(report, "upstream") == "other: GET http://10.0.0.6:4000/x?q"
     anonymous = explain(settings, "GET", "https://admin.example.com/app/x")
     assert field(anonymous, "anonymous") == (
