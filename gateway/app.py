@@ -19,8 +19,8 @@ from gateway import endpoints, metrics, ops, pages
 from gateway.access import Decision, decide
 from gateway.config.settings import RouteSettings, Settings
 from gateway.context import ClientInfo, RequestContext
-from gateway.errors import Forbidden, GatewayError, Unauthenticated, UpstreamError
-from gateway.forwarded import resolve_client
+from gateway.errors import BadRequest, Forbidden, GatewayError, Unauthenticated, UpstreamError
+from gateway.forwarded import resolve_client, valid_host
 from gateway.identity.resolve import (
     ANONYMOUS,
     Resolved,
@@ -32,7 +32,7 @@ from gateway.identity.sessions import SessionStoreUnavailable
 from gateway.identity.upstream import identity_headers
 from gateway.identity.users import UserDirectory
 from gateway.proxy import STREAM_ERROR, expect_handler, forward
-from gateway.routing import normalise_path
+from gateway.routing import matching_path, normalise_path
 from gateway.runtime import Runtime, RuntimeHolder
 
 log = logging.getLogger("gateway")
@@ -42,6 +42,12 @@ RESERVED_PREFIX = "/.gateway/"
 RUNTIME: Final = web.AppKey("runtime", RuntimeHolder)
 SET_COOKIE: Final = web.RequestKey("gateway.set_cookie", str)
 """A ``Set-Cookie`` value the identity stage wants on whatever response goes out."""
+
+
+def is_reserved(path: str) -> bool:
+    """True for the gateway's own prefix, in any letter case."""
+    lowered = path[: len(RESERVED_PREFIX)].lower()
+    return lowered == RESERVED_PREFIX or path.lower() == RESERVED_PREFIX[:-1]
 
 
 def login_location(path: str, query: str) -> str:
@@ -139,14 +145,19 @@ async def _pipeline(
     trace: ops.Trace,
 ) -> web.StreamResponse:
     settings = runtime.settings
+    if not valid_host(client.host):
+        # SECURITY: a malformed Host (admin.example.com:abc, a..b, "a, b") would skip a
+        # host-restricted route here yet be read as that host by the upstream or a vhost.
+        raise BadRequest("malformed Host header", reason="bad_host")
     raw_path, _, query = request.raw_path.partition("?")
     path = normalise_path(raw_path)
-    if path.startswith(RESERVED_PREFIX) or path == RESERVED_PREFIX[:-1]:
-        # SECURITY: the reserved prefix is matched after normalisation so that
-        # /%2egateway/ or //.gateway/ cannot reach an upstream either.
+    match_path = matching_path(path)
+    if is_reserved(match_path):
+        # SECURITY: the reserved prefix is matched after normalisation (and without case or
+        # ;parameters) so that /%2egateway/, //.gateway/ or /.gateway;/ never reach an upstream.
         trace.route = "gateway"
         return await endpoints.dispatch(request, holder, path)
-    route = runtime.routes.select(request.method, client.host, path)
+    route = runtime.routes.select(request.method, client.host, match_path)
     trace.route, trace.upstream = route.name, route.upstream
     now = time.time()
     resolved = await _identity(request, runtime, route, now)

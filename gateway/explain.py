@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 import jwt
 
 from gateway.access import Decision, decide
-from gateway.app import RESERVED_PREFIX, login_location
+from gateway.app import RESERVED_PREFIX, is_reserved, login_location
 from gateway.config.settings import RouteSettings, Settings
 from gateway.config.values import HTTP_TOKEN, did_you_mean
 from gateway.describe import describe_access, describe_match
@@ -28,7 +28,7 @@ from gateway.identity.sessions.base import Session
 from gateway.identity.upstream import token_audience_ttl, x_auth_headers
 from gateway.identity.users import User, UsersError, load_users
 from gateway.proxy import strip_route_prefix
-from gateway.routing import RouteTable, normalise_path
+from gateway.routing import RouteTable, matching_path, normalise_path
 from gateway.tokens import GENERATED_KEY_NAME, KeyConfigError, TokenMinter, load_keyset
 
 __all__ = ["STAND_IN_SID_HASH", "explain"]
@@ -85,13 +85,13 @@ def explain(
     if target.query:
         lines.append(("query", f"{target.query} (never takes part in matching)"))
 
-    if path.startswith(RESERVED_PREFIX) or path == RESERVED_PREFIX[:-1]:
+    if is_reserved(matching_path(path)):
         lines.append(("result", f"served by the gateway itself ({RESERVED_PREFIX} is reserved, "
                                 "never proxied)"))
         return _render(lines)
 
     routes = RouteTable(settings.routes)
-    route = routes.match(method, target.host, path)
+    route = routes.match(method, target.host, matching_path(path))
     if route is None:
         lines.append(("host", target.host))
         lines.append(("result", "404: no route matches"))

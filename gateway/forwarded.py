@@ -41,7 +41,15 @@ UNKNOWN = "unknown"
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 # A host, IPv4 or bracketed IPv6 literal, with an optional port. Nothing that could smuggle a path,
 # userinfo or whitespace into the upstream's URL building.
-_HOST = re.compile(r"[A-Za-z0-9.-]{1,253}(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]{2,45}\](:[0-9]{1,5})?")
+_LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
+_HOST = re.compile(
+    rf"(?:{_LABEL}\.)*{_LABEL}\.?(?::[0-9]{{1,5}})?|\[[0-9A-Fa-f:.]{{2,45}}\](?::[0-9]{{1,5}})?"
+)
+
+
+def valid_host(host: str) -> bool:
+    """A well-formed ``host[:port]`` (DNS name, IPv4 or bracketed IPv6), nothing else."""
+    return len(host) <= 260 and _HOST.fullmatch(host) is not None
 
 
 def new_request_id() -> str:
@@ -79,7 +87,7 @@ def resolve_client(request: web.Request, trusted: Sequence[IPNetwork]) -> Client
     return ClientInfo(
         ip=str(_client_from_chain(hops, peer, trusted)),
         proto=proto if proto in ("http", "https") else scheme,
-        host=host if host is not None and _HOST.fullmatch(host) else request.host,
+        host=host if host is not None and valid_host(host) else request.host,
         request_id=(
             request_id
             if request_id is not None and _REQUEST_ID.fullmatch(request_id)

@@ -38,6 +38,13 @@ _REQUEST_DROP: frozenset[str] = HOP_BY_HOP | {
     "x-request-id",
     "forwarded",
     "x-real-ip",
+    # SECURITY: overrides that some frameworks honour over the request line: they would let a
+    # request authorised as "GET /public" act as another method or path upstream.
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+    "x-original-url",
+    "x-rewrite-url",
 }
 # SECURITY: spoofable identity and chain headers, in any case and with ``_`` for ``-``.
 _REQUEST_DROP_PREFIXES = ("x-auth-", "x-forwarded-", "proxy-")
@@ -114,9 +121,13 @@ def filter_request_headers(
 
 
 def filter_response_headers(
-    headers: Sequence[tuple[str, str]], *, extra_drop: Set[str] = frozenset()
+    headers: Sequence[tuple[str, str]],
+    *,
+    extra_drop: Set[str] = frozenset(),
+    own_cookies: Set[str] = frozenset(),
 ) -> list[tuple[str, str]]:
-    """Upstream response headers that may go to the client: hop-by-hop ones removed.
+    """Upstream response headers that may go to the client: hop-by-hop ones removed, and any
+    ``Set-Cookie`` for one of ``own_cookies`` (the gateway's session and CSRF cookies).
 
     ``Content-Length`` is kept (downloads show their size) unless the upstream also sent
     ``Transfer-Encoding``, which overrides it (RFC 9112 6.3).
@@ -138,6 +149,8 @@ def filter_response_headers(
             or lname in connection
             or lname in extra_drop
             or (chunked and lname == "content-length")
+            # SECURITY: an upstream must not set (fixate) or clear the gateway's cookies.
+            or (lname == "set-cookie" and value.split("=", 1)[0].strip() in own_cookies)
         ):
             continue
         out.append((name, value))

@@ -85,13 +85,24 @@ def _parse_form(body: bytes) -> dict[str, str]:
 def _parse_json(body: bytes) -> dict[str, str]:
     try:
         data = json.loads(body)
-    except (UnicodeDecodeError, ValueError):
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError; [[[[... recurses
         raise BadRequest("login body is not JSON", reason="bad_json") from None
     if not isinstance(data, dict) or not all(
         isinstance(data.get(key), str) for key in ("username", "password")
     ):
         raise BadRequest('expected {"username": ..., "password": ...}', reason="bad_json")
-    return {"username": data["username"], "password": data["password"]}
+    fields = {"username": data["username"], "password": data["password"]}
+    _require_encodable(fields)
+    return fields
+
+
+def _require_encodable(fields: dict[str, str]) -> None:
+    # JSON can carry lone surrogates ("\ud800") that no store, hash or log can encode.
+    for value in fields.values():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise BadRequest("credentials are not valid UTF-8", reason="bad_json") from None
 
 
 def _login_page(
@@ -175,12 +186,24 @@ async def _authenticate(
     request: web.Request, runtime: Runtime, username: str, password: str
 ) -> User | None:
     """The user, or ``None`` for any failure: unknown, wrong password, or locked out."""
-    now = time.time()
     client = resolve_client(request, runtime.settings.server.trusted_proxies)
     keys = (f"user:{username.casefold()}", f"ip:{client.ip}")
-    locked = await runtime.throttle.locked(keys, now=now)
+    # SECURITY: one attempt per username and per IP at a time, so a burst of concurrent guesses
+    # meets the lockout like a sequence would.
+    async with runtime.attempts.hold(keys):
+        return await _attempt(runtime, keys, username, password)
+
+
+async def _attempt(
+    runtime: Runtime, keys: tuple[str, str], username: str, password: str
+) -> User | None:
+    locked = await runtime.throttle.locked(keys, now=time.time())
     # SECURITY: verify even when locked out, so a lockout cannot be told apart by timing.
     user = await runtime.users.authenticate(username, password)
+    now = time.time()
+    if not locked and user is not None:
+        # Another replica may have locked these keys while this password was being checked.
+        locked = await runtime.throttle.locked(keys, now=now)
     if locked:
         metrics.LOGIN_ATTEMPTS.labels("locked").inc()
         log.warning("login refused: locked out", extra={"reason": "locked_out"})

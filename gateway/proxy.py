@@ -210,7 +210,7 @@ async def _relay_response(
     public_url: str,
     prefix: str,
 ) -> web.StreamResponse:
-    headers = filter_response_headers(upstream_response.headers)
+    headers = filter_response_headers(upstream_response.headers, own_cookies=ctx.strip_cookies)
     for i, (name, value) in enumerate(headers):
         if name.lower() in _LOCATION_HEADERS:
             headers[i] = (name, _rewrite_location(value, ctx.upstream.url, public_url, prefix))

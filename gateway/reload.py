@@ -33,9 +33,10 @@ async def reload(holder: RuntimeHolder, source: Path) -> bool:
             extra={"reason": "reload_invalid"},
         )
         return False
-    except OSError as exc:
+    except (OSError, ValueError) as exc:
+        # e.g. an unreadable file, or a Redis URL the client library refuses
         metrics.CONFIG_RELOADS.labels("failure").inc()
-        log.error("reload refused: %s", exc, extra={"reason": "reload_io"})
+        log.error("reload refused: %s", type(exc).__name__, extra={"reason": "reload_error"})
         return False
     holder.current = new
     metrics.CONFIG_RELOADS.labels("success").inc()

@@ -148,6 +148,20 @@ def _resolve_segments(path: str, raw_path: str) -> str:
 # Route matching
 # --------------------------------------------------------------------------------------------
 
+def matching_path(path: str) -> str:
+    """``path`` with each segment's ``;parameters`` removed: what routes are matched against.
+
+    Java servlet containers (Tomcat, Jetty) and Spring drop path parameters before mapping a
+    request: ``/admin;jsessionid=1/users`` is ``/admin/users`` to them. Matching on the path as
+    such an upstream will read it means a rule on ``/admin`` also covers ``/admin;x/users``. The
+    upstream still receives the path unchanged (session ids in URLs keep working).
+    """
+    if ";" not in path:
+        return path
+    # SECURITY: match what a servlet upstream will serve, not what the bytes look like.
+    return "/".join(segment.partition(";")[0] for segment in path.split("/"))
+
+
 PathKind = Literal["path", "prefix", "regex"]
 
 

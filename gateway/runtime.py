@@ -12,7 +12,7 @@ from gateway.headers import normalised_names
 from gateway.identity.cookies import csrf_cookie_name
 from gateway.identity.redis_client import shared_redis_client
 from gateway.identity.sessions import SessionStore, create_store
-from gateway.identity.throttle import Throttle, create_throttle
+from gateway.identity.throttle import AttemptGate, Throttle, create_throttle
 from gateway.identity.users import UserDirectory, load_users
 from gateway.routing import RouteTable
 from gateway.tokens import Tokens, load_keyset
@@ -28,6 +28,8 @@ class Runtime:
     users: UserDirectory
     sessions: SessionStore
     throttle: Throttle
+    attempts: AttemptGate
+    """Serialises login attempts per throttle key (kept across reloads)."""
     redis: Redis | None
     tokens: Tokens
     own_cookies: frozenset[str]
@@ -75,11 +77,11 @@ class Runtime:
             upstream_client = previous.upstream_client
         else:
             upstream_client = create_client(settings.upstreams)
-        if previous is not None:
-            tokens = previous.tokens
-            tokens.reconfigure(keyset, settings.tokens)
-        else:
-            tokens = Tokens(keyset, settings.tokens)
+        tokens = (
+            previous.tokens.successor(keyset, settings.tokens)
+            if previous is not None
+            else Tokens(keyset, settings.tokens)
+        )
         return cls(
             settings=settings,
             routes=RouteTable(settings.routes),
@@ -87,6 +89,7 @@ class Runtime:
             users=users,
             sessions=sessions,
             throttle=throttle,
+            attempts=previous.attempts if previous is not None else AttemptGate(),
             redis=redis,
             tokens=tokens,
             own_cookies=frozenset((settings.session.cookie_name, csrf_cookie_name(settings))),

@@ -58,8 +58,26 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry)
 
 
+class AiohttpSecretsFilter(logging.Filter):
+    """aiohttp's own error records quote the offending request line or header line (a Cookie or
+    an Authorization header included) in their message and traceback: keep only what failed."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name.startswith("aiohttp") and (record.exc_info or record.args):
+            # SECURITY: never a cookie or token in the log, even from a malformed request.
+            exc = record.exc_info[1] if record.exc_info else None
+            summary = type(exc).__name__ if exc is not None else "error"
+            template = record.msg if isinstance(record.msg, str) else "aiohttp"
+            record.msg = f"{template.split('%', 1)[0].strip()} ({summary})"
+            record.args = ()
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
 def setup_logging(settings: Settings) -> None:
     handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(AiohttpSecretsFilter())
     if settings.server.access_log == "json":
         handler.setFormatter(JsonFormatter())
     else:

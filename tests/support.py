@@ -103,8 +103,10 @@ async def raw_request(
     import asyncio
 
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    lines = [f"{method} {target} HTTP/1.1", "Host: gw.test", "Connection: close"]
-    lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+    headers = dict(headers or {})
+    host = headers.pop("Host", "gw.test")
+    lines = [f"{method} {target} HTTP/1.1", f"Host: {host}", "Connection: close"]
+    lines += [f"{k}: {v}" for k, v in headers.items()]
     if body:
         lines.append(f"Content-Length: {len(body)}")
     writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)

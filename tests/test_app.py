@@ -122,3 +122,77 @@ async def test_stylesheet_and_health_are_served_by_the_gateway(gateway):
     assert css.content_type == "text/css"
     health = await gateway.get("/.gateway/healthz")
     assert (await health.json()) == {"status": "ok"}
+
+
+@pytest.fixture
+async def host_gateway(aiohttp_client, aiohttp_server):
+    upstream = await aiohttp_server(echo_app())
+    routes = [
+        route(
+            "admin-host",
+            match=MatchSettings(host="admin.example.com", path_prefix="/"),
+            access="deny",
+        ),
+        route("java-admin", prefix="/admin", access="deny"),
+        route("rest", prefix="/"),
+    ]
+    url = str(upstream.make_url("")).rstrip("/")
+    return await aiohttp_client(build_app(settings(url, routes)))
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "admin.example.com:abc",
+        "admin.example.com:80:80",
+        "admin.example.com..",
+        "admin.example.com, x",
+        "admin.example.com@x",
+        "admin.example.com/x",
+        "",
+    ],
+)
+async def test_a_malformed_host_is_refused_not_routed_elsewhere(host_gateway, host):
+    status, _, body = await raw_request(
+        host_gateway.port, "/x", headers={"Host": host, "Accept": "application/json"}
+    )
+    assert status == 400
+    assert received(body.decode())["error"] == "bad_request"
+
+
+@pytest.mark.parametrize(
+    "host", ["admin.example.com", "ADMIN.example.com:8080", "admin.example.com."]
+)
+async def test_well_formed_hosts_still_meet_their_route(host_gateway, host):
+    status, _, _ = await raw_request(
+        host_gateway.port, "/x", headers={"Host": host, "Accept": "application/json"}
+    )
+    assert status == 403
+
+
+@pytest.mark.parametrize(
+    "path", ["/admin;jsessionid=1", "/admin;/users", "/admin;x/users", "/ADMIN;x".lower()]
+)
+async def test_path_parameters_do_not_slip_past_a_rule(host_gateway, path):
+    # Tomcat, Jetty and Spring drop ;parameters: to them these are /admin and /admin/users.
+    status, _, _ = await raw_request(
+        host_gateway.port, path, headers={"Host": "app.example.com", "Accept": "application/json"}
+    )
+    assert status == 403
+
+
+async def test_path_parameters_reach_the_upstream_unchanged(host_gateway):
+    status, _, body = await raw_request(
+        host_gateway.port, "/shop;jsessionid=ABC/cart?x=1", headers={"Host": "app.example.com"}
+    )
+    assert status == 200
+    assert received(body.decode())["raw_path"] == "/shop;jsessionid=ABC/cart?x=1"
+
+
+@pytest.mark.parametrize("path", ["/.GATEWAY/login", "/.gateway;x/login", "/.Gateway"])
+async def test_the_reserved_prefix_is_ours_in_any_case_and_with_parameters(host_gateway, path):
+    status, _, body = await raw_request(
+        host_gateway.port, path, headers={"Host": "app.example.com", "Accept": "application/json"}
+    )
+    assert status == 404
+    assert received(body.decode())["error"] == "not_found"

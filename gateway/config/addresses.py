@@ -48,6 +48,9 @@ def listen_address(value: Any) -> tuple[str, int]:
     return host, int(port)
 
 
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
 def _http_url(value: Any) -> tuple[SplitResult, str]:
     """Split an http(s) URL, checking what both public_url and upstream URLs need."""
     url = string(value).strip()
@@ -68,6 +71,10 @@ def _http_url(value: Any) -> tuple[SplitResult, str]:
     if parts.query or parts.fragment or "?" in url or "#" in url:
         raise Invalid(f"{describe(value)}: the URL must not have a query (?) or fragment (#)")
     netloc = f"[{host}]" if ":" in host else host
+    # The default port is left out, as browsers leave it out of Origin and Host: an explicit
+    # ":443" would make every Origin check of the login form fail.
+    if port == _DEFAULT_PORTS[scheme]:
+        port = None
     origin = f"{scheme}://{netloc}" + (f":{port}" if port is not None else "")
     return parts, origin
 

@@ -128,10 +128,21 @@ def _password(value: Any) -> str:
 
 def _redis_url(value: Any) -> str:
     url = values.string(value).strip()
-    scheme = urlsplit(url).scheme.lower()
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
     if scheme not in ("redis", "rediss", "unix"):
         # Never echo the value: a Redis URL may hold a password.
         raise values.Invalid("expected a redis://, rediss:// or unix:// URL")
+    if scheme != "unix":
+        try:
+            parts.port  # noqa: B018 - raises ValueError for a port out of range or not a number
+        except ValueError:
+            raise values.Invalid("the Redis URL has an invalid port") from None
+        if not parts.hostname:
+            raise values.Invalid("the Redis URL needs a host")
+        database = parts.path.strip("/")
+        if database and not database.isdigit():
+            raise values.Invalid("the Redis URL's database (its path) must be a number")
     return url
 
 

@@ -13,9 +13,11 @@ every replica using the same Redis and key prefix). Redis failures raise
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import math
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -217,3 +219,51 @@ def create_throttle(
     return RedisThrottle(
         throttle, key_prefix=prefix, client=create_redis_client(session.redis), owns_client=True
     )
+
+
+class AttemptGate:
+    """Runs the login attempts that share a throttle key one at a time, in this process.
+
+    Without it a burst of concurrent guesses would all pass :meth:`Throttle.locked` before the
+    first failure is recorded, and every one of them would be verified.
+    """
+
+    def __init__(self) -> None:
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    @contextlib.asynccontextmanager
+    async def hold(self, keys: Sequence[str]) -> AsyncIterator[None]:
+        held: list[str] = []
+        try:
+            # Sorted, so two attempts sharing two keys cannot wait on each other.
+            for key in sorted(set(keys)):
+                lock = self._take(key)
+                try:
+                    await lock.acquire()
+                except BaseException:
+                    self._give(key, release=False)
+                    raise
+                held.append(key)
+            yield
+        finally:
+            for key in reversed(held):
+                self._give(key, release=True)
+
+    def _take(self, key: str) -> asyncio.Lock:
+        lock, users = self._locks.get(key, (None, 0))
+        if lock is None:
+            lock = asyncio.Lock()
+        self._locks[key] = (lock, users + 1)
+        return lock
+
+    def _give(self, key: str, *, release: bool) -> None:
+        lock, users = self._locks[key]
+        if release:
+            lock.release()
+        if users == 1:
+            del self._locks[key]  # bounded: only keys with an attempt running or waiting
+        else:
+            self._locks[key] = (lock, users - 1)
+
+    def __len__(self) -> int:
+        return len(self._locks)

@@ -16,7 +16,7 @@ from gateway.tokens.verify import ApiClaims, verify_api_token
 class Tokens:
     """Mints upstream tokens through a :class:`TokenCache`, API tokens, and verifies bearers.
 
-    Not thread-safe: use it from the event loop. :meth:`reconfigure` swaps keys and settings in
+    Not thread-safe: use it from the event loop. :meth:`successor` builds the reloaded one in
     place on reload (SIGHUP) and empties the cache when they changed.
     """
 
@@ -50,12 +50,13 @@ class Tokens:
         if token is not None:
             metrics.TOKEN_CACHE_HITS.inc()
             return token
-        minted = self._minter.issue_upstream(
-            user, session, audience=audience, ttl_s=ttl_s, now=now
-        )
+        minted = self._minter.issue_upstream(user, session, audience=audience, ttl_s=ttl_s, now=now)
         metrics.TOKENS_MINTED.inc()
         self.cache.put(
-            key, minted.token, issued_at=minted.issued_at, expires_at=minted.expires_at,
+            key,
+            minted.token,
+            issued_at=minted.issued_at,
+            expires_at=minted.expires_at,
             stamp=stamp,
         )
         return minted.token
@@ -77,19 +78,14 @@ class Tokens:
         """Forget the cached tokens of a session (logout); returns how many."""
         return self.cache.drop_session(sid_hash)
 
-    def reconfigure(self, keyset: KeySet, settings: TokenSettings) -> bool:
-        """Use new keys and settings (reload); returns ``True`` when the cache was emptied.
-
-        Cached tokens are dropped when the signing key (:attr:`KeySet.fingerprint`) or the
-        ``tokens:`` settings (issuer, claims, ...) changed, so no token signed by a retired key
-        or with old claims is served after the reload.
-        """
-        old = self._minter
-        self._minter = TokenMinter(keyset, settings)
-        if old.keyset.fingerprint == keyset.fingerprint and old.settings == settings:
-            return False
-        self.cache.clear()
-        return True
+    def successor(self, keyset: KeySet, settings: TokenSettings) -> Tokens:
+        """The :class:`Tokens` for a reload: a new object (this one is left untouched, since a
+        reload is built off the event loop while requests still use it) that keeps the token
+        cache only when the signing key (:attr:`KeySet.fingerprint`) and the ``tokens:``
+        settings are unchanged, so no token signed by a retired key or with old claims is
+        served after the reload."""
+        same = self.keyset.fingerprint == keyset.fingerprint and self.settings == settings
+        return Tokens(keyset, settings, self.cache if same else None)
 
 
 def _stamp(user: User, ttl_s: float) -> Hashable:

@@ -518,3 +518,33 @@ def test_an_upstream_audience_equal_to_the_issuer_is_refused(
     [problem] = problems(changes)
     assert problem.startswith(f"{path}: ")
     assert "equals tokens.issuer" in problem
+
+
+@pytest.mark.parametrize(
+    ("public_url", "origin"),
+    [
+        ("https://gw.example.com:443", "https://gw.example.com"),
+        ("http://gw.example.com:80/", "http://gw.example.com"),
+        ("https://gw.example.com:8443", "https://gw.example.com:8443"),
+        ("http://gw.example.com:443", "http://gw.example.com:443"),
+    ],
+)
+def test_public_url_drops_the_default_port_as_browsers_do(public_url: str, origin: str) -> None:
+    # Browsers send Origin without a default port; the login form's Origin check compares.
+    assert load({"server.public_url": public_url}).server.public_url == origin
+
+
+@pytest.mark.parametrize(
+    ("url", "rule"),
+    [
+        ("redis://127.0.0.1:99999/0", "invalid port"),
+        ("redis://127.0.0.1:abc/0", "invalid port"),
+        ("redis:///0", "needs a host"),
+        ("redis://127.0.0.1:6379/zero", "must be a number"),
+    ],
+)
+def test_a_redis_url_the_client_would_refuse_is_a_config_error(url: str, rule: str) -> None:
+    [problem] = problems({"session.backend": "redis", "session.redis": {"url": url}})
+    assert problem.startswith("session.redis.url: ")
+    assert rule in problem
+    assert url not in problem  # a Redis URL may hold a password: never echoed

@@ -206,6 +206,17 @@ def upstream_app(rec: Upstream) -> web.Application:
             },
         )
 
+    async def set_cookies(request: web.Request) -> web.Response:
+        response = web.Response(text="cookies")
+        for cookie in (
+            f"{SESSION_COOKIE}=fixated; Path=/",
+            "__Host-gw_csrf=known; Path=/; Secure",
+            "app_pref=dark; Path=/",
+            f"{SESSION_COOKIE}_other=kept; Path=/",
+        ):
+            response.headers.add("Set-Cookie", cookie)
+        return response
+
     async def head_or_get(request: web.Request) -> web.Response:
         rec._record(request)
         return web.Response(text="hello head", headers={"X-Method": request.method})
@@ -248,6 +259,7 @@ def upstream_app(rec: Upstream) -> web.Application:
     app.router.add_post("/early", early)
     app.router.add_get("/redirect", redirect)
     app.router.add_get("/hop", hop)
+    app.router.add_get("/set-cookies", set_cookies)
     app.router.add_route("*", "/head", head_or_get)
     app.router.add_get("/ws", websocket)
     app.router.add_get("/ws-deny", websocket_deny)

@@ -312,3 +312,37 @@ async def test_preserve_host(
     await gw.get("/x", headers={"Host": "app.example.com"})
     expected = "app.example.com" if preserve_host else upstream.url.removeprefix("http://")
     assert upstream.last.values("Host") == [expected]
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "X-HTTP-Method-Override",
+        "X-HTTP-Method",
+        "X-Method-Override",
+        "X-Original-URL",
+        "X-Rewrite-URL",
+        "x_original_url",
+    ],
+)
+async def test_method_and_url_override_headers_never_reach_the_upstream(
+    make_gateway: MakeGateway, upstream: Upstream, name: str
+) -> None:
+    # A request authorised as GET /x must not act upstream as a DELETE or on another path.
+    gw = await make_gateway()
+    assert gw.port is not None
+    head = f"GET /x HTTP/1.1\r\nHost: gw.test\r\nConnection: close\r\n{name}: DELETE /admin\r\n"
+    await raw_exchange(gw.port, head.encode() + b"\r\n")
+    got = upstream.last
+    assert got.raw_path == "/x"
+    assert name.lower().replace("_", "-") not in {n.replace("_", "-") for n in got.names}
+
+
+async def test_an_upstream_cannot_set_the_gateways_own_cookies(
+    make_gateway: MakeGateway, upstream: Upstream
+) -> None:
+    gw = await make_gateway()
+    resp = await gw.get("/set-cookies")
+    assert resp.status == 200
+    set_cookies = resp.headers.getall("Set-Cookie")
+    assert set_cookies == ["app_pref=dark; Path=/", "gw_session_other=kept; Path=/"]

@@ -179,13 +179,14 @@ def test_changed_roles_are_not_served_from_an_old_token(tokens: Tokens) -> None:
     assert payload_of(after)["roles"] == ["editor"]
 
 
-def test_reconfigure_with_the_same_keys_keeps_the_cache(tmp_path: Path, tokens: Tokens) -> None:
+def test_a_reload_with_the_same_keys_keeps_the_cache(tmp_path: Path, tokens: Tokens) -> None:
     first = tokens.upstream_token(user(), session(), audience="app", ttl_s=60, now=NOW)
-    assert tokens.reconfigure(tokens.keyset, token_settings()) is False
-    assert tokens.upstream_token(user(), session(), audience="app", ttl_s=60, now=NOW) == first
+    reloaded = tokens.successor(tokens.keyset, token_settings())
+    assert reloaded.cache is tokens.cache
+    assert reloaded.upstream_token(user(), session(), audience="app", ttl_s=60, now=NOW) == first
 
 
-def test_reconfigure_with_a_new_signing_key_drops_the_cache(tmp_path: Path) -> None:
+def test_a_reload_with_a_new_signing_key_drops_the_cache(tmp_path: Path) -> None:
     old = key_file(tmp_path, "EdDSA", "old.pem")
     new = key_file(tmp_path, "ES256", "new.pem")
     tokens = Tokens(load_keyset(token_settings(SigningKeySettings(file=old)), tmp_path),
@@ -194,25 +195,28 @@ def test_reconfigure_with_a_new_signing_key_drops_the_cache(tmp_path: Path) -> N
     rotated = load_keyset(
         token_settings(SigningKeySettings(file=new), SigningKeySettings(file=old)), tmp_path
     )
-    assert tokens.reconfigure(rotated, token_settings()) is True
-    assert len(tokens.cache) == 0
-    renewed = tokens.upstream_token(user(), session(), audience="app", ttl_s=60, now=NOW)
+    reloaded = tokens.successor(rotated, token_settings())
+    assert len(reloaded.cache) == 0
+    # the old object, still serving in-flight requests, is left as it was
+    assert len(tokens.cache) == 1
+    renewed = reloaded.upstream_token(user(), session(), audience="app", ttl_s=60, now=NOW)
     assert renewed != first
     assert renewed.split(".")[0] != first.split(".")[0]
-    assert tokens.jwks_json == rotated.jwks_json
+    assert reloaded.jwks_json == rotated.jwks_json
 
 
-def test_reconfigure_with_new_claims_drops_the_cache(tokens: Tokens) -> None:
+def test_a_reload_with_new_claims_drops_the_cache(tokens: Tokens) -> None:
     tokens.upstream_token(user(), session(), audience="app", ttl_s=60, now=NOW)
-    assert tokens.reconfigure(tokens.keyset, token_settings(claims=())) is True
-    fresh = tokens.upstream_token(user(), session(), audience="app", ttl_s=60, now=NOW)
+    reloaded = tokens.successor(tokens.keyset, token_settings(claims=()))
+    assert len(reloaded.cache) == 0
+    fresh = reloaded.upstream_token(user(), session(), audience="app", ttl_s=60, now=NOW)
     assert "roles" not in payload_of(fresh)
 
 
 def test_api_tokens_are_counted_and_verify(tokens: Tokens) -> None:
     counters = Counters()
     settings = dataclasses.replace(tokens.settings, issuer=ISSUER)
-    tokens.reconfigure(tokens.keyset, settings)
+    tokens = tokens.successor(tokens.keyset, settings)
     token, expires_in = tokens.api_token(user(), now=NOW)
     assert counters.minted == 1 and expires_in == 3600
     claims = tokens.verify_bearer(token, now=NOW + 1)
