@@ -5,12 +5,16 @@ from __future__ import annotations
 import json
 import tempfile
 import types
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+import pytest
 from aiohttp import web
+from aiohttp.test_utils import TestClient
 
+from gateway.app import build_app
 from gateway.config.settings import (
     AccessSettings,
     LoginSettings,
@@ -47,8 +51,13 @@ def settings(
     routes: Iterable[RouteSettings],
     *,
     public_url: str = "http://gw.test",
+    upstream: UpstreamSettings | None = None,
+    session: SessionSettings | None = None,
     **server: Any,
 ) -> Settings:
+    """Settings for the real app; ``upstream`` replaces the default ``app`` upstream."""
+    if upstream is None:
+        upstream = UpstreamSettings(name="app", url=upstream_url, read_timeout_s=5.0)
     return Settings(
         server=ServerSettings(
             listen_host="127.0.0.1",
@@ -56,13 +65,11 @@ def settings(
             public_url=public_url,
             **{"data_dir": TEST_DATA_DIR, **server},
         ),
-        session=SessionSettings(),
+        session=session or SessionSettings(),
         users=UsersSettings(),
         login=LoginSettings(),
         tokens=TokenSettings(issuer=public_url),
-        upstreams=types.MappingProxyType(
-            {"app": UpstreamSettings(name="app", url=upstream_url, read_timeout_s=5.0)}
-        ),
+        upstreams=types.MappingProxyType({upstream.name: upstream}),
         routes=tuple(routes),
     )
 
@@ -121,3 +128,17 @@ async def raw_request(
         name, _, value = line.partition(":")
         parsed[name.strip().lower()] = value.strip()
     return int(status_line.split()[1]), parsed, payload
+
+
+@pytest.fixture
+def make_gateway(aiohttp_client: Any) -> Callable[[Settings], Awaitable[TestClient[Any, Any]]]:
+    """``await make_gateway(settings)``: a test client for the real app, without a cookie jar
+    (tests send and read cookies themselves)."""
+
+    async def make(settings: Settings) -> TestClient[Any, Any]:
+        client: TestClient[Any, Any] = await aiohttp_client(
+            build_app(settings), cookie_jar=aiohttp.DummyCookieJar()
+        )
+        return client
+
+    return make

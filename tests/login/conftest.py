@@ -13,18 +13,17 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 import gateway.app
 import gateway.login
-from gateway.app import build_app
 from gateway.config.settings import SessionSettings, Settings
 from tests.login.login_harness import Clock, Upstream, session_settings
 from tests.redis_support import own_redis_server, redis_prefix, redis_url
+from tests.support import make_gateway
 
-__all__ = ["own_redis_server", "redis_prefix", "redis_url"]
+__all__ = ["make_gateway", "own_redis_server", "redis_prefix", "redis_url"]
 
 MakeGateway = Callable[[Settings], Awaitable[TestClient[Any, Any]]]
 SessionFactory = Callable[..., SessionSettings]
@@ -36,17 +35,6 @@ async def upstream(aiohttp_server: Callable[..., Awaitable[TestServer]]) -> Upst
     server = await aiohttp_server(up.app())
     up.url = str(server.make_url("")).rstrip("/")
     return up
-
-
-@pytest.fixture
-def make_gateway(aiohttp_client: Any) -> MakeGateway:
-    async def make(settings: Settings) -> TestClient[Any, Any]:
-        client: TestClient[Any, Any] = await aiohttp_client(
-            build_app(settings), cookie_jar=aiohttp.DummyCookieJar()
-        )
-        return client
-
-    return make
 
 
 @pytest.fixture(params=["memory", "redis", "cookie"])

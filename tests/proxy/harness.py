@@ -13,7 +13,6 @@ import hashlib
 import ipaddress
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from types import MappingProxyType
 from typing import Any
 
 import pytest
@@ -24,21 +23,17 @@ from aiohttp.web_runner import BaseRunner
 from gateway.app import build_app
 from gateway.config.settings import (
     IPNetwork,
-    LoginSettings,
     RouteSettings,
-    ServerSettings,
     SessionSettings,
     Settings,
-    TokenSettings,
     UpstreamSettings,
-    UsersSettings,
 )
 from gateway.context import RequestContext
 from gateway.errors import GatewayError
 from gateway.forwarded import resolve_client
 from gateway.proxy import expect_handler, forward
 from gateway.upstream import AiohttpUpstreamClient
-from tests.support import TEST_DATA_DIR
+from tests.support import settings
 
 PUBLIC_URL = "https://gw.example"
 SESSION_COOKIE = "gw_session"
@@ -317,20 +312,13 @@ def _settings(
     trusted: tuple[IPNetwork, ...],
     public_url: str,
 ) -> Settings:
-    return Settings(
-        server=ServerSettings(
-            listen_host="127.0.0.1",
-            listen_port=0,
-            public_url=public_url,
-            trusted_proxies=trusted,
-            data_dir=TEST_DATA_DIR,
-        ),
+    return settings(
+        upstream.url,
+        (route,),
+        public_url=public_url,
+        upstream=upstream,
         session=SessionSettings(cookie_name=SESSION_COOKIE),
-        users=UsersSettings(),
-        login=LoginSettings(),
-        tokens=TokenSettings(issuer=public_url),
-        upstreams=MappingProxyType({upstream.name: upstream}),
-        routes=(route,),
+        trusted_proxies=trusted,
     )
 
 

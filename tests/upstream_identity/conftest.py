@@ -14,23 +14,21 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
-import aiohttp
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestServer
 
 import gateway.app
 import gateway.login
-from gateway.app import build_app
-from gateway.config.settings import Settings
 from tests.login.login_harness import Clock
+from tests.support import make_gateway
 from tests.upstream_identity.identity_harness import (
     KeyFile,
-    MakeGateway,
     Recorder,
     write_key,
 )
+
+__all__ = ["make_gateway"]
 
 
 @pytest.fixture
@@ -40,17 +38,6 @@ async def recorder(aiohttp_server: Callable[..., Awaitable[TestServer]]) -> Reco
     up.url = str(server.make_url("")).rstrip("/")
     up.port = server.port
     return up
-
-
-@pytest.fixture
-def make_gateway(aiohttp_client: Any) -> MakeGateway:
-    async def make(settings: Settings) -> TestClient[Any, Any]:
-        client: TestClient[Any, Any] = await aiohttp_client(
-            build_app(settings), cookie_jar=aiohttp.DummyCookieJar()
-        )
-        return client
-
-    return make
 
 
 @pytest.fixture
