@@ -31,7 +31,7 @@ from gateway.identity.resolve import (
 from gateway.identity.sessions import SessionStoreUnavailable
 from gateway.identity.upstream import identity_headers
 from gateway.identity.users import UserDirectory
-from gateway.proxy import STREAM_ERROR, expect_handler, forward
+from gateway.proxy import STREAM_ERROR, expect_handler, forward, is_websocket_upgrade
 from gateway.routing import matching_path, normalise_path
 from gateway.runtime import Runtime, RuntimeHolder
 
@@ -174,6 +174,14 @@ async def _pipeline(
     )
     if decision is Decision.DENY:
         raise Forbidden(f"route {route.name} denies access")
+    if identity is not None and identity.session is not None and is_websocket_upgrade(request):
+        # SECURITY: cross-site WebSocket hijacking: a browser sends the session cookie with a
+        # handshake any page starts (SameSite=None), and the same-origin policy does not apply.
+        origin = request.headers.get("Origin")
+        if origin is not None and origin != settings.server.public_url:
+            raise Forbidden(
+                f"WebSocket from foreign origin {origin[:100]!r}", reason="websocket_origin"
+            )
     if decision is Decision.LOGIN:
         return _unauthenticated(request, route, path, query)
     ctx = RequestContext(
