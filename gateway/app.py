@@ -20,7 +20,7 @@ from gateway.access import Decision, decide
 from gateway.config.settings import RouteSettings, Settings
 from gateway.context import ClientInfo, RequestContext
 from gateway.errors import BadRequest, Forbidden, GatewayError, Unauthenticated, UpstreamError
-from gateway.forwarded import resolve_client, valid_host
+from gateway.forwarded import foreign_origin, resolve_client, valid_host
 from gateway.identity.resolve import (
     ANONYMOUS,
     Resolved,
@@ -64,11 +64,7 @@ def _unauthenticated(
         location = login_location(path, query)
         return web.Response(status=302, headers={"Location": location, "Cache-Control": "no-store"})
     # The contract: whoever is not redirected gets the JSON answer, browsers included.
-    return pages.render_json(
-        401,
-        {"error": "unauthenticated", "message": Unauthenticated.public_message},
-        headers={"WWW-Authenticate": 'Bearer realm="gateway"'},
-    )
+    return pages.unauthenticated_json(Unauthenticated.public_message)
 
 
 async def _identity(
@@ -177,8 +173,8 @@ async def _pipeline(
     if identity is not None and identity.session is not None and is_websocket_upgrade(request):
         # SECURITY: cross-site WebSocket hijacking: a browser sends the session cookie with a
         # handshake any page starts (SameSite=None), and the same-origin policy does not apply.
-        origin = request.headers.get("Origin")
-        if origin is not None and origin != settings.server.public_url:
+        origin = foreign_origin(request, settings.server.public_url)
+        if origin is not None:
             raise Forbidden(
                 f"WebSocket from foreign origin {origin[:100]!r}", reason="websocket_origin"
             )

@@ -57,6 +57,13 @@ def new_request_id() -> str:
     return os.urandom(16).hex()
 
 
+def foreign_origin(request: web.Request, public_url: str) -> str | None:
+    """The request's ``Origin`` when a browser says it comes from another site, else ``None``
+    (no ``Origin``: not a cross-site browser request)."""
+    origin = request.headers.get("Origin")
+    return origin if origin is not None and origin != public_url else None
+
+
 def resolve_client(request: web.Request, trusted: Sequence[IPNetwork]) -> ClientInfo:
     """Work out who is calling, believing forwarding headers only from a trusted peer.
 

@@ -12,8 +12,8 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from gateway import metrics, pages
-from gateway.errors import BadRequest, Forbidden, NotFound, PayloadTooLarge
-from gateway.forwarded import resolve_client
+from gateway.errors import BadRequest, Forbidden, NotFound, PayloadTooLarge, Unauthenticated
+from gateway.forwarded import foreign_origin, resolve_client
 from gateway.identity.cookies import (
     csrf_token,
     csrf_valid,
@@ -52,10 +52,15 @@ def _is_json(request: web.Request) -> bool:
     return request.content_type == "application/json"
 
 
+def _failure_json() -> web.Response:
+    # One answer whatever went wrong: unknown user, wrong password, locked out.
+    return pages.render_json(401, {"error": "invalid_credentials", "message": FAILURE_MESSAGE})
+
+
 def _check_origin(request: web.Request, runtime: Runtime) -> None:
     # SECURITY: browsers send Origin on every cross-site POST; only our own pages may post here.
-    origin = request.headers.get("Origin")
-    if origin is not None and origin != runtime.settings.server.public_url:
+    origin = foreign_origin(request, runtime.settings.server.public_url)
+    if origin is not None:
         raise _CsrfFailure(f"POST from foreign origin {origin[:100]!r}", reason="foreign_origin")
 
 
@@ -155,9 +160,7 @@ async def login_submit(request: web.Request, runtime: Runtime) -> web.StreamResp
     user = await _authenticate(request, runtime, username, fields.get("password", ""))
     if user is None:
         if as_json:
-            return pages.render_json(
-                401, {"error": "invalid_credentials", "message": FAILURE_MESSAGE}
-            )
+            return _failure_json()
         return _login_page(
             request, runtime, rd=rd, status=401, error=FAILURE_MESSAGE, username=username
         )
@@ -283,11 +286,7 @@ async def userinfo(request: web.Request, runtime: Runtime) -> web.StreamResponse
     resolved = await resolve_identity(request, runtime, now=now)
     identity = resolved.identity
     if identity is None:
-        response = pages.render_json(
-            401,
-            {"error": "unauthenticated"},
-            headers={"WWW-Authenticate": 'Bearer realm="gateway"'},
-        )
+        response = pages.unauthenticated_json(Unauthenticated.public_message)
     else:
         response = pages.render_json(200, _identity_json(identity, runtime))
     if resolved.set_cookie is not None:
@@ -318,10 +317,9 @@ async def api_token(request: web.Request, runtime: Runtime) -> web.StreamRespons
     fields = _parse_json(await _read_small_body(request))
     user = await _authenticate(request, runtime, fields["username"], fields["password"])
     if user is None:
-        return pages.render_json(401, {"error": "invalid_credentials", "message": FAILURE_MESSAGE})
+        return _failure_json()
     token, expires_in = runtime.tokens.api_token(user, now=time.time())
     log.info("api token issued", extra={"reason": "api_token", "user": user.username})
     return pages.render_json(
         200, {"access_token": token, "token_type": "Bearer", "expires_in": expires_in}
     )
-

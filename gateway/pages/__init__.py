@@ -94,6 +94,15 @@ def render_error(
     return render_json(status, {"error": code, "message": message}, headers=headers)
 
 
+def unauthenticated_json(message: str) -> web.Response:
+    """The 401 every non-redirected anonymous caller gets (CONTRACT section 3)."""
+    return render_json(
+        401,
+        {"error": "unauthenticated", "message": message},
+        headers={"WWW-Authenticate": 'Bearer realm="gateway"'},
+    )
+
+
 def error_response(request: web.BaseRequest, exc: GatewayError) -> web.Response:
     """Map a :class:`GatewayError` to its client-safe response (detail stays in the log)."""
     headers = None
