@@ -149,17 +149,26 @@ def _resolve_segments(path: str, raw_path: str) -> str:
 # --------------------------------------------------------------------------------------------
 
 def matching_path(path: str) -> str:
-    """``path`` with each segment's ``;parameters`` removed: what routes are matched against.
+    """``path`` as a servlet container maps it: what routes (and the reserved prefix) match.
 
-    Java servlet containers (Tomcat, Jetty) and Spring drop path parameters before mapping a
-    request: ``/admin;jsessionid=1/users`` is ``/admin/users`` to them. Matching on the path as
-    such an upstream will read it means a rule on ``/admin`` also covers ``/admin;x/users``. The
-    upstream still receives the path unchanged (session ids in URLs keep working).
+    Java servlet containers (Tomcat, Jetty) and Spring drop each segment's ``;parameters`` and
+    then collapse the empty segments that leaves: ``/admin;jsessionid=1/users``, ``/;/admin/users``
+    and ``/;x/admin/users`` are all ``/admin/users`` to them. Matching on the path as such an
+    upstream will read it means a rule on ``/admin`` also covers those spellings. ``path`` is
+    already normalised (dot-segments resolved, ``//`` collapsed); a trailing ``/`` or ``/;x``
+    keeps its trailing slash. The upstream still receives ``path`` itself (session ids in URLs
+    keep working, and a servlet upstream reads it exactly as matched here).
     """
     if ";" not in path:
         return path
-    # SECURITY: match what a servlet upstream will serve, not what the bytes look like.
-    return "/".join(segment.partition(";")[0] for segment in path.split("/"))
+    # SECURITY: match what a servlet upstream will serve, not what the bytes look like: an
+    # empty segment left by "/;/" must not hide "/admin" behind "//admin" (which no route with
+    # path_prefix /admin matches, so the request fell through to a laxer rule).
+    segments = [segment.partition(";")[0] for segment in path.split("/")[1:]]
+    kept = [segment for segment in segments if segment]
+    if not kept:
+        return "/"
+    return "/" + "/".join(kept) + ("/" if segments[-1] == "" else "")
 
 
 PathKind = Literal["path", "prefix", "regex"]

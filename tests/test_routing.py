@@ -10,7 +10,7 @@ import pytest
 
 from gateway.config.settings import AccessSettings, MatchSettings, RouteSettings
 from gateway.errors import BadRequest, NotFound
-from gateway.routing import RouteTable, normalise_path, shadowed_routes
+from gateway.routing import RouteTable, matching_path, normalise_path, shadowed_routes
 
 
 def exact(path: str, **match: Any) -> dict[str, Any]:
@@ -136,6 +136,36 @@ def test_normalise_path_refuses(raw: str, reason: str) -> None:
         normalise_path(raw)
     assert caught.value.status == 400
     assert caught.value.reason == reason
+
+
+MATCHING_PATHS = [
+    ("/admin/users", "/admin/users", "no-parameters"),
+    ("/admin;jsessionid=1/users", "/admin/users", "session-id-parameter"),
+    ("/;/admin/users", "/admin/users", "empty-segment-left-by-semicolon"),
+    ("/;x/admin/users", "/admin/users", "parameter-only-segment"),
+    ("/;a=1;b=2/;/admin", "/admin", "several-parameter-only-segments"),
+    ("/admin/;", "/admin/", "trailing-parameter-keeps-the-slash"),
+    ("/admin/;x/", "/admin/", "trailing-parameter-segment-and-slash"),
+    ("/admin;x", "/admin", "parameter-on-the-last-segment"),
+    ("/;", "/", "root-parameter"),
+    ("/;/;/", "/", "only-parameters"),
+    ("/;/.gateway/login", "/.gateway/login", "reserved-prefix-behind-an-empty-segment"),
+]
+
+
+@pytest.mark.parametrize(("path", "expected"), cases(MATCHING_PATHS))
+def test_matching_path_reads_parameters_as_a_servlet_container_does(
+    path: str, expected: str
+) -> None:
+    # Tomcat strips ;parameters from every segment and then collapses the empty segments.
+    assert matching_path(normalise_path(path)) == expected
+
+
+def test_a_parameter_segment_cannot_hide_a_prefix_from_its_rule() -> None:
+    table = RouteTable([route("admin", path_prefix="/admin"), route("rest", path_prefix="/")])
+    for path in ("/;/admin/users", "/;x/admin", "/;/;/admin;y/", "/admin;x/users"):
+        matched = table.match("GET", "app.example.com", matching_path(normalise_path(path)))
+        assert matched is not None and matched.name == "admin", path
 
 
 def test_refusal_detail_escapes_control_characters() -> None:

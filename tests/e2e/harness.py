@@ -1,0 +1,108 @@
+"""A real ``gateway run`` process in front of real upstreams, configured by YAML written here.
+
+``config(...)`` builds the YAML document as Python data (the users of
+:mod:`tests.login.login_harness`, with cheap argon2id hashes, are always there); ``running(...)``
+writes it, starts ``python -m gateway run -c FILE``, waits for healthz and kills the process
+group afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import yaml
+
+from tests.login.login_harness import PASSWORDS, USERS
+from tests.ops.ops_harness import GatewayProcess
+from tests.redis_support import free_port
+
+
+def users_yaml(names: tuple[str, ...] = ("alice", "bob", "carol", "dave")) -> list[dict[str, Any]]:
+    entries = {user.username: user for user in USERS}
+    return [
+        {
+            "username": name,
+            "password_hash": entries[name].password_hash,
+            "email": entries[name].email,
+            "name": entries[name].name,
+            "roles": list(entries[name].roles),
+        }
+        for name in names
+    ]
+
+
+def config(
+    tmp_path: Path,
+    *,
+    upstreams: Mapping[str, Any],
+    routes: list[dict[str, Any]],
+    port: int | None = None,
+    server: Mapping[str, Any] | None = None,
+    **sections: Any,
+) -> dict[str, Any]:
+    """A whole configuration document; ``upstreams`` maps names to a URL or a settings mapping."""
+    port = port or free_port()
+    document: dict[str, Any] = {
+        "server": {
+            "listen": f"127.0.0.1:{port}",
+            "public_url": f"http://127.0.0.1:{port}",
+            "data_dir": str(tmp_path / "data"),
+            "access_log": "text",
+            "shutdown_grace": "5s",
+            **(server or {}),
+        },
+        "users": {"inline": users_yaml()},
+        "login": {"throttle": {"max_failures": 1000}},
+        "upstreams": {
+            name: ({"url": value} if isinstance(value, str) else dict(value))
+            for name, value in upstreams.items()
+        },
+        "routes": routes,
+    }
+    document.update(sections)
+    return document
+
+
+def listen_port(document: Mapping[str, Any]) -> int:
+    return int(str(document["server"]["listen"]).rpartition(":")[2])
+
+
+@asynccontextmanager
+async def running(tmp_path: Path, document: Mapping[str, Any]) -> AsyncIterator[GatewayProcess]:
+    """``gateway run`` with ``document`` as its configuration, ready to serve."""
+    path = tmp_path / f"gateway-{listen_port(document)}.yaml"
+    path.write_text(yaml.safe_dump(dict(document), sort_keys=False), encoding="utf-8")
+    gateway = GatewayProcess(path, listen_port(document))
+    try:
+        await gateway.wait_ready()
+        yield gateway
+    finally:
+        gateway.kill()
+
+
+async def login(base: str, username: str) -> str:
+    """Sign in with JSON credentials; the session cookie's value."""
+    async with aiohttp.ClientSession() as http, http.post(
+        f"{base}/.gateway/login",
+        json={"username": username, "password": PASSWORDS[username]},
+    ) as resp:
+        assert resp.status == 200, await resp.text()
+        cookie = resp.cookies.get("gw_session")
+        assert cookie is not None
+        return cookie.value
+
+
+async def raw_exchange(port: int, data: bytes, *, timeout: float = 10.0) -> bytes:
+    """Write ``data`` on a fresh connection and read until the gateway closes it."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(data)
+        await writer.drain()
+        return await asyncio.wait_for(reader.read(), timeout)
+    finally:
+        writer.close()
