@@ -7,7 +7,7 @@ so ``X_Auth_User`` would otherwise reach an upstream as ``X-Auth-User``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence, Set
+from collections.abc import Iterable, Iterator, Sequence, Set
 
 from multidict import MultiMapping
 
@@ -71,16 +71,67 @@ def header_tokens(values: Iterable[str]) -> frozenset[str]:
     return frozenset(item.lower() for item in list_items(values))
 
 
+def cookie_pairs(value: str) -> Iterator[tuple[str, str]]:
+    """The ``(name, value)`` pairs of one ``Cookie`` header value, as RFC 6265 reads them.
+
+    Pairs are separated by ``;`` and by nothing else: ``pref=x gw_session=B`` is ONE cookie named
+    ``pref`` whose value is ``x gw_session=B``. Names and values are stripped of surrounding
+    whitespace; a pair without ``=`` has no name and is skipped (nothing can be asked for by it).
+    Values are returned as sent (quotes included): the gateway's own values never hold any.
+    """
+    for part in value.split(";"):
+        name, equals, rest = part.partition("=")
+        if equals:
+            yield name.strip(), rest.strip()
+
+
+def cookie_value(header_values: Iterable[str], name: str) -> str | None:
+    """The value of cookie ``name`` across all ``Cookie`` headers, or ``None``.
+
+    ``None`` also when the value is empty, and when the cookie is sent more than once with
+    different values: a sibling subdomain or a plain-http page can plant a second cookie of the
+    same name (with a longer Path, it is even sent first), and no rule for picking one of two is
+    safe, so neither is believed.
+    """
+    found: str | None = None
+    for header in header_values:
+        if name not in header:
+            continue
+        for key, value in cookie_pairs(header):
+            if key != name:
+                continue
+            # SECURITY: two different values for one of our cookies: believe neither.
+            if found is not None and found != value:
+                return None
+            found = value
+    return found or None
+
+
 def strip_cookies(value: str, names: Set[str]) -> str:
     """Return a ``Cookie`` header value without the cookies named in ``names``.
 
-    The other ``name=value`` pairs are kept byte-exact (no parsing, unquoting or re-encoding);
-    an empty result means the header should be dropped.
+    Split exactly as :func:`cookie_pairs` reads it; the other pairs are kept byte-exact (no
+    parsing, unquoting or re-encoding). An empty result means the header should be dropped.
     """
     if not any(name in value for name in names):
         return value
-    kept = [part for part in value.split(";") if part.split("=", 1)[0].strip() not in names]
+    kept = [part for part in value.split(";") if part.partition("=")[0].strip() not in names]
     return ";".join(kept).strip()
+
+
+def set_cookie_names(value: str) -> tuple[str, str]:
+    """The names a ``Set-Cookie`` value can present itself under in a later ``Cookie`` header.
+
+    The first is its own name. A cookie WITHOUT a name (``=gw_session=X``, RFC 6265bis 5.6) is
+    sent back by browsers as its bare value, ``gw_session=X``, which reads as a cookie named
+    ``gw_session``: the second is that name (empty when there is none).
+    """
+    pair = value.partition(";")[0]
+    name, equals, rest = pair.partition("=")
+    name = name.strip() if equals else ""
+    if name or not equals:
+        return name, ""
+    return "", rest.partition("=")[0].strip() if "=" in rest else ""
 
 
 def filter_request_headers(
@@ -150,7 +201,7 @@ def filter_response_headers(
             or lname in extra_drop
             or (chunked and lname == "content-length")
             # SECURITY: an upstream must not set (fixate) or clear the gateway's cookies.
-            or (lname == "set-cookie" and value.split("=", 1)[0].strip() in own_cookies)
+            or (lname == "set-cookie" and not own_cookies.isdisjoint(set_cookie_names(value)))
         ):
             continue
         out.append((name, value))

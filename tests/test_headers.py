@@ -6,11 +6,13 @@ import pytest
 from multidict import CIMultiDict
 
 from gateway.headers import (
+    cookie_value,
     filter_request_headers,
     filter_response_headers,
     header_tokens,
     last_value,
     normalised_names,
+    set_cookie_names,
     strip_cookies,
 )
 
@@ -32,6 +34,7 @@ SESSION = frozenset({"gw_session"})
         ("gw_session_x=1; x_gw_session=2", "gw_session_x=1; x_gw_session=2"),
         ("GW_SESSION=1", "GW_SESSION=1"),
         ("a=1;;b=2", "a=1;;b=2"),
+        ("pref=x gw_session=s; a=1", "pref=x gw_session=s; a=1"),
     ],
     ids=[
         "middle",
@@ -46,10 +49,86 @@ SESSION = frozenset({"gw_session"})
         "similar-names",
         "names-are-case-sensitive",
         "empty-pair-kept",
+        "space-is-not-a-separator",
     ],
 )
 def test_strip_cookies(value: str, expected: str) -> None:
     assert strip_cookies(value, SESSION) == expected
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        (["gw_session=A"], "A"),
+        (["a=1; gw_session=A; b=2"], "A"),
+        ([" gw_session = A ;b=2"], "A"),
+        (["pref=x gw_session=B"], None),
+        (["gw_session=A; pref=x gw_session=B"], "A"),
+        (["pref=x; gw_session=B"], "B"),
+        (["gw_session=A, gw_session=B"], "A, gw_session=B"),
+        (["gw_session=A; gw_session=B"], None),
+        (["gw_session=A", "gw_session=B"], None),
+        (["gw_session=A; gw_session=A"], "A"),
+        (["gw_session="], None),
+        (["gw_session"], None),
+        (["GW_SESSION=A", "gw_session_x=A"], None),
+        (["x=gw_session=A"], None),
+        ([], None),
+    ],
+    ids=[
+        "alone",
+        "among-others",
+        "spaces-around",
+        "inside-another-value",
+        "injected-after-a-space",
+        "after-a-semicolon",
+        "comma-is-not-a-separator",
+        "two-values-believe-neither",
+        "two-headers-believe-neither",
+        "same-value-twice",
+        "empty-value",
+        "no-equals-sign",
+        "other-names",
+        "as-a-value",
+        "no-header",
+    ],
+)
+def test_cookie_value_reads_cookies_as_rfc_6265(headers: list[str], expected: str | None) -> None:
+    assert cookie_value(headers, "gw_session") == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "names"),
+    [
+        ("gw_session=x; Path=/", ("gw_session", "")),
+        (" gw_session = x", ("gw_session", "")),
+        ("=gw_session=x; Path=/", ("", "gw_session")),
+        ("= gw_session =x", ("", "gw_session")),
+        ("pref=x gw_session=y", ("pref", "")),
+        ("gw_session", ("", "")),
+        ("=novalue", ("", "")),
+    ],
+    ids=[
+        "named",
+        "spaced",
+        "nameless-cookie",
+        "nameless-spaced",
+        "in-a-value",
+        "bare",
+        "nameless-bare",
+    ],
+)
+def test_set_cookie_names_include_what_a_nameless_cookie_becomes(
+    value: str, names: tuple[str, str]
+) -> None:
+    assert set_cookie_names(value) == names
+
+
+@pytest.mark.parametrize("value", ["gw_session=x", "=gw_session=x; Path=/", " =gw_session=evil"])
+def test_upstream_cannot_plant_the_session_cookie(value: str) -> None:
+    # SECURITY: a nameless cookie is sent back by browsers as its bare value.
+    headers = filter_response_headers([("Set-Cookie", value)], own_cookies=SESSION)
+    assert headers == []
 
 
 def test_header_tokens() -> None:

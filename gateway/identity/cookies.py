@@ -9,6 +9,7 @@ import secrets
 from aiohttp import web
 
 from gateway.config.settings import Settings
+from gateway.headers import cookie_value
 
 CSRF_COOKIE_HTTP = "gw_csrf"
 CSRF_COOKIE_HTTPS = "__Host-gw_csrf"
@@ -39,9 +40,15 @@ def expired_session_cookie(settings: Settings) -> str:
     return f"{settings.session.cookie_name}=; {attributes}"
 
 
+def request_cookie(request: web.BaseRequest, name: str) -> str | None:
+    """One cookie of the request, read as RFC 6265 says (see :func:`gateway.headers.cookie_value`;
+    aiohttp's own ``request.cookies`` also splits on spaces, which lets ``pref=x gw_session=B``
+    inject a session)."""
+    return cookie_value(request.headers.getall("Cookie", ()), name)
+
+
 def session_cookie_value(request: web.BaseRequest, settings: Settings) -> str | None:
-    value = request.cookies.get(settings.session.cookie_name)
-    return value or None
+    return request_cookie(request, settings.session.cookie_name)
 
 
 def csrf_cookie_name(settings: Settings) -> str:
@@ -52,7 +59,7 @@ def csrf_token(request: web.BaseRequest, settings: Settings) -> tuple[str, str |
     """The browser's CSRF token and, when it has none yet, the ``Set-Cookie`` value that gives
     it one. The form carries the same token; only a page of ours can read it into a form
     (double submit, bound to this browser by the cookie)."""
-    existing = request.cookies.get(csrf_cookie_name(settings), "")
+    existing = request_cookie(request, csrf_cookie_name(settings)) or ""
     if _TOKEN.fullmatch(existing):
         return existing, None
     token = secrets.token_urlsafe(32)
@@ -62,7 +69,7 @@ def csrf_token(request: web.BaseRequest, settings: Settings) -> tuple[str, str |
 
 def csrf_valid(request: web.BaseRequest, settings: Settings, submitted: str) -> bool:
     """True when the form's token matches this browser's CSRF cookie (constant time)."""
-    cookie = request.cookies.get(csrf_cookie_name(settings), "")
+    cookie = request_cookie(request, csrf_cookie_name(settings)) or ""
     if not cookie or not submitted:
         return False
     return hmac.compare_digest(cookie.encode(), submitted.encode())

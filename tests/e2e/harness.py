@@ -87,10 +87,13 @@ async def running(tmp_path: Path, document: Mapping[str, Any]) -> AsyncIterator[
 
 async def login(base: str, username: str) -> str:
     """Sign in with JSON credentials; the session cookie's value."""
-    async with aiohttp.ClientSession() as http, http.post(
-        f"{base}/.gateway/login",
-        json={"username": username, "password": PASSWORDS[username]},
-    ) as resp:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(
+            f"{base}/.gateway/login",
+            json={"username": username, "password": PASSWORDS[username]},
+        ) as resp,
+    ):
         assert resp.status == 200, await resp.text()
         cookie = resp.cookies.get("gw_session")
         assert cookie is not None

@@ -19,10 +19,19 @@ from tests.ops.ops_harness import GatewayProcess
 JSON = {"Accept": "application/json"}
 
 ROUTES = [
-    {"name": "admin", "match": {"path_prefix": "/admin"}, "upstream": "servlet",
-     "access": {"roles": ["admin"]}, "unauthenticated": "status"},
-    {"name": "internal", "match": {"path_prefix": "/internal"}, "upstream": "servlet",
-     "access": "deny"},
+    {
+        "name": "admin",
+        "match": {"path_prefix": "/admin"},
+        "upstream": "servlet",
+        "access": {"roles": ["admin"]},
+        "unauthenticated": "status",
+    },
+    {
+        "name": "internal",
+        "match": {"path_prefix": "/internal"},
+        "upstream": "servlet",
+        "access": "deny",
+    },
     {"name": "site", "match": {"path_prefix": "/"}, "upstream": "servlet", "access": "public"},
 ]
 
@@ -47,9 +56,10 @@ async def status_of(url: str, cookie: str | None = None) -> int:
     headers = dict(JSON)
     if cookie is not None:
         headers["Cookie"] = f"gw_session={cookie}"
-    async with aiohttp.ClientSession() as http, http.get(
-        url, headers=headers, allow_redirects=False
-    ) as resp:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(url, headers=headers, allow_redirects=False) as resp,
+    ):
         return resp.status
 
 
