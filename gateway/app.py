@@ -31,7 +31,7 @@ from gateway.identity.resolve import (
 from gateway.identity.sessions import SessionStoreUnavailable
 from gateway.identity.upstream import identity_headers
 from gateway.identity.users import UserDirectory
-from gateway.proxy import STREAM_ERROR, expect_handler, forward, is_websocket_upgrade
+from gateway.proxy import STREAM_ERROR, check_expectation, forward, is_websocket_upgrade
 from gateway.routing import matching_path, normalise_path
 from gateway.runtime import Runtime, RuntimeHolder
 
@@ -39,7 +39,6 @@ log = logging.getLogger("gateway")
 
 RESERVED_PREFIX = "/.gateway/"
 
-RUNTIME: Final = web.AppKey("runtime", RuntimeHolder)
 SET_COOKIE: Final = web.RequestKey("gateway.set_cookie", str)
 """A ``Set-Cookie`` value the identity stage wants on whatever response goes out."""
 
@@ -57,7 +56,7 @@ def login_location(path: str, query: str) -> str:
 
 
 def _unauthenticated(
-    request: web.Request, route: RouteSettings, path: str, query: str
+    request: web.BaseRequest, route: RouteSettings, path: str, query: str
 ) -> web.Response:
     browser = request.method in ("GET", "HEAD") and pages.wants_html(request)
     if route.unauthenticated == "redirect" or (route.unauthenticated == "auto" and browser):
@@ -68,7 +67,7 @@ def _unauthenticated(
 
 
 async def _identity(
-    request: web.Request, runtime: Runtime, route: RouteSettings, now: float
+    request: web.BaseRequest, runtime: Runtime, route: RouteSettings, now: float
 ) -> Resolved:
     if route.access.kind == "deny":
         return ANONYMOUS  # nobody gets in: no need to ask the store
@@ -90,10 +89,34 @@ async def _identity(
         return ANONYMOUS
 
 
-async def handle(request: web.Request) -> web.StreamResponse:
-    """The catch-all handler: every request goes through here, and is counted and logged."""
+class Gateway:
+    """The gateway in one process: the current runtime (replaced whole by a reload) and the
+    request handlers of the main listener (:meth:`handle`) and the admin listener
+    (:meth:`handle_admin`). Served by :class:`gateway.listener.Listener`."""
+
+    def __init__(self, settings: Settings, *, users: UserDirectory | None = None) -> None:
+        self.holder = RuntimeHolder(Runtime.build(settings, users))
+
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        """Every request of the main listener goes through here, and is counted and logged."""
+        return await handle(request, self.holder)
+
+    async def handle_admin(self, request: web.BaseRequest) -> web.StreamResponse:
+        """``server.admin_listen``: /healthz, /readyz and /metrics at its root."""
+        return await endpoints.admin(request, self.holder)
+
+    async def close(self) -> None:
+        """Shutting down: nothing is in flight any more, so reloaded-away runtimes close too."""
+        holder = self.holder
+        for task in list(holder.retiring):
+            task.cancel()
+        await asyncio.gather(*holder.retiring, return_exceptions=True)
+        await holder.current.close()
+
+
+async def handle(request: web.BaseRequest, holder: RuntimeHolder) -> web.StreamResponse:
+    """One request through the pipeline, counted and logged whatever happens."""
     started = time.perf_counter()
-    holder = request.app[RUNTIME]
     runtime = holder.current
     settings = runtime.settings
     client = resolve_client(request, settings.server.trusted_proxies)
@@ -130,17 +153,21 @@ async def handle(request: web.Request) -> web.StreamResponse:
             started=started,
             log_format=settings.server.access_log,
         )
+    cookie = request.get(SET_COOKIE)
+    if cookie is not None and not response.prepared:
+        response.headers.add("Set-Cookie", cookie)
     return response
 
 
 async def _pipeline(
-    request: web.Request,
+    request: web.BaseRequest,
     holder: RuntimeHolder,
     runtime: Runtime,
     client: ClientInfo,
     trace: ops.Trace,
 ) -> web.StreamResponse:
     settings = runtime.settings
+    check_expectation(request)
     if not valid_host(client.host):
         # SECURITY: a malformed Host (admin.example.com:abc, a..b, "a, b") would skip a
         # host-restricted route here yet be read as that host by the upstream or a vhost.
@@ -189,6 +216,8 @@ async def _pipeline(
         strip_headers=runtime.own_headers,
         strip_cookies=runtime.own_cookies,
         user=user.username if user is not None else None,
+        set_cookie=resolved.set_cookie,
+        send_timeout_s=settings.server.timeouts.send_s,
     )
     if identity is not None:
         ctx.add_headers = identity_headers(runtime, route, identity, now=now)
@@ -197,26 +226,18 @@ async def _pipeline(
     )
 
 
-async def _add_cookie(request: web.BaseRequest, response: web.StreamResponse) -> None:
-    cookie = request.get(SET_COOKIE)
-    if cookie is not None:
-        response.headers.add("Set-Cookie", cookie)
+GATEWAY: Final = web.AppKey("gateway", Gateway)
 
 
 def build_app(settings: Settings, *, users: UserDirectory | None = None) -> web.Application:
-    """The gateway as an aiohttp application (one per worker process)."""
+    """The gateway as an aiohttp application (kept for tests not yet on the listener)."""
+    gateway = Gateway(settings, users=users)
     app = web.Application(handler_args={"max_field_size": 16384})
-    holder = RuntimeHolder(Runtime.build(settings, users))
-    app[RUNTIME] = holder
+    app[GATEWAY] = gateway
 
-    async def close_runtime(app: web.Application) -> None:
-        # Shutting down: nothing is in flight any more, so reloaded-away runtimes close too.
-        for task in list(holder.retiring):
-            task.cancel()
-        await asyncio.gather(*holder.retiring, return_exceptions=True)
-        await holder.current.close()
+    async def close(app: web.Application) -> None:
+        await gateway.close()
 
-    app.on_cleanup.append(close_runtime)
-    app.on_response_prepare.append(_add_cookie)
-    app.router.add_route("*", "/{tail:.*}", handle, expect_handler=expect_handler)
+    app.on_cleanup.append(close)
+    app.router.add_route("*", "/{tail:.*}", gateway.handle)
     return app

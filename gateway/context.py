@@ -40,3 +40,7 @@ class RequestContext:
     """Cookie names removed from the ``Cookie`` header before forwarding (the session cookie)."""
     user: str | None = None
     """Username for logs once identity is resolved."""
+    send_timeout_s: float = 60.0
+    """``server.timeouts.send``: how long the client may accept no response bytes."""
+    set_cookie: str | None = None
+    """A ``Set-Cookie`` value the identity stage wants on the response (a re-sealed session)."""

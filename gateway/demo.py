@@ -36,10 +36,11 @@ from yarl import URL
 
 import gateway
 from gateway.access import Decision, decide
-from gateway.app import build_app
+from gateway.app import Gateway
 from gateway.config import ConfigError, load_settings
 from gateway.config.settings import AccessSettings, Settings
 from gateway.identity.users import User, UserDirectory, UsersError, load_users
+from gateway.listener import Listener
 from gateway.routing import RouteTable
 from gateway.tokens import KeyConfigError
 
@@ -159,10 +160,17 @@ async def run_demo(
         )
         await _serve(stack, upstream, upstream_host, upstream_port_, "the demo upstream")
         try:
-            gateway_app = build_app(settings)
+            gateway = Gateway(settings)
         except (KeyConfigError, UsersError) as exc:
             raise DemoError(f"{path}: {exc}") from None
-        await _serve(stack, gateway_app, server.listen_host, server.listen_port, "the gateway")
+        stack.push_async_callback(gateway.close)
+        listener = Listener(gateway.handle, server.timeouts)
+        stack.push_async_callback(listener.stop)
+        host, port = server.listen_host, server.listen_port
+        try:
+            await listener.start(host, port)
+        except OSError as exc:
+            raise _listen_error(exc, host, port, "the gateway") from None
         _print_banner(out, settings, path, upstream_url)
         if handle_signals:
             loop = asyncio.get_running_loop()
@@ -224,21 +232,23 @@ async def _serve(
     try:
         await site.start()
     except OSError as exc:
-        if exc.errno == errno.EADDRINUSE:
-            raise DemoError(
-                f"port {port} on {host} is already in use, so {what} cannot listen there "
-                "(is another gateway or demo running?)"
-            ) from None
-        raise DemoError(
-            f"{what} cannot listen on {host}:{port}: {exc.strerror or exc}"
-        ) from None
+        raise _listen_error(exc, host, port, what) from None
+
+
+def _listen_error(exc: OSError, host: str, port: int, what: str) -> DemoError:
+    if exc.errno == errno.EADDRINUSE:
+        return DemoError(
+            f"port {port} on {host} is already in use, so {what} cannot listen there "
+            "(is another gateway or demo running?)"
+        )
+    return DemoError(f"{what} cannot listen on {host}:{port}: {exc.strerror or exc}")
 
 
 def _print_banner(out: TextIO, settings: Settings, config: Path, upstream_url: URL) -> None:
     public_url = settings.server.public_url
     try:
         users = load_users(settings.users)
-    except UsersError:  # build_app loaded them already; a race with an edit is harmless here
+    except UsersError:  # the gateway loaded them already; a race with an edit is harmless here
         users = UserDirectory()
     lines = [
         f"gateway demo: open {public_url}/",

@@ -11,12 +11,12 @@ from gateway import login, ops
 from gateway.errors import MethodNotAllowed, NotFound
 from gateway.runtime import Runtime, RuntimeHolder
 
-Handler = Callable[[web.Request, RuntimeHolder], Awaitable[web.StreamResponse]]
-RuntimeHandler = Callable[[web.Request, Runtime], Awaitable[web.StreamResponse]]
+Handler = Callable[[web.BaseRequest, RuntimeHolder], Awaitable[web.StreamResponse]]
+RuntimeHandler = Callable[[web.BaseRequest, Runtime], Awaitable[web.StreamResponse]]
 
 
 def _current(handler: RuntimeHandler) -> Handler:
-    async def with_current(request: web.Request, holder: RuntimeHolder) -> web.StreamResponse:
+    async def with_current(request: web.BaseRequest, holder: RuntimeHolder) -> web.StreamResponse:
         return await handler(request, holder.current)
 
     return with_current
@@ -25,7 +25,7 @@ def _current(handler: RuntimeHandler) -> Handler:
 _CSS = resources.files("gateway.pages").joinpath("gateway.css").read_bytes()
 
 
-async def _static_css(request: web.Request, runtime: Runtime) -> web.StreamResponse:
+async def _static_css(request: web.BaseRequest, runtime: Runtime) -> web.StreamResponse:
     return web.Response(
         body=_CSS,
         content_type="text/css",
@@ -33,7 +33,7 @@ async def _static_css(request: web.Request, runtime: Runtime) -> web.StreamRespo
     )
 
 
-async def _jwks(request: web.Request, runtime: Runtime) -> web.StreamResponse:
+async def _jwks(request: web.BaseRequest, runtime: Runtime) -> web.StreamResponse:
     """GET /.gateway/jwks.json: the public signing keys (RFC 7517)."""
     return web.Response(
         body=runtime.tokens.jwks_json,
@@ -60,7 +60,9 @@ _ENDPOINTS: dict[str, dict[str, Handler]] = {
 _OPS_PATHS = {f"/.gateway/{name}": {"GET": handler} for name, handler in OPS_ENDPOINTS.items()}
 
 
-async def dispatch(request: web.Request, holder: RuntimeHolder, path: str) -> web.StreamResponse:
+async def dispatch(
+    request: web.BaseRequest, holder: RuntimeHolder, path: str
+) -> web.StreamResponse:
     """Serve one of our endpoints; anything else under the prefix is a 404, never the upstream's."""
     methods = _ENDPOINTS.get(path)
     if methods is None and holder.current.settings.server.admin_listen is None:
@@ -74,13 +76,11 @@ async def dispatch(request: web.Request, holder: RuntimeHolder, path: str) -> we
     return await handler(request, holder)
 
 
-def admin_app(holder: RuntimeHolder) -> web.Application:
-    """The ``server.admin_listen`` application: /healthz, /readyz and /metrics at its root."""
-    app = web.Application()
-    for name, handler in OPS_ENDPOINTS.items():
-
-        async def serve(request: web.Request, handler: Handler = handler) -> web.StreamResponse:
-            return await handler(request, holder)
-
-        app.router.add_get(f"/{name}", serve)
-    return app
+async def admin(request: web.BaseRequest, holder: RuntimeHolder) -> web.StreamResponse:
+    """The ``server.admin_listen`` listener: /healthz, /readyz and /metrics at its root."""
+    handler = OPS_ENDPOINTS.get(request.path.removeprefix("/"))
+    if handler is None:
+        return web.json_response({"error": "not_found"}, status=404)
+    if request.method not in ("GET", "HEAD"):
+        return web.json_response({"error": "method_not_allowed"}, status=405)
+    return await handler(request, holder)

@@ -56,6 +56,13 @@ class MethodNotAllowed(GatewayError):
     reason = "method_not_allowed"
 
 
+class ExpectationFailed(GatewayError):
+    status = 417
+    public_message = "Unsupported Expect header"
+    code = "expectation_failed"
+    reason = "bad_expect"
+
+
 class PayloadTooLarge(GatewayError):
     status = 413
     public_message = "Request body too large"
@@ -96,3 +103,12 @@ class UpstreamAborted(UpstreamError):
     """The upstream closed the connection before the response body was complete."""
 
     reason = "upstream_aborted"
+
+
+class ClientStalled(GatewayError):
+    """The client stopped reading the response (``server.timeouts.send``): it is dropped."""
+
+    status = 408
+    public_message = "Request timeout"
+    code = "timeout"
+    reason = "client_stalled"

@@ -57,14 +57,14 @@ def new_request_id() -> str:
     return os.urandom(16).hex()
 
 
-def foreign_origin(request: web.Request, public_url: str) -> str | None:
+def foreign_origin(request: web.BaseRequest, public_url: str) -> str | None:
     """The request's ``Origin`` when a browser says it comes from another site, else ``None``
     (no ``Origin``: not a cross-site browser request)."""
     origin = request.headers.get("Origin")
     return origin if origin is not None and origin != public_url else None
 
 
-def resolve_client(request: web.Request, trusted: Sequence[IPNetwork]) -> ClientInfo:
+def resolve_client(request: web.BaseRequest, trusted: Sequence[IPNetwork]) -> ClientInfo:
     """Work out who is calling, believing forwarding headers only from a trusted peer.
 
     ``request`` must be the request as aiohttp received it (not a ``clone()`` with another
@@ -141,7 +141,7 @@ def parse_hop(hop: str) -> IPAddress | None:
         return None
 
 
-def _peer_address(request: web.Request) -> IPAddress | None:
+def _peer_address(request: web.BaseRequest) -> IPAddress | None:
     transport = request.transport
     if transport is None:
         return None

@@ -48,7 +48,7 @@ def user_json(user: User) -> dict[str, Any]:
     }
 
 
-def _is_json(request: web.Request) -> bool:
+def _is_json(request: web.BaseRequest) -> bool:
     return request.content_type == "application/json"
 
 
@@ -57,14 +57,14 @@ def _failure_json() -> web.Response:
     return pages.render_json(401, {"error": "invalid_credentials", "message": FAILURE_MESSAGE})
 
 
-def _check_origin(request: web.Request, runtime: Runtime) -> None:
+def _check_origin(request: web.BaseRequest, runtime: Runtime) -> None:
     # SECURITY: browsers send Origin on every cross-site POST; only our own pages may post here.
     origin = foreign_origin(request, runtime.settings.server.public_url)
     if origin is not None:
         raise _CsrfFailure(f"POST from foreign origin {origin[:100]!r}", reason="foreign_origin")
 
 
-async def _read_small_body(request: web.Request) -> bytes:
+async def _read_small_body(request: web.BaseRequest) -> bytes:
     length = request.content_length
     if length is not None and length > MAX_FORM_BYTES:
         raise PayloadTooLarge(f"login body of {length} bytes", reason="login_body_too_large")
@@ -111,7 +111,7 @@ def _require_encodable(fields: dict[str, str]) -> None:
 
 
 def _login_page(
-    request: web.Request,
+    request: web.BaseRequest,
     runtime: Runtime,
     *,
     rd: str,
@@ -136,14 +136,14 @@ def _login_page(
     return response
 
 
-async def login_page(request: web.Request, runtime: Runtime) -> web.StreamResponse:
+async def login_page(request: web.BaseRequest, runtime: Runtime) -> web.StreamResponse:
     """GET: the login form. An existing session is ended (the contract: its cookie is cleared)."""
     response = _login_page(request, runtime, rd=safe_redirect(request.query.get("rd")))
     await _end_session(request, runtime, response.headers)
     return response
 
 
-async def login_submit(request: web.Request, runtime: Runtime) -> web.StreamResponse:
+async def login_submit(request: web.BaseRequest, runtime: Runtime) -> web.StreamResponse:
     """POST: form or JSON credentials -> a new session."""
     settings = runtime.settings
     _check_origin(request, runtime)
@@ -186,7 +186,7 @@ async def login_submit(request: web.Request, runtime: Runtime) -> web.StreamResp
 
 
 async def _authenticate(
-    request: web.Request, runtime: Runtime, username: str, password: str
+    request: web.BaseRequest, runtime: Runtime, username: str, password: str
 ) -> User | None:
     """The user, or ``None`` for any failure: unknown, wrong password, or locked out."""
     client = resolve_client(request, runtime.settings.server.trusted_proxies)
@@ -224,7 +224,7 @@ async def _attempt(
 
 
 async def _end_session(
-    request: web.Request,
+    request: web.BaseRequest,
     runtime: Runtime,
     headers: CIMultiDict[str],
     *,
@@ -242,7 +242,7 @@ async def _end_session(
         headers.add("Set-Cookie", expired_session_cookie(runtime.settings))
 
 
-async def logout_page(request: web.Request, runtime: Runtime) -> web.StreamResponse:
+async def logout_page(request: web.BaseRequest, runtime: Runtime) -> web.StreamResponse:
     """GET: a page with a logout button. GET never logs out (link prefetchers, img tags)."""
     identity = (await resolve_identity(request, runtime, now=time.time())).identity
     who = (
@@ -257,7 +257,7 @@ async def logout_page(request: web.Request, runtime: Runtime) -> web.StreamRespo
     return response
 
 
-async def logout_submit(request: web.Request, runtime: Runtime) -> web.StreamResponse:
+async def logout_submit(request: web.BaseRequest, runtime: Runtime) -> web.StreamResponse:
     """POST: end the session server-side, expire the cookie, Clear-Site-Data."""
     _check_origin(request, runtime)
     as_json = _is_json(request)
@@ -280,7 +280,7 @@ async def logout_submit(request: web.Request, runtime: Runtime) -> web.StreamRes
     return response
 
 
-async def userinfo(request: web.Request, runtime: Runtime) -> web.StreamResponse:
+async def userinfo(request: web.BaseRequest, runtime: Runtime) -> web.StreamResponse:
     """GET: the current identity as JSON; 401 without one."""
     now = time.time()
     resolved = await resolve_identity(request, runtime, now=now)
@@ -307,7 +307,7 @@ def _identity_json(identity: Identity, runtime: Runtime) -> dict[str, Any]:
     return body
 
 
-async def api_token(request: web.Request, runtime: Runtime) -> web.StreamResponse:
+async def api_token(request: web.BaseRequest, runtime: Runtime) -> web.StreamResponse:
     """POST /.gateway/token: JSON credentials -> a bearer token for API clients."""
     if not runtime.settings.tokens.api_tokens.enabled:
         raise NotFound("API tokens are not enabled", reason="no_endpoint")

@@ -72,7 +72,7 @@ def redact_query(query: str) -> str:
 
 
 def record(
-    request: web.Request,
+    request: web.BaseRequest,
     response: web.StreamResponse | None,
     *,
     trace: Trace,
@@ -125,7 +125,7 @@ def record(
         )
 
 
-def body_bytes(request: web.Request, response: web.StreamResponse | None) -> int:
+def body_bytes(request: web.BaseRequest, response: web.StreamResponse | None) -> int:
     """Bytes of response body: what the proxy relayed, or the size of one of our own answers
     (``body_length`` would count headers and framing, and our answers are not sent yet)."""
     if BODY_BYTES in request:
@@ -135,12 +135,12 @@ def body_bytes(request: web.Request, response: web.StreamResponse | None) -> int
     return 0
 
 
-async def healthz(request: web.Request, holder: RuntimeHolder) -> web.StreamResponse:
+async def healthz(request: web.BaseRequest, holder: RuntimeHolder) -> web.StreamResponse:
     """Liveness: the process answers."""
     return web.json_response({"status": "ok"}, headers={"Cache-Control": "no-store"})
 
 
-async def readyz(request: web.Request, holder: RuntimeHolder) -> web.StreamResponse:
+async def readyz(request: web.BaseRequest, holder: RuntimeHolder) -> web.StreamResponse:
     """Readiness: config and keys loaded, session store reachable, not draining."""
     runtime = holder.current
     checks = {
@@ -159,7 +159,7 @@ async def readyz(request: web.Request, holder: RuntimeHolder) -> web.StreamRespo
     )
 
 
-async def metrics_endpoint(request: web.Request, holder: RuntimeHolder) -> web.StreamResponse:
+async def metrics_endpoint(request: web.BaseRequest, holder: RuntimeHolder) -> web.StreamResponse:
     """Prometheus text; with several workers, summed over all of them."""
     _sample_gauges(holder.current)
     if MULTIPROC_ENV in os.environ:

@@ -23,6 +23,7 @@ truncated body can never look complete.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 from collections.abc import AsyncIterator
@@ -35,7 +36,14 @@ from aiohttp.http_exceptions import HttpProcessingError
 from yarl import URL
 
 from gateway.context import RequestContext
-from gateway.errors import BadRequest, GatewayError, PayloadTooLarge, UpstreamError
+from gateway.errors import (
+    BadRequest,
+    ClientStalled,
+    ExpectationFailed,
+    GatewayError,
+    PayloadTooLarge,
+    UpstreamError,
+)
 from gateway.headers import (
     filter_request_headers,
     filter_response_headers,
@@ -60,6 +68,9 @@ connection is aborted and the error cannot be rendered): for the access log and 
 BODY_BYTES: Final = web.RequestKey("gateway.proxy.body_bytes", int)
 """Response body bytes relayed to the client (for the access log)."""
 
+BODILESS_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
+"""Methods whose requests carry no body in practice (CONTRACT section 4)."""
+
 _CONTINUE_SENT: Final = web.RequestKey("gateway.proxy.continue_sent", bool)
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _LOCATION_HEADERS = frozenset({"location", "content-location"})
@@ -68,22 +79,30 @@ _REFUSED_DROP = frozenset({"content-length", "content-encoding"})
 _NO_WIRE_CODE = frozenset({0, 1005, 1006, 1015})
 
 
-async def expect_handler(request: web.Request) -> None:
-    """aiohttp ``expect_handler`` for the proxied route(s): answer ``Expect`` lazily.
+def check_expectation(request: web.BaseRequest) -> None:
+    """Refuse (417) an ``Expect`` other than ``100-continue``; answer that one lazily.
 
-    aiohttp's default handler sends ``100 Continue`` before the handler runs, i.e. before the
-    access decision and the body-size check. This one only refuses unknown expectations (417);
-    ``100 Continue`` is sent by :func:`forward` when it starts reading the body, after
-    authentication, after the ``Content-Length`` check and once the upstream connection is up, so
-    a refused or too-large request is answered without the client ever sending its body.
-    Handlers that read a body themselves call :func:`send_continue` first.
+    Sending ``100 Continue`` as soon as the head arrives (aiohttp's router does) would come
+    before the access decision and the body-size check. The gateway sends it from
+    :func:`forward` when it starts reading the body: after authentication, after the
+    ``Content-Length`` check and once the upstream connection is up, so a refused or too-large
+    request is answered without the client ever sending its body. Handlers that read a body
+    themselves call :func:`send_continue` first.
     """
-    expect = request.headers.get(hdrs.EXPECT, "")
-    if request.version >= HttpVersion11 and expect.lower() != "100-continue":
-        raise web.HTTPExpectationFailed(text="Unsupported Expect header")
+    expect = request.headers.get(hdrs.EXPECT)
+    if expect is not None and request.version >= HttpVersion11 and expect.lower() != "100-continue":
+        raise ExpectationFailed("unsupported Expect header")
 
 
-async def send_continue(request: web.Request) -> None:
+async def expect_handler(request: web.Request) -> None:
+    """:func:`check_expectation` as an aiohttp router ``expect_handler`` (test harnesses)."""
+    try:
+        check_expectation(request)
+    except ExpectationFailed:
+        raise web.HTTPExpectationFailed(text="Unsupported Expect header") from None
+
+
+async def send_continue(request: web.BaseRequest) -> None:
     """Send the interim ``100 Continue`` if the client is waiting for one (once per request).
 
     Call before reading the body, never after the response was prepared.
@@ -101,7 +120,7 @@ async def send_continue(request: web.Request) -> None:
     writer.output_size = 0
 
 
-def is_websocket_upgrade(request: web.Request) -> bool:
+def is_websocket_upgrade(request: web.BaseRequest) -> bool:
     """Whether the request asks to switch to the WebSocket protocol."""
     headers = request.headers
     upgrade = headers.get(hdrs.UPGRADE)
@@ -114,7 +133,7 @@ def is_websocket_upgrade(request: web.Request) -> bool:
 
 
 async def forward(
-    request: web.Request,
+    request: web.BaseRequest,
     ctx: RequestContext,
     client: UpstreamClient,
     *,
@@ -135,6 +154,16 @@ async def forward(
     routes it is forwarded as a plain request without ``Upgrade``.
     """
     route = ctx.route
+    if (
+        request.body_exists
+        and request.method.upper() in BODILESS_METHODS
+        and not ctx.upstream.allow_get_body
+    ):
+        # SECURITY: request desync. Many handlers never read a body on GET; a keep-alive upstream
+        # then reads it as the NEXT request on the pooled connection: a smuggled request, or an
+        # unfinished one that the next user's request (JWT included) completes. Refused unless
+        # the upstream is known to read such bodies.
+        raise BadRequest(f"a body on {request.method}", reason="body_not_allowed")
     path, prefix = strip_route_prefix(ctx.path, route.strip_prefix, route.match.ignore_case)
     # An empty query ("/x?") goes upstream as "/x": yarl, under aiohttp's request line, drops it.
     target = path + "?" + ctx.query if ctx.query else path
@@ -172,7 +201,7 @@ class _RequestBody:
 
     __slots__ = ("_limit", "_request", "error", "response_started")
 
-    def __init__(self, request: web.Request, limit: int | None) -> None:
+    def __init__(self, request: web.BaseRequest, limit: int | None) -> None:
         self._request = request
         self._limit = limit
         self.error: GatewayError | None = None
@@ -203,7 +232,7 @@ class _RequestBody:
 
 
 async def _relay_response(
-    request: web.Request,
+    request: web.BaseRequest,
     ctx: RequestContext,
     upstream_response: UpstreamResponse,
     body: _RequestBody | None,
@@ -214,32 +243,43 @@ async def _relay_response(
     for i, (name, value) in enumerate(headers):
         if name.lower() in _LOCATION_HEADERS:
             headers[i] = (name, _rewrite_location(value, ctx.upstream.url, public_url, prefix))
+    if ctx.set_cookie is not None:
+        headers.append(("Set-Cookie", ctx.set_cookie))
     response = web.StreamResponse(
         status=upstream_response.status,
         reason=upstream_response.reason or None,
         headers=headers,
     )
+    if hdrs.SERVER not in response.headers:
+        response.headers[hdrs.SERVER] = "gateway"  # not aiohttp's name and version
     if body is not None:
         body.response_started = True
     sent = 0
+    send_s = ctx.send_timeout_s
     try:
         await response.prepare(request)
         if request.method != hdrs.METH_HEAD:
             async for chunk in upstream_response.iter_body():
-                await response.write(chunk)
+                # A client that reads nothing must not pin the upstream connection (and its
+                # pool permit) until the upstream gives up: it is dropped after send_s.
+                async with asyncio.timeout(send_s):
+                    await response.write(chunk)
                 sent += len(chunk)
-        await response.write_eof()
+        async with asyncio.timeout(send_s):
+            await response.write_eof()
     except UpstreamError as exc:
         error = body.error if body is not None and body.error is not None else exc
         _abort(request, ctx, error)
     except ConnectionError as exc:
         log.debug("client went away while streaming %s: %r", ctx.client.request_id, exc)
+    except TimeoutError:
+        _abort(request, ctx, ClientStalled(f"client read nothing for {send_s:g}s"))
     finally:
         request[BODY_BYTES] = sent
     return response
 
 
-def _abort(request: web.Request, ctx: RequestContext, error: GatewayError) -> None:
+def _abort(request: web.BaseRequest, ctx: RequestContext, error: GatewayError) -> None:
     # SECURITY/integrity: the head is out, so an error page is impossible; a reset connection is
     # the only way to make sure the client never takes a truncated body for a complete one
     # (a clean close would look complete for a body without Content-Length).
@@ -274,7 +314,7 @@ def strip_route_prefix(path: str, strip: str | None, ignore_case: bool) -> tuple
 
 
 def _upstream_headers(
-    request: web.Request, ctx: RequestContext, prefix: str, *, websocket: bool
+    request: web.BaseRequest, ctx: RequestContext, prefix: str, *, websocket: bool
 ) -> list[tuple[str, str]]:
     headers = request.headers
     replaced = ctx.strip_headers
@@ -376,7 +416,7 @@ _WebSocket = web.WebSocketResponse | ClientWebSocketResponse[bool]
 
 
 async def _forward_websocket(
-    request: web.Request,
+    request: web.BaseRequest,
     ctx: RequestContext,
     client: UpstreamClient,
     target: str,
@@ -403,30 +443,46 @@ async def _forward_websocket(
             client_ws = web.WebSocketResponse(
                 protocols=(chosen,) if chosen else (), autoclose=False
             )
+            if ctx.set_cookie is not None:
+                client_ws.headers.add("Set-Cookie", ctx.set_cookie)
             await client_ws.prepare(request)
-            await _relay_websocket(client_ws, upstream_ws)
+            await _relay_websocket(request, client_ws, upstream_ws, ctx.send_timeout_s)
             return client_ws
     except WebSocketRefused as exc:
         # The upstream said no (401/403/404...): pass its status and headers on, without a body.
+        # SECURITY: filtered like every response: no Set-Cookie for the gateway's own cookies.
         return web.Response(
             status=exc.upstream_status,
-            headers=filter_response_headers(exc.headers, extra_drop=_REFUSED_DROP),
+            headers=filter_response_headers(
+                exc.headers, extra_drop=_REFUSED_DROP, own_cookies=ctx.strip_cookies
+            ),
         )
 
 
 async def _relay_websocket(
-    client_ws: web.WebSocketResponse, upstream_ws: ClientWebSocketResponse[bool]
+    request: web.BaseRequest,
+    client_ws: web.WebSocketResponse,
+    upstream_ws: ClientWebSocketResponse[bool],
+    send_s: float,
 ) -> None:
-    relay = _Relay()
+    relay = _Relay(send_s)
     to_upstream = asyncio.create_task(relay.pump(client_ws, upstream_ws, WSCloseCode.GOING_AWAY))
     to_client = asyncio.create_task(relay.pump(upstream_ws, client_ws, WSCloseCode.BAD_GATEWAY))
     try:
         await asyncio.gather(to_upstream, to_client)
+    except TimeoutError:
+        # One side took no message for send_s: it holds the other (and a pool permit) hostage.
+        log.warning("WebSocket peer stopped reading: closing", extra={"reason": "client_stalled"})
+        transport = request.transport
+        if transport is not None:
+            transport.abort()
     finally:
         to_upstream.cancel()
         to_client.cancel()
-        if not upstream_ws.closed:  # cancelled (client connection lost, shutdown)
-            await upstream_ws.close(code=WSCloseCode.GOING_AWAY)
+        if not upstream_ws.closed:  # cancelled (client connection lost, shutdown, stalled)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(send_s):
+                    await upstream_ws.close(code=WSCloseCode.GOING_AWAY)
 
 
 class _Relay:
@@ -437,10 +493,12 @@ class _Relay:
     never torn down (e.g. by handler cancellation) between the two halves of the handshake.
     """
 
-    __slots__ = ("closing",)
+    __slots__ = ("closing", "send_s")
 
-    def __init__(self) -> None:
+    def __init__(self, send_s: float) -> None:
         self.closing = False
+        self.send_s = send_s
+        """A side that takes no message this long is dropped (``server.timeouts.send``)."""
 
     async def pump(self, src: _WebSocket, dst: _WebSocket, lost_code: int) -> None:
         """Relay messages from ``src`` to ``dst`` until ``src`` ends, then close both ends with
@@ -449,9 +507,11 @@ class _Relay:
             while True:
                 msg = await src.receive()
                 if msg.type is WSMsgType.TEXT:
-                    await dst.send_str(msg.data)
+                    async with asyncio.timeout(self.send_s):
+                        await dst.send_str(msg.data)
                 elif msg.type is WSMsgType.BINARY:
-                    await dst.send_bytes(msg.data)
+                    async with asyncio.timeout(self.send_s):
+                        await dst.send_bytes(msg.data)
                 elif msg.type is WSMsgType.CLOSING:
                     return  # the other pump is closing both ends
                 elif msg.type is WSMsgType.CLOSE:
@@ -469,3 +529,4 @@ class _Relay:
                     return
         except ConnectionError:
             return  # dst is gone: the pump reading from it sees that and closes src
+

@@ -20,13 +20,12 @@ import time
 from multiprocessing.process import BaseProcess
 from types import FrameType
 
-from aiohttp import web
 from prometheus_client import multiprocess
 
-from gateway.app import RUNTIME, build_app
+from gateway.app import Gateway
 from gateway.config import ConfigError, load_settings
 from gateway.config.settings import Settings
-from gateway.endpoints import admin_app
+from gateway.listener import Listener
 from gateway.ops import MULTIPROC_ENV
 from gateway.reload import reload
 from gateway.runtime import RuntimeHolder
@@ -94,28 +93,21 @@ def drain_delay_s(settings: Settings) -> float:
 
 
 _SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGHUP})
-# aiohttp's own wait for in-flight handlers at cleanup (it waits up to twice this): _drain has
-# already given them shutdown_grace, so whatever is still running now is cut at once.
-_CLEANUP_TIMEOUT_S = 0.1
 
 
 async def _serve_async(settings: Settings, *, reuse_port: bool) -> None:
     server = settings.server
-    app = build_app(settings)
-    holder = app[RUNTIME]
-    runners = [web.AppRunner(app, access_log=None, shutdown_timeout=_CLEANUP_TIMEOUT_S)]
-    await runners[0].setup()
-    port_reuse = reuse_port or None
-    sites = [web.TCPSite(runners[0], server.listen_host, server.listen_port, reuse_port=port_reuse)]
-    if server.admin_listen is not None:
-        admin = web.AppRunner(admin_app(holder), access_log=None, shutdown_timeout=0.1)
-        await admin.setup()
-        runners.append(admin)
-        host, port = server.admin_listen
-        sites.append(web.TCPSite(admin, host, port, reuse_port=port_reuse))
+    gateway = Gateway(settings)
+    holder = gateway.holder
+    main = Listener(gateway.handle, server.timeouts)
+    listeners = [main]
     try:
-        for site in sites:
-            await site.start()
+        await main.start(server.listen_host, server.listen_port, reuse_port=reuse_port)
+        if server.admin_listen is not None:
+            admin = Listener(gateway.handle_admin, server.timeouts)
+            listeners.append(admin)
+            host, port = server.admin_listen
+            await admin.start(host, port, reuse_port=reuse_port)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, stop.set)
@@ -134,21 +126,24 @@ async def _serve_async(settings: Settings, *, reuse_port: bool) -> None:
         # it started is delivered now, to the handlers above, instead of being lost.
         signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
         await stop.wait()
-        await _drain(holder, sites)
+        await _drain(holder, listeners)
     finally:
-        for runner in reversed(runners):
-            await runner.cleanup()
+        for listener in reversed(listeners):
+            await listener.stop()
+        await gateway.close()
 
 
-async def _drain(holder: RuntimeHolder, sites: list[web.TCPSite]) -> None:
+async def _drain(holder: RuntimeHolder, listeners: list[Listener]) -> None:
     """readyz says 503 at once; keep accepting briefly so load balancers notice; stop
     listening; give in-flight requests (long downloads included) shutdown_grace to finish."""
     settings = holder.current.settings
     holder.draining = True
     log.info("draining", extra={"reason": "drain"})
+    for listener in listeners:
+        listener.drain()
     await asyncio.sleep(drain_delay_s(settings))
-    for site in sites:
-        await site.stop()
+    for listener in listeners:
+        await listener.stop_accepting()
     if holder.inflight > 0:
         holder.idle = asyncio.Event()
         try:

@@ -5,16 +5,16 @@ from __future__ import annotations
 import json
 import tempfile
 import types
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient
+from yarl import URL
 
-from gateway.app import build_app
+from gateway.app import Gateway
 from gateway.config.settings import (
     AccessSettings,
     LoginSettings,
@@ -27,6 +27,7 @@ from gateway.config.settings import (
     UpstreamSettings,
     UsersSettings,
 )
+from gateway.listener import Listener
 
 # Generated signing keys go here, never into the checkout's ./.gateway.
 TEST_DATA_DIR = Path(tempfile.gettempdir()) / "gateway-tests-data"
@@ -130,15 +131,78 @@ async def raw_request(
     return int(status_line.split()[1]), parsed, payload
 
 
-@pytest.fixture
-def make_gateway(aiohttp_client: Any) -> Callable[[Settings], Awaitable[TestClient[Any, Any]]]:
-    """``await make_gateway(settings)``: a test client for the real app, without a cookie jar
-    (tests send and read cookies themselves)."""
+class GatewayClient:
+    """A gateway served in this process exactly as ``gateway run`` serves it (the same
+    :class:`~gateway.listener.Listener`), on a free loopback port, with an HTTP client for it.
 
-    async def make(settings: Settings) -> TestClient[Any, Any]:
-        client: TestClient[Any, Any] = await aiohttp_client(
-            build_app(settings), cookie_jar=aiohttp.DummyCookieJar()
-        )
+    ``get``/``post``/... take a path and return aiohttp's request context (``await`` it, or
+    ``async with``); responses are released when the client closes.
+    """
+
+    def __init__(self, gateway: Gateway, listener: Listener, session: aiohttp.ClientSession):
+        self.gateway = gateway
+        self.listener = listener
+        self.session = session
+        self.host = "127.0.0.1"
+        self.port = listener.port
+
+    @classmethod
+    async def start(
+        cls, settings: Settings, *, cookie_jar: aiohttp.abc.AbstractCookieJar | None = None
+    ) -> GatewayClient:
+        gateway = Gateway(settings)
+        listener = Listener(gateway.handle, settings.server.timeouts)
+        await listener.start("127.0.0.1", 0)
+        jar = cookie_jar if cookie_jar is not None else aiohttp.DummyCookieJar()
+        return cls(gateway, listener, aiohttp.ClientSession(cookie_jar=jar))
+
+    def make_url(self, path: str) -> URL:
+        return URL(f"http://{self.host}:{self.port}{path}", encoded=True)
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        return self.session.request(method, self.make_url(path), **kwargs)
+
+    def get(self, path: str, **kwargs: Any) -> Any:
+        return self.request("GET", path, **kwargs)
+
+    def post(self, path: str, **kwargs: Any) -> Any:
+        return self.request("POST", path, **kwargs)
+
+    def put(self, path: str, **kwargs: Any) -> Any:
+        return self.request("PUT", path, **kwargs)
+
+    def delete(self, path: str, **kwargs: Any) -> Any:
+        return self.request("DELETE", path, **kwargs)
+
+    def head(self, path: str, **kwargs: Any) -> Any:
+        return self.request("HEAD", path, **kwargs)
+
+    def options(self, path: str, **kwargs: Any) -> Any:
+        return self.request("OPTIONS", path, **kwargs)
+
+    def ws_connect(self, path: str, **kwargs: Any) -> Any:
+        return self.session.ws_connect(self.make_url(path), **kwargs)
+
+    async def close(self) -> None:
+        await self.session.close()
+        await self.listener.stop()
+        await self.gateway.close()
+
+
+MakeGateway = Callable[..., Awaitable[GatewayClient]]
+
+
+@pytest.fixture
+async def make_gateway() -> AsyncIterator[MakeGateway]:
+    """``await make_gateway(settings)``: a :class:`GatewayClient` without a cookie jar (tests send
+    and read cookies themselves); closed at teardown."""
+    started: list[GatewayClient] = []
+
+    async def make(settings: Settings, **kwargs: Any) -> GatewayClient:
+        client = await GatewayClient.start(settings, **kwargs)
+        started.append(client)
         return client
 
-    return make
+    yield make
+    for client in reversed(started):
+        await client.close()

@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestServer
 
-from gateway.app import build_app
 from gateway.config.settings import MatchSettings
-from tests.support import echo_app, raw_request, received, route, settings
+from tests.support import (
+    MakeGateway,
+    echo_app,
+    make_gateway,
+    raw_request,
+    received,
+    route,
+    settings,
+)
 
-Factory = Callable[..., Awaitable[TestClient[Any, Any]]]
-
+__all__ = ["make_gateway"]
 
 @pytest.fixture
-async def gateway(aiohttp_client: Factory, aiohttp_server: Callable[..., Awaitable[TestServer]]):
+async def gateway(make_gateway: MakeGateway, aiohttp_server: Callable[..., Awaitable[TestServer]]):
     upstream = await aiohttp_server(echo_app())
     routes = [
         route("blocked", prefix="/admin", access="deny"),
@@ -26,7 +31,7 @@ async def gateway(aiohttp_client: Factory, aiohttp_server: Callable[..., Awaitab
         route("exact", match=MatchSettings(path="/only")),
         route("public", prefix="/public"),
     ]
-    return await aiohttp_client(build_app(settings(str(upstream.make_url("")).rstrip("/"), routes)))
+    return await make_gateway(settings(str(upstream.make_url("")).rstrip("/"), routes))
 
 
 async def test_public_route_reaches_the_upstream_with_the_normalised_path(gateway):
@@ -125,7 +130,7 @@ async def test_stylesheet_and_health_are_served_by_the_gateway(gateway):
 
 
 @pytest.fixture
-async def host_gateway(aiohttp_client, aiohttp_server):
+async def host_gateway(make_gateway, aiohttp_server):
     upstream = await aiohttp_server(echo_app())
     routes = [
         route(
@@ -137,7 +142,7 @@ async def host_gateway(aiohttp_client, aiohttp_server):
         route("rest", prefix="/"),
     ]
     url = str(upstream.make_url("")).rstrip("/")
-    return await aiohttp_client(build_app(settings(url, routes)))
+    return await make_gateway(settings(url, routes))
 
 
 @pytest.mark.parametrize(

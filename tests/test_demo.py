@@ -30,7 +30,7 @@ from aiohttp.test_utils import TestServer
 from argon2 import PasswordHasher
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from gateway.app import build_app
+from gateway.app import Gateway
 from gateway.config import load_settings
 from gateway.demo import (
     DEMO_PASSWORDS,
@@ -41,6 +41,7 @@ from gateway.demo import (
     find_example_config,
     run_demo,
 )
+from gateway.listener import Listener
 
 REPO = Path(__file__).resolve().parents[1]
 JSON = {"Accept": "application/json"}
@@ -83,8 +84,12 @@ async def demo(aiohttp_server: Any, example_copy: Path) -> AsyncIterator[Demo]:
     jwks_url = f"http://127.0.0.1:{port}/.gateway/jwks.json"
     upstream = await aiohttp_server(demo_upstream_app(jwks_url, issuer=f"http://127.0.0.1:{port}"))
     settings = demo_settings(example_copy, gateway_port=port, upstream_port=upstream.port)
-    await aiohttp_server(build_app(settings), port=port)
+    gateway = Gateway(settings)
+    listener = Listener(gateway.handle, settings.server.timeouts)
+    await listener.start("127.0.0.1", port)
     yield Demo(f"http://127.0.0.1:{port}", upstream)
+    await listener.stop()
+    await gateway.close()
 
 
 # --- the demo upstream behind a real gateway -----------------------------------------------------

@@ -6,10 +6,12 @@ from typing import cast, get_args
 
 from gateway.config import addresses, files, values
 from gateway.config.reader import Section
-from gateway.config.settings import AccessLog, ServerSettings
+from gateway.config.settings import AccessLog, ClientTimeouts, ServerSettings
 
 KEYS = ("listen", "public_url", "admin_listen", "trusted_proxies", "workers", "shutdown_grace",
-        "data_dir", "access_log")
+        "data_dir", "access_log", "timeouts")
+TIMEOUT_KEYS = ("request_header", "keepalive", "send")
+_TIMEOUT = values.duration(positive=True, maximum=3600)
 
 DEFAULT_LISTEN = ("0.0.0.0", 8080)  # noqa: S104 - a reverse proxy is meant to be reachable
 
@@ -44,6 +46,16 @@ def build_server(root: Section) -> ServerSettings:
         access_log=cast(
             AccessLog, section.get("access_log", "json", values.choice(*get_args(AccessLog)))
         ),
+        timeouts=_timeouts(section.section("timeouts", TIMEOUT_KEYS)),
+    )
+
+
+def _timeouts(section: Section) -> ClientTimeouts:
+    defaults = ClientTimeouts()
+    return ClientTimeouts(
+        request_header_s=section.get("request_header", defaults.request_header_s, _TIMEOUT),
+        keepalive_s=section.get("keepalive", defaults.keepalive_s, _TIMEOUT),
+        send_s=section.get("send", defaults.send_s, _TIMEOUT),
     )
 
 

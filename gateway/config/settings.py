@@ -23,6 +23,18 @@ AccessKind = Literal["public", "authenticated", "deny", "rules"]
 Unauthenticated = Literal["auto", "redirect", "status"]
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ClientTimeouts:
+    """``server.timeouts``: how long a client may keep the gateway waiting."""
+
+    request_header_s: float = 10.0
+    """The whole request head (request line and headers) must arrive within this."""
+    keepalive_s: float = 75.0
+    """An idle keep-alive connection is closed after this."""
+    send_s: float = 60.0
+    """A client that accepts no response bytes this long is dropped (its upstream freed)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ServerSettings:
     listen_host: str
     listen_port: int
@@ -34,6 +46,7 @@ class ServerSettings:
     shutdown_grace_s: float = 10.0
     data_dir: Path = Path(".gateway")
     access_log: AccessLog = "json"
+    timeouts: ClientTimeouts = ClientTimeouts()
 
     @property
     def https(self) -> bool:
@@ -126,6 +139,9 @@ class UpstreamSettings:
     read_timeout_s: float = 60.0
     preserve_host: bool = False
     max_connections: int = 100
+    allow_get_body: bool = False
+    """Forward a body on GET/HEAD/OPTIONS/TRACE (refused with 400 otherwise): only for upstreams
+    known to read such bodies; one that ignores them reads the body as the next request."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

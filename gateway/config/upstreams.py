@@ -11,7 +11,8 @@ from gateway.config.interpolate import INVALID
 from gateway.config.reader import Section, join
 from gateway.config.settings import UpstreamSettings
 
-KEYS = ("url", "connect_timeout", "read_timeout", "preserve_host", "max_connections")
+KEYS = ("url", "connect_timeout", "read_timeout", "preserve_host", "max_connections",
+        "allow_get_body")
 
 # Names appear in metrics labels, logs and the default JWT audience: keep them plain.
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
@@ -50,6 +51,7 @@ def build_upstreams(root: Section) -> tuple[dict[str, UpstreamSettings], set[str
             read_timeout_s=section.get("read_timeout", 60.0, values.duration(positive=True)),
             preserve_host=section.get("preserve_host", False, values.boolean),
             max_connections=section.get("max_connections", 100, values.integer(minimum=1)),
+            allow_get_body=section.get("allow_get_body", False, values.boolean),
         )
     names = {name for name in raw if isinstance(name, str) and NAME.fullmatch(name)}
     return upstreams, names

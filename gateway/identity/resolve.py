@@ -36,7 +36,7 @@ class Resolved:
 ANONYMOUS = Resolved(identity=None)
 
 
-async def resolve_identity(request: web.Request, runtime: Runtime, *, now: float) -> Resolved:
+async def resolve_identity(request: web.BaseRequest, runtime: Runtime, *, now: float) -> Resolved:
     """The caller's identity from the session cookie.
 
     Raises :class:`~gateway.identity.sessions.SessionStoreUnavailable` when the store cannot
@@ -59,7 +59,7 @@ async def resolve_identity(request: web.Request, runtime: Runtime, *, now: float
     return Resolved(identity=identity, set_cookie=set_cookie)
 
 
-def bearer_token(request: web.Request) -> str | None:
+def bearer_token(request: web.BaseRequest) -> str | None:
     """The token of an ``Authorization: Bearer`` header (scheme case-insensitive), if any."""
     header = request.headers.get("Authorization")
     if header is None:

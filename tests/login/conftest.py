@@ -1,7 +1,7 @@
 """Fixtures for the login functional tests: a real gateway in front of a real echo upstream.
 
 - ``upstream``: the echo upstream (:class:`~tests.login.login_harness.Upstream`), already serving.
-- ``make_gateway(settings)``: a test client for ``build_app(settings)`` with no cookie jar of its
+- ``make_gateway(settings)``: a :class:`tests.support.GatewayClient` served as ``gateway run`` serves it, with no cookie jar of its
   own (the :class:`~tests.login.login_harness.Browser` handles cookies explicitly).
 - ``backend``: parametrised over ``memory``, ``redis`` (the shared test Redis under a per-test
   key prefix) and ``cookie``; gives a factory of :class:`SessionSettings` for that backend.
@@ -14,18 +14,18 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestServer
 
 import gateway.app
 import gateway.login
 from gateway.config.settings import SessionSettings, Settings
 from tests.login.login_harness import Clock, Upstream, session_settings
 from tests.redis_support import own_redis_server, redis_prefix, redis_url
-from tests.support import make_gateway
+from tests.support import GatewayClient, make_gateway
 
 __all__ = ["make_gateway", "own_redis_server", "redis_prefix", "redis_url"]
 
-MakeGateway = Callable[[Settings], Awaitable[TestClient[Any, Any]]]
+MakeGateway = Callable[[Settings], Awaitable[GatewayClient]]
 SessionFactory = Callable[..., SessionSettings]
 
 

@@ -1,6 +1,6 @@
 """A scripted browser and settings builders for the login functional tests.
 
-The gateway runs for real (``gateway.app.build_app``) in front of a real upstream on loopback.
+The gateway runs for real (``tests.support.GatewayClient``, the listener ``gateway run`` uses) in front of a real upstream on loopback.
 Cookies are handled here, explicitly: the :class:`Browser` reads ``Set-Cookie`` and sends a
 ``Cookie`` header itself (the aiohttp client's own jar is a ``DummyCookieJar``), and never
 follows redirects, so every test sees exactly what a browser would receive.
@@ -18,7 +18,6 @@ from html.parser import HTMLParser
 from typing import Any
 
 from aiohttp import web
-from aiohttp.test_utils import TestClient
 from argon2 import PasswordHasher
 from multidict import CIMultiDictProxy
 
@@ -34,7 +33,7 @@ from gateway.config.settings import (
     UserEntry,
     UsersSettings,
 )
-from tests.support import route, settings
+from tests.support import GatewayClient, route, settings
 
 HTML = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
 JSON = "application/json"
@@ -281,7 +280,7 @@ class Reply:
 class Browser:
     """One browser: its own cookies, sent explicitly; redirects are never followed."""
 
-    client: TestClient[Any, Any]
+    client: GatewayClient
     cookies: dict[str, str] = field(default_factory=dict)
     headers: dict[str, str] = field(default_factory=dict)
 

@@ -1,6 +1,6 @@
 """Harness for the end-to-end tests of what an upstream learns about the caller (issue 4).
 
-The gateway runs for real (``gateway.app.build_app``) in front of a real upstream on loopback
+The gateway runs for real (``tests.support.GatewayClient``, the listener ``gateway run`` uses) in front of a real upstream on loopback
 (:class:`Recorder`) that records every request's headers exactly as it received them. Browsers,
 users and cheap argon2 hashes come from :mod:`tests.login.login_harness`; keys are written into
 ``tmp_path``, and ``server.data_dir`` is always ``tmp_path`` so no key is ever generated into the
@@ -21,7 +21,6 @@ from typing import Any
 import aiohttp
 import jwt as pyjwt
 from aiohttp import web
-from aiohttp.test_utils import TestClient
 from cryptography.hazmat.primitives import serialization
 from prometheus_client import REGISTRY
 
@@ -43,7 +42,7 @@ from tests.login.login_harness import (
     gateway_settings,
     session_settings,
 )
-from tests.support import route
+from tests.support import GatewayClient, route
 from tests.tokens.token_helpers import b64url, b64url_json, unb64url
 
 ISSUER = "https://issuer.gw.test"
@@ -59,7 +58,7 @@ JWKS = "/.gateway/jwks.json"
 TOKEN = "/.gateway/token"
 SESSION_COOKIE = "gw_session"
 
-MakeGateway = Callable[[Settings], Awaitable[TestClient[Any, Any]]]
+MakeGateway = Callable[[Settings], Awaitable[GatewayClient]]
 
 
 # --- keys ------------------------------------------------------------------------------------
@@ -241,7 +240,7 @@ class Recorder:
 
 # --- clients ---------------------------------------------------------------------------------
 
-async def login(client: TestClient[Any, Any], username: str = "alice") -> Browser:
+async def login(client: GatewayClient, username: str = "alice") -> Browser:
     """A browser signed in as ``username`` (JSON login)."""
     browser = Browser(client)
     reply = await browser.json_login(username)
@@ -250,7 +249,7 @@ async def login(client: TestClient[Any, Any], username: str = "alice") -> Browse
     return browser
 
 
-async def api_token(client: TestClient[Any, Any], username: str = "alice") -> str:
+async def api_token(client: GatewayClient, username: str = "alice") -> str:
     async with client.post(
         TOKEN, json={"username": username, "password": PASSWORDS[username]}
     ) as resp:

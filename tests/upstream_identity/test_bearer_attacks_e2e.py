@@ -18,9 +18,9 @@ from typing import Any
 import jwt as pyjwt
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient
 from cryptography.hazmat.primitives import serialization
 
+from tests.support import GatewayClient
 from tests.tokens.token_helpers import b64url, b64url_json, new_private_key, unb64url
 from tests.upstream_identity.identity_harness import (
     API_AUDIENCE,
@@ -67,15 +67,15 @@ def ours(key: KeyFile, header: dict[str, Any] | None = None, **changes: Any) -> 
 
 async def gateway(
     make_gateway: Any, recorder: Recorder, tmp_path: Path, key: KeyFile
-) -> TestClient[Any, Any]:
-    client: TestClient[Any, Any] = await make_gateway(
+) -> GatewayClient:
+    client: GatewayClient = await make_gateway(
         identity_settings(recorder.url, tmp_path, [key.setting], api_tokens=True)
     )
     return client
 
 
 async def call(
-    client: TestClient[Any, Any], token: str, *, cookie: str | None = None
+    client: GatewayClient, token: str, *, cookie: str | None = None
 ) -> tuple[int, Any, bytes]:
     headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
     if cookie is not None:
@@ -85,7 +85,7 @@ async def call(
 
 
 async def assert_refused(
-    client: TestClient[Any, Any],
+    client: GatewayClient,
     recorder: Recorder,
     token: str,
     description: str | set[str],

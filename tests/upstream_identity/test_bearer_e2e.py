@@ -9,12 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient
 from joserfc import jwt as jose_jwt
 from joserfc.jwk import KeySet as JoseKeySet
 from joserfc.jwt import JWTClaimsRegistry
 
 from tests.login.login_harness import HTML, PASSWORDS, USERS
+from tests.support import GatewayClient
 from tests.upstream_identity.identity_harness import (
     API_AUDIENCE,
     API_TTL,
@@ -44,22 +44,22 @@ async def gateway(
     *,
     api_tokens: bool = True,
     **options: Any,
-) -> TestClient[Any, Any]:
-    client: TestClient[Any, Any] = await make_gateway(
+) -> GatewayClient:
+    client: GatewayClient = await make_gateway(
         identity_settings(recorder.url, tmp_path, [key.setting], api_tokens=api_tokens, **options)
     )
     return client
 
 
 async def call(
-    client: TestClient[Any, Any], path: str, token: str, *, accept: str = "application/json"
+    client: GatewayClient, path: str, token: str, *, accept: str = "application/json"
 ) -> tuple[int, Any, bytes]:
     headers = {"Authorization": f"Bearer {token}", "Accept": accept}
     async with client.get(path, headers=headers, allow_redirects=False) as resp:
         return resp.status, resp.headers, await resp.read()
 
 
-async def post_token(client: TestClient[Any, Any], **kwargs: Any) -> tuple[int, Any, bytes]:
+async def post_token(client: GatewayClient, **kwargs: Any) -> tuple[int, Any, bytes]:
     async with client.post(TOKEN, **kwargs) as resp:
         return resp.status, resp.headers, await resp.read()
 

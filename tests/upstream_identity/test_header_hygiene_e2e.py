@@ -10,9 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient
 
-from tests.support import raw_request
+from tests.support import GatewayClient, raw_request
 from tests.upstream_identity.identity_harness import (
     SESSION_COOKIE,
     KeyFile,
@@ -38,14 +37,14 @@ BOB_HEADERS = [("X-Auth-User", "bob"), ("X-Auth-Email", "bob@example.com"),
 
 async def gateway(
     make_gateway: Any, recorder: Recorder, tmp_path: Path, key: KeyFile, **options: Any
-) -> TestClient[Any, Any]:
-    client: TestClient[Any, Any] = await make_gateway(
+) -> GatewayClient:
+    client: GatewayClient = await make_gateway(
         identity_settings(recorder.url, tmp_path, [key.setting], **options)
     )
     return client
 
 
-async def send(client: TestClient[Any, Any], path: str, headers: Any) -> int:
+async def send(client: GatewayClient, path: str, headers: Any) -> int:
     async with client.get(path, headers=headers, allow_redirects=False) as resp:
         await resp.read()
         return resp.status
@@ -83,7 +82,7 @@ async def test_several_client_authorization_headers_are_all_removed(
 ) -> None:
     client = await gateway(make_gateway, recorder, tmp_path, ed_key)
     headers = {"Authorization": "Basic YTpi", "authorization": "Bearer x.y.z"}
-    status, _headers, _body = await raw_request(client.server.port, "/public/x", headers=headers)
+    status, _headers, _body = await raw_request(client.port, "/public/x", headers=headers)
     assert status == 200
     assert recorder.last.all("Authorization") == []
 
@@ -137,7 +136,7 @@ async def test_every_spoofed_variant_at_once_leaves_only_the_gateways_values(
     client = await gateway(make_gateway, recorder, tmp_path, ed_key)
     bob = await login(client, "bob")
     headers = {**SPOOFED_ALL, "Cookie": f"{SESSION_COOKIE}={bob.session}"}
-    status, _headers, _body = await raw_request(client.server.port, "/ident/x", headers=headers)
+    status, _headers, _body = await raw_request(client.port, "/ident/x", headers=headers)
     assert status == 200
     assert recorder.last.auth_like() == BOB_HEADERS
     assert not any(value.startswith("forged-") for _name, value in recorder.last.headers)

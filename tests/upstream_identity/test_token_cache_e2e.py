@@ -9,7 +9,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from gateway.app import RUNTIME
 from gateway.config.settings import RouteTokenSettings
 from tests.login.login_harness import JSON, LOGOUT
 from tests.upstream_identity.identity_harness import (
@@ -83,7 +82,7 @@ async def test_logout_drops_the_sessions_tokens_and_the_next_login_mints_afresh(
     tmp_path: Path, recorder: Recorder, make_gateway: Any, ed_key: KeyFile
 ) -> None:
     client = await gateway(make_gateway, recorder, tmp_path, ed_key)
-    cache = client.app[RUNTIME].current.tokens.cache
+    cache = client.gateway.holder.current.tokens.cache
     other = await login(client, "bob")
     assert (await other.get("/members/x")).status == 200
     alice = await login(client)

@@ -1,0 +1,250 @@
+"""Serving HTTP: aiohttp's low-level server with the gateway's own connection protocol.
+
+aiohttp parses requests and writes responses; this module owns what happens on a connection
+around them, which aiohttp's defaults get wrong for a gateway that faces the internet:
+
+- **Parser errors never echo the request.** aiohttp's own 400 page quotes the offending line, a
+  ``Cookie`` header included, so script on any page behind the gateway could read an HttpOnly
+  session cookie by sending a malformed or oversized cookie. Here such errors get a fixed
+  message and nothing of the request.
+- **Timeouts for slow or silent clients** (``server.timeouts``): the request head must arrive
+  within ``request_header`` (else 408 and close), an idle keep-alive connection is closed after
+  ``keepalive`` (aiohttp's default is an hour).
+- **Draining**: once :meth:`Listener.drain` is called every response carries
+  ``Connection: close`` and idle keep-alive connections are closed, so clients move to another
+  replica instead of being cut when the process exits.
+
+A :class:`Listener` serves one ``async handler(request) -> response`` on one address; the
+gateway's main and admin listeners are two of them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+from aiohttp.http_exceptions import BadHttpMethod, LineTooLong
+from aiohttp.web_protocol import RequestHandler
+
+from gateway.config.settings import ClientTimeouts
+
+log = logging.getLogger("gateway.listener")
+
+Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
+
+SERVER_HEADER = "gateway"
+"""``Server`` of every response the gateway writes itself (no version: nothing to fingerprint)."""
+
+MAX_FIELD_SIZE = 16384
+"""Longest request header line: room for big cookies and tokens (aiohttp's default is 8190)."""
+
+_TIMEOUT_RESPONSE = (
+    b"HTTP/1.1 408 Request Timeout\r\nServer: gateway\r\nContent-Type: text/plain\r\n"
+    b"Content-Length: 16\r\nConnection: close\r\n\r\nRequest timeout\n"
+)
+
+
+class GatewayConnection(RequestHandler):
+    """aiohttp's HTTP/1.1 protocol with a request-head timeout and answers that echo nothing.
+
+    The head timer runs while the connection waits for a request head: from the connection's
+    first byte (or its opening) until a handler starts, and again from the first byte of the
+    next request on a keep-alive connection. Idle time between requests is the keep-alive
+    timeout's business (aiohttp's own, set from ``server.timeouts.keepalive``).
+    """
+
+    __slots__ = (
+        "_gw_active",
+        "_gw_head_timeout",
+        "_gw_head_timer",
+        "_gw_next_head_since",
+        "_gw_request",
+    )
+
+    def __init__(self, manager: web.Server, *, head_timeout: float, **kwargs: Any) -> None:
+        super().__init__(manager, **kwargs)
+        self._gw_head_timeout = head_timeout
+        self._gw_head_timer: asyncio.TimerHandle | None = None
+        self._gw_active = 0
+        self._gw_next_head_since: float | None = None
+        self._gw_request: web.BaseRequest | None = None
+
+    @property
+    def idle(self) -> bool:
+        """No request is being handled on this connection."""
+        return self._gw_active == 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self._gw_arm(self._gw_head_timeout)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self._gw_disarm()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._gw_active == 0:
+            if self._gw_head_timer is None and data:
+                self._gw_arm(self._gw_head_timeout)
+        elif self._gw_next_head_since is None and self._gw_body_done():
+            # Bytes after the current request's body: the start of the next request's head.
+            self._gw_next_head_since = self._loop.time()
+        super().data_received(data)
+
+    # -- called around each request by Listener -------------------------------------------------
+
+    def request_started(self, request: web.BaseRequest) -> None:
+        self._gw_disarm()
+        self._gw_active += 1
+        self._gw_next_head_since = None
+        self._gw_request = request
+
+    def request_finished(self) -> None:
+        self._gw_active -= 1
+        self._gw_request = None
+        since = self._gw_next_head_since
+        if self._gw_active == 0 and since is not None:
+            # A pipelined head started arriving during the last request: its clock is running.
+            self._gw_next_head_since = None
+            self._gw_arm(max(0.0, since + self._gw_head_timeout - self._loop.time()))
+
+    # -- errors ---------------------------------------------------------------------------------
+
+    def handle_error(
+        self,
+        request: web.BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        """The answer to a request aiohttp could not parse (or a handler that crashed).
+
+        SECURITY: aiohttp's own page quotes the offending request bytes (a Cookie header with an
+        HttpOnly session included) for any script on the site to read: this one is fixed text.
+        """
+        kind = type(exc).__name__ if exc is not None else "error"
+        if status == 400 and isinstance(exc, LineTooLong):
+            status, text = 431, "Request header fields too large\n"
+        elif status == 400:
+            text = "Bad request\n"
+        else:
+            text = "Internal error\n"
+        if not isinstance(exc, BadHttpMethod):  # port scanners and TLS on a plain port: noise
+            # Only the exception's type: its message quotes the request line or header.
+            log.warning("refused a malformed request (%s)", kind, extra={"reason": "bad_http"})
+        response = web.Response(
+            status=status, text=text, headers={"Server": SERVER_HEADER, "Cache-Control": "no-store"}
+        )
+        response.force_close()
+        return response
+
+    # -- internals ------------------------------------------------------------------------------
+
+    def _gw_body_done(self) -> bool:
+        request = self._gw_request
+        return request is None or request.content.is_eof()
+
+    def _gw_arm(self, delay: float) -> None:
+        self._gw_disarm()
+        self._gw_head_timer = self._loop.call_later(delay, self._gw_head_expired)
+
+    def _gw_disarm(self) -> None:
+        if self._gw_head_timer is not None:
+            self._gw_head_timer.cancel()
+            self._gw_head_timer = None
+
+    def _gw_head_expired(self) -> None:
+        self._gw_head_timer = None
+        transport = self.transport
+        if self._gw_active or transport is None or transport.is_closing():
+            return
+        # Nothing of ours is being written (no handler runs): a 408 cannot cut a response.
+        transport.write(_TIMEOUT_RESPONSE)
+        self.force_close()
+
+
+class _Server(web.Server):
+    """aiohttp's low-level server, making :class:`GatewayConnection` protocols."""
+
+    def __init__(self, handler: Handler, *, head_timeout: float, **kwargs: Any) -> None:
+        super().__init__(handler, **kwargs)
+        self._head_timeout = head_timeout
+
+    def __call__(self) -> GatewayConnection:
+        return GatewayConnection(
+            self, loop=self._loop, head_timeout=self._head_timeout, **self._kwargs
+        )
+
+
+class Listener:
+    """Serves ``handler`` on one address until :meth:`stop`.
+
+    ``handler`` is called with aiohttp's ``BaseRequest`` and returns a response (prepared and
+    streamed already, or not yet: then it is written after the handler returns). Responses it
+    has not given a ``Server`` header get ``Server: gateway``.
+    """
+
+    def __init__(self, handler: Handler, timeouts: ClientTimeouts) -> None:
+        self._handler = handler
+        self._timeouts = timeouts
+        self.draining = False
+        self._server = _Server(
+            self._serve,
+            head_timeout=timeouts.request_header_s,
+            keepalive_timeout=timeouts.keepalive_s,
+            max_field_size=MAX_FIELD_SIZE,
+            access_log=None,
+        )
+        # The gateway drains itself (gateway.server); at cleanup whatever still runs is cut.
+        self._runner = web.ServerRunner(self._server, handle_signals=False, shutdown_timeout=0.1)
+        self._site: web.TCPSite | None = None
+        self.port = 0
+
+    async def start(self, host: str, port: int, *, reuse_port: bool = False) -> None:
+        await self._runner.setup()
+        self._site = web.TCPSite(self._runner, host, port, reuse_port=reuse_port or None)
+        await self._site.start()
+        self.port = int(self._runner.addresses[-1][1])  # the bound port when asked for 0
+
+    @property
+    def connections(self) -> int:
+        return len(self._server.connections)
+
+    async def stop_accepting(self) -> None:
+        """Close the listening socket; connections already open stay."""
+        if self._site is not None:
+            await self._site.stop()
+
+    def drain(self) -> None:
+        """From now on every response says ``Connection: close``; idle keep-alive connections
+        close now, busy ones once their response is complete."""
+        self.draining = True
+        for connection in self._server.connections:
+            if isinstance(connection, GatewayConnection) and connection.idle:
+                connection.force_close()
+            else:
+                connection.close()
+
+    async def stop(self) -> None:
+        """Close everything; requests still running are cut."""
+        await self._runner.cleanup()
+
+    async def _serve(self, request: web.BaseRequest) -> web.StreamResponse:
+        connection = request.protocol
+        assert isinstance(connection, GatewayConnection)
+        connection.request_started(request)
+        try:
+            response = await self._handler(request)
+        finally:
+            connection.request_finished()
+            if self.draining:
+                connection.close()  # after this response, whatever it said
+        if not response.prepared:
+            if "Server" not in response.headers:
+                response.headers["Server"] = SERVER_HEADER
+            if self.draining:
+                response.force_close()
+        return response
