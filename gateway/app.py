@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Final
+from collections.abc import Coroutine
+from typing import Any, Final
 from urllib.parse import quote
 
 from aiohttp import web
@@ -32,6 +33,12 @@ from gateway.identity.sessions import SessionStoreUnavailable
 from gateway.identity.upstream import identity_headers
 from gateway.identity.users import UserDirectory
 from gateway.proxy import STREAM_ERROR, check_expectation, forward, is_websocket_upgrade
+from gateway.revoke import (
+    end_users,
+    ensure_admin_token,
+    forget_removed_users,
+    listen_for_revocations,
+)
 from gateway.routing import matching_path, normalise_path
 from gateway.runtime import Runtime, RuntimeHolder
 
@@ -95,7 +102,29 @@ class Gateway:
     (:meth:`handle_admin`). Served by :class:`gateway.listener.Listener`."""
 
     def __init__(self, settings: Settings, *, users: UserDirectory | None = None) -> None:
-        self.holder = RuntimeHolder(Runtime.build(settings, users))
+        admin_token = None
+        if settings.server.admin_listen is not None:
+            admin_token = ensure_admin_token(settings.server.data_dir)
+        self.holder = RuntimeHolder(Runtime.build(settings, users), admin_token=admin_token)
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def start(self) -> None:
+        """Start the background work of a serving process (call inside its event loop): end the
+        stored sessions of users removed while nobody ran, and, with the redis backend, listen
+        for ``gateway sessions revoke`` from other processes."""
+        holder = self.holder
+        self._spawn(forget_removed_users(holder.current))
+        if holder.current.redis is not None:
+
+            async def on_revoke(username: str) -> None:
+                await end_users(holder.current, [username], now=time.time())
+
+            self._spawn(listen_for_revocations(lambda: holder.current, on_revoke))
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         """Every request of the main listener goes through here, and is counted and logged."""
@@ -108,9 +137,9 @@ class Gateway:
     async def close(self) -> None:
         """Shutting down: nothing is in flight any more, so reloaded-away runtimes close too."""
         holder = self.holder
-        for task in list(holder.retiring):
+        for task in [*holder.retiring, *self._tasks]:
             task.cancel()
-        await asyncio.gather(*holder.retiring, return_exceptions=True)
+        await asyncio.gather(*holder.retiring, *self._tasks, return_exceptions=True)
         await holder.current.close()
 
 
@@ -217,6 +246,7 @@ async def _pipeline(
         strip_cookies=runtime.own_cookies,
         user=user.username if user is not None else None,
         set_cookie=resolved.set_cookie,
+        sockets=runtime.sockets,
         send_timeout_s=settings.server.timeouts.send_s,
     )
     if identity is not None:

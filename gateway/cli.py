@@ -1,4 +1,5 @@
-"""Command line: ``gateway run | check | demo | explain | hash-password | keys generate``."""
+"""Command line: ``gateway run | check | demo | explain | hash-password | keys generate |
+sessions revoke``."""
 
 from __future__ import annotations
 
@@ -143,6 +144,40 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+_COOKIE_CANNOT_REVOKE = (
+    "gateway sessions revoke: the cookie session backend keeps no sessions on the server: each\n"
+    "session lives sealed in its browser's cookie, so a user's sessions cannot be found to end\n"
+    "them. To end {user}'s sessions now, on every replica:\n"
+    "  - set `disabled: true` on the user (or give them a new password_hash) and reload every\n"
+    "    gateway process (SIGHUP): every session and API token begun with the old credentials\n"
+    "    is refused;\n"
+    "  - or rotate session.cookie.secret_file and reload: this ends EVERYONE's sessions.\n"
+    "Use session.backend redis to revoke one user's sessions without either."
+)
+
+
+def cmd_sessions_revoke(args: argparse.Namespace) -> int:
+    """End every session of a user (memory: through the admin listener; redis: in Redis, for
+    every replica; cookie: impossible, and says what to do instead)."""
+    import asyncio
+
+    from gateway.revoke_cli import RevokeError, revoke_user
+
+    settings = _load(args.config)
+    if settings is None:
+        return 1
+    if settings.session.backend == "cookie":
+        print(_COOKIE_CANNOT_REVOKE.format(user=args.user), file=sys.stderr)
+        return 1
+    try:
+        ended = asyncio.run(revoke_user(settings, args.user))
+    except RevokeError as exc:
+        print(f"gateway sessions revoke: {exc}", file=sys.stderr)
+        return 1
+    print(f"ended {ended} session(s) of {args.user}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """Serve config.example.yaml in front of the bundled demo upstream."""
     from gateway.demo import demo_main
@@ -182,6 +217,15 @@ def build_parser() -> argparse.ArgumentParser:
         "hash-password", help="read a password and print an argon2id hash for users.*"
     )
     hash_pw.set_defaults(func=cmd_hash_password)
+
+    sessions = sub.add_parser("sessions", help="sessions of running gateways")
+    sessions_sub = sessions.add_subparsers(
+        dest="sessions_command", metavar="COMMAND", required=True
+    )
+    revoke = sessions_sub.add_parser("revoke", help="end every session of a user")
+    revoke.add_argument("user", metavar="USER")
+    revoke.add_argument("-c", "--config", help=config_help)
+    revoke.set_defaults(func=cmd_sessions_revoke)
 
     keys = sub.add_parser("keys", help="signing keys")
     keys_sub = keys.add_subparsers(dest="keys_command", metavar="COMMAND", required=True)

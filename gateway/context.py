@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from gateway.config.settings import RouteSettings, UpstreamSettings
+from gateway.websockets import OpenWebSockets
 
 
 @dataclass(slots=True, kw_only=True)
@@ -40,6 +41,8 @@ class RequestContext:
     """Cookie names removed from the ``Cookie`` header before forwarding (the session cookie)."""
     user: str | None = None
     """Username for logs once identity is resolved."""
+    sockets: OpenWebSockets
+    """Where a relayed WebSocket of a signed-in user is registered while it is open."""
     send_timeout_s: float = 60.0
     """``server.timeouts.send``: how long the client may accept no response bytes."""
     set_cookie: str | None = None

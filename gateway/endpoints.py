@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import logging
+import time
 from collections.abc import Awaitable, Callable
 from importlib import resources
 
@@ -9,7 +12,10 @@ from aiohttp import web
 
 from gateway import login, ops
 from gateway.errors import MethodNotAllowed, NotFound
+from gateway.revoke import admin_token_matches, end_users
 from gateway.runtime import Runtime, RuntimeHolder
+
+log = logging.getLogger("gateway.admin")
 
 Handler = Callable[[web.BaseRequest, RuntimeHolder], Awaitable[web.StreamResponse]]
 RuntimeHandler = Callable[[web.BaseRequest, Runtime], Awaitable[web.StreamResponse]]
@@ -77,10 +83,36 @@ async def dispatch(
 
 
 async def admin(request: web.BaseRequest, holder: RuntimeHolder) -> web.StreamResponse:
-    """The ``server.admin_listen`` listener: /healthz, /readyz and /metrics at its root."""
+    """The ``server.admin_listen`` listener: /healthz, /readyz and /metrics at its root, and
+    ``POST /sessions/revoke`` for ``gateway sessions revoke``."""
+    if request.path == "/sessions/revoke":
+        return await _revoke(request, holder)
     handler = OPS_ENDPOINTS.get(request.path.removeprefix("/"))
     if handler is None:
         return web.json_response({"error": "not_found"}, status=404)
     if request.method not in ("GET", "HEAD"):
         return web.json_response({"error": "method_not_allowed"}, status=405)
     return await handler(request, holder)
+
+
+async def _revoke(request: web.BaseRequest, holder: RuntimeHolder) -> web.StreamResponse:
+    """``POST /sessions/revoke`` ``{"user": NAME}`` with ``Authorization: Bearer <admin token>``
+    (the token ``gateway run`` keeps in ``server.data_dir``)."""
+    if request.method != "POST":
+        return web.json_response({"error": "method_not_allowed"}, status=405)
+    # SECURITY: only someone who can read data_dir (the signing key's home) may end sessions.
+    if holder.admin_token is None or not admin_token_matches(
+        holder.admin_token, request.headers.get("Authorization")
+    ):
+        return web.json_response({"error": "unauthenticated"}, status=401)
+    try:
+        payload = json.loads(await request.content.read(4096))
+    except (ValueError, RecursionError):
+        payload = None
+    username = payload.get("user") if isinstance(payload, dict) else None
+    if not isinstance(username, str) or not username:
+        return web.json_response({"error": "bad_request", "message": 'expected {"user": NAME}'},
+                                 status=400)
+    ended = await end_users(holder.current, [username], now=time.time())
+    log.info("sessions revoked through the admin listener", extra={"reason": "revoke"})
+    return web.json_response({"user": username, "sessions_ended": ended})

@@ -99,6 +99,12 @@ class ServiceUnavailable(GatewayError):
     reason = "unavailable"
 
 
+class SessionStoreUnavailable(ServiceUnavailable):
+    """The session store cannot be reached: requests that need a session fail closed (503)."""
+
+    reason = "session_store_unavailable"
+
+
 class UpstreamAborted(UpstreamError):
     """The upstream closed the connection before the response body was complete."""
 

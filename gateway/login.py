@@ -167,7 +167,9 @@ async def login_submit(request: web.BaseRequest, runtime: Runtime) -> web.Stream
     headers: CIMultiDict[str] = CIMultiDict()
     # SECURITY: session fixation: whatever session the browser had ends; a new id is issued.
     await _end_session(request, runtime, headers, clear_cookie=False)
-    cookie_value, _ = await runtime.sessions.create(user.username, now=time.time())
+    cookie_value, _ = await runtime.sessions.create(
+        user.username, now=time.time(), stamp=user.stamp
+    )
     headers.add(
         "Set-Cookie",
         session_cookie(settings, cookie_value, max_age_s=settings.session.absolute_timeout_s),
@@ -233,11 +235,10 @@ async def _end_session(
     value = session_cookie_value(request, runtime.settings)
     if value is None:
         return
-    loaded = await runtime.sessions.load(value, now=time.time())
-    await runtime.sessions.delete(value)
-    if loaded is not None:
+    ended = await runtime.sessions.delete(value)
+    if ended is not None:
         # Tokens minted for the session must not outlive it in the cache.
-        runtime.tokens.drop_session(loaded.session.sid_hash)
+        runtime.tokens.drop_session(ended.sid_hash)
     if clear_cookie:
         headers.add("Set-Cookie", expired_session_cookie(runtime.settings))
 

@@ -16,7 +16,6 @@ from prometheus_client import REGISTRY, CollectorRegistry, generate_latest, mult
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from gateway import metrics
-from gateway.identity.sessions.memory import MemorySessionStore
 from gateway.proxy import BODY_BYTES
 from gateway.runtime import Runtime, RuntimeHolder
 
@@ -174,6 +173,6 @@ async def metrics_endpoint(request: web.BaseRequest, holder: RuntimeHolder) -> w
 
 
 def _sample_gauges(runtime: Runtime) -> None:
-    store = runtime.sessions
-    if isinstance(store, MemorySessionStore):
-        metrics.SESSIONS_ACTIVE.set(store.active_count(time.time()))
+    count = runtime.sessions.count()
+    if count is not None:
+        metrics.SESSIONS_ACTIVE.set(count)

@@ -446,7 +446,21 @@ async def _forward_websocket(
             if ctx.set_cookie is not None:
                 client_ws.headers.add("Set-Cookie", ctx.set_cookie)
             await client_ws.prepare(request)
-            await _relay_websocket(request, client_ws, upstream_ws, ctx.send_timeout_s)
+            relay = _Relay(ctx.send_timeout_s)
+
+            async def end_session() -> None:
+                # The user's sessions ended (revoked, credentials changed) or the route no
+                # longer admits them: close both sides, telling the client why.
+                relay.closing = True
+                await client_ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"session ended")
+                await upstream_ws.close(code=WSCloseCode.GOING_AWAY)
+
+            entry = ctx.sockets.add(ctx.user, ctx.route.name, end_session) if ctx.user else None
+            try:
+                await _relay_websocket(request, relay, client_ws, upstream_ws)
+            finally:
+                if entry is not None:
+                    ctx.sockets.discard(entry)
             return client_ws
     except WebSocketRefused as exc:
         # The upstream said no (401/403/404...): pass its status and headers on, without a body.
@@ -461,11 +475,11 @@ async def _forward_websocket(
 
 async def _relay_websocket(
     request: web.BaseRequest,
+    relay: _Relay,
     client_ws: web.WebSocketResponse,
     upstream_ws: ClientWebSocketResponse[bool],
-    send_s: float,
 ) -> None:
-    relay = _Relay(send_s)
+    send_s = relay.send_s
     to_upstream = asyncio.create_task(relay.pump(client_ws, upstream_ws, WSCloseCode.GOING_AWAY))
     to_client = asyncio.create_task(relay.pump(upstream_ws, client_ws, WSCloseCode.BAD_GATEWAY))
     try:

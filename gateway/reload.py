@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from pathlib import Path
 
 from gateway import metrics
 from gateway.config import ConfigError, load_settings
 from gateway.identity.users import UsersError
+from gateway.revoke import after_reload
 from gateway.runtime import Runtime, RuntimeHolder
 from gateway.tokens import KeyConfigError
 
@@ -42,6 +44,9 @@ async def reload(holder: RuntimeHolder, source: Path) -> bool:
     metrics.CONFIG_RELOADS.labels("success").inc()
     log.info("configuration reloaded from %s", source, extra={"reason": "reload_ok"})
     holder.retiring.add(asyncio.create_task(_retire(holder, old, new)))
+    # SECURITY: a new password, a removed or disabled user ends their sessions and tokens now;
+    # open WebSockets follow the new users and routes.
+    await after_reload(old, new, now=time.time())
     return True
 
 

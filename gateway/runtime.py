@@ -11,13 +11,15 @@ from gateway.config.settings import Settings
 from gateway.headers import normalised_names
 from gateway.identity.cookies import csrf_cookie_name
 from gateway.identity.redis_client import shared_redis_client
-from gateway.identity.sessions import SessionStore, create_store
+from gateway.identity.revocation import Revocations
+from gateway.identity.sessions import SessionManager, create_sessions
 from gateway.identity.throttle import AttemptGate, Throttle, create_throttle
 from gateway.identity.users import UserDirectory, load_users
 from gateway.routing import RouteTable
 from gateway.tokens import Tokens, load_keyset
 from gateway.upstream import create_client
 from gateway.upstream.base import UpstreamClient
+from gateway.websockets import OpenWebSockets
 
 
 @dataclass(slots=True, kw_only=True)
@@ -26,10 +28,14 @@ class Runtime:
     routes: RouteTable
     upstream_client: UpstreamClient
     users: UserDirectory
-    sessions: SessionStore
+    sessions: SessionManager
     throttle: Throttle
     attempts: AttemptGate
     """Serialises login attempts per throttle key (kept across reloads)."""
+    revocations: Revocations
+    """Users whose earlier sessions and tokens are refused (kept across reloads)."""
+    sockets: OpenWebSockets
+    """WebSockets relayed for signed-in users (kept across reloads)."""
     redis: Redis | None
     tokens: Tokens
     own_cookies: frozenset[str]
@@ -69,7 +75,7 @@ class Runtime:
                 )
         else:
             redis = shared_redis_client(settings.session)
-            sessions = create_store(settings.session, redis_client=redis)
+            sessions = create_sessions(settings.session, redis_client=redis)
             throttle = create_throttle(
                 settings.session, settings.login.throttle, redis_client=redis
             )
@@ -90,6 +96,8 @@ class Runtime:
             sessions=sessions,
             throttle=throttle,
             attempts=previous.attempts if previous is not None else AttemptGate(),
+            revocations=previous.revocations if previous is not None else Revocations(),
+            sockets=previous.sockets if previous is not None else OpenWebSockets(),
             redis=redis,
             tokens=tokens,
             own_cookies=frozenset((settings.session.cookie_name, csrf_cookie_name(settings))),
@@ -113,10 +121,12 @@ class RuntimeHolder:
     """The process's mutable state: the current runtime (a request reads ``current`` once and
     keeps that runtime to its end; a reload swaps it) and whether the process is draining."""
 
-    __slots__ = ("current", "draining", "idle", "inflight", "retiring")
+    __slots__ = ("admin_token", "current", "draining", "idle", "inflight", "retiring")
 
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: Runtime, *, admin_token: str | None = None) -> None:
         self.current = runtime
+        self.admin_token = admin_token
+        """The secret ``POST /sessions/revoke`` on the admin listener requires (None: refused)."""
         self.draining = False
         self.inflight = 0
         """Requests in flight on any runtime (a drain waits for these)."""

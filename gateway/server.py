@@ -108,6 +108,7 @@ async def _serve_async(settings: Settings, *, reuse_port: bool) -> None:
             listeners.append(admin)
             host, port = server.admin_listen
             await admin.start(host, port, reuse_port=reuse_port)
+        gateway.start()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, stop.set)

@@ -83,6 +83,7 @@ class UserEntry:
     name: str | None = None
     email: str | None = None
     roles: tuple[str, ...] = ()
+    disabled: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

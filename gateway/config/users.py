@@ -15,7 +15,7 @@ from gateway.config.reader import Section
 from gateway.config.settings import LoginSettings, ThrottleSettings, UserEntry, UsersSettings
 
 KEYS = ("file", "htpasswd", "inline")
-USER_KEYS = ("username", "password_hash", "name", "email", "roles")
+USER_KEYS = ("username", "password_hash", "name", "email", "roles", "disabled")
 LOGIN_KEYS = ("title", "throttle")
 THROTTLE_KEYS = ("max_failures", "window", "lockout")
 
@@ -64,6 +64,7 @@ def _user(section: Section) -> UserEntry | None:
         name=section.get("name", None, values.text),
         email=section.get("email", None, _email),
         roles=section.get("roles", (), values.string_list("role names")),
+        disabled=section.get("disabled", False, values.boolean),
     )
     return entry if username is not None else None
 

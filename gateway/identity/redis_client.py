@@ -22,7 +22,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from gateway.config.settings import RedisSettings, SessionSettings
-from gateway.identity.sessions.base import SessionStoreUnavailable
+from gateway.errors import SessionStoreUnavailable
 
 TIMEOUT_S = 2.0
 """Connect and per-command socket timeout: an unreachable Redis fails a request within seconds."""

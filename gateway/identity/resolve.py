@@ -11,6 +11,7 @@ from gateway.identity.cookies import (
     session_cookie,
     session_cookie_value,
 )
+from gateway.identity.revocation import credentials_current
 from gateway.identity.sessions import Session
 from gateway.identity.users import User
 from gateway.runtime import Runtime
@@ -47,10 +48,17 @@ async def resolve_identity(request: web.BaseRequest, runtime: Runtime, *, now: f
     if value is None:
         return ANONYMOUS
     loaded = await runtime.sessions.load(value, now=now)
-    user = runtime.users.get(loaded.session.username) if loaded is not None else None
-    if loaded is None or user is None:
-        # Expired, ended, tampered, or the user was removed: drop the dead cookie.
+    if loaded is None:
+        # Expired, ended or tampered: drop the dead cookie.
         return Resolved(identity=None, set_cookie=expired_session_cookie(settings))
+    session = loaded.session
+    user = runtime.users.get(session.username)
+    if not credentials_current(user, session.stamp, session.created_at, runtime.revocations):
+        # SECURITY: the user was removed or disabled, changed password, or was revoked since
+        # this session began: it ends for good, in every backend that keeps sessions.
+        await runtime.sessions.delete(value)
+        return Resolved(identity=None, set_cookie=expired_session_cookie(settings))
+    assert user is not None
     set_cookie = None
     if loaded.refreshed_cookie is not None:
         remaining = loaded.session.created_at + settings.session.absolute_timeout_s - now
@@ -75,4 +83,7 @@ def resolve_bearer(runtime: Runtime, token: str, *, now: float) -> Identity:
     if user is None:
         # The user was removed since the token was issued: the token dies with them.
         raise InvalidBearer("token subject is not a known user", reason="bearer_unknown_user")
+    if not credentials_current(user, claims.stamp, claims.issued_at, runtime.revocations):
+        # Disabled, another password, or revoked since the token was issued.
+        raise InvalidBearer("credentials changed", reason="bearer_credentials_changed")
     return Identity(user=user, sid_hash=claims.sid_hash)

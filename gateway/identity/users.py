@@ -8,7 +8,9 @@ A reload (SIGHUP) builds a whole new directory; nothing here changes after it is
 from __future__ import annotations
 
 import asyncio
+import base64
 import functools
+import hashlib
 import json
 import os
 import re
@@ -23,7 +25,7 @@ import yaml
 
 from gateway.config.errors import describe
 from gateway.config.settings import UsersSettings
-from gateway.config.values import Invalid, did_you_mean, string_list, text
+from gateway.config.values import Invalid, boolean, did_you_mean, string_list, text
 from gateway.identity import passwords
 
 MAX_USERNAME_LENGTH = 256
@@ -32,12 +34,28 @@ MAX_USERNAME_LENGTH = 256
 MAX_FILE_BYTES = 16 * 1024 * 1024
 """Larger users files or htpasswd files are refused as probably the wrong file."""
 
-USER_KEYS = ("username", "password_hash", "name", "email", "roles")
+USER_KEYS = ("username", "password_hash", "name", "email", "roles", "disabled")
 
 T = TypeVar("T")
 
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+")
 _HASH_HINT = "create one with `gateway hash-password`"
+
+
+_STAMP_DOMAIN = b"gateway/credential-stamp/v1\x00"
+
+
+def credential_stamp(username: str, password_hash: str) -> str:
+    """A one-way digest of a user's credentials, stored with each session at login.
+
+    A session (or API token) whose stamp is not the user's current one is refused: a new
+    password ends every session started with the old one. The password hash is salted, so the
+    stamp reveals nothing and cannot be guessed.
+    """
+    digest = hashlib.sha256(
+        _STAMP_DOMAIN + username.encode("utf-8", "surrogatepass") + b"\x00" + password_hash.encode()
+    ).digest()
+    return base64.urlsafe_b64encode(digest[:16]).rstrip(b"=").decode("ascii")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -49,6 +67,14 @@ class User:
     email: str | None = None
     roles: frozenset[str] = frozenset()
     password_hash: str = field(repr=False)
+    disabled: bool = False
+    """Cannot sign in; sessions and API tokens of the user are refused."""
+    stamp: str = field(default="", repr=False, compare=False)
+    """:func:`credential_stamp` of this user (computed when not given)."""
+
+    def __post_init__(self) -> None:
+        if not self.stamp:
+            object.__setattr__(self, "stamp", credential_stamp(self.username, self.password_hash))
 
 
 class UsersError(Exception):
@@ -137,7 +163,9 @@ def _verify(user: User | None, password: str) -> User | None:
         # SECURITY: burn the same work as a real user, then refuse whatever the result.
         passwords.verify_password(passwords.dummy_hash(), password)
         return None
-    return user if passwords.verify_password(user.password_hash, password) else None
+    verified = passwords.verify_password(user.password_hash, password)
+    # A disabled user costs the same work and gets the same answer as a wrong password.
+    return user if verified and not user.disabled else None
 
 
 def _cpu_count() -> int:
@@ -187,6 +215,7 @@ def load_users(settings: UsersSettings) -> UserDirectory:
             name=entry.name,
             email=entry.email,
             roles=entry.roles,
+            disabled=entry.disabled,
         )
     if settings.file is not None:
         loader.read_users_file(settings.file)
@@ -218,6 +247,7 @@ class _Loader:
         name: str | None,
         email: str | None,
         roles: Iterable[str],
+        disabled: bool = False,
     ) -> None:
         """Check an entry already of the right types; ``at`` is its YAML path."""
         problem = _username_problem(username)
@@ -234,6 +264,7 @@ class _Loader:
             email=email,
             roles=frozenset(roles),
             password_hash=password_hash,
+            disabled=disabled,
         )
         self._add(user, where=at, username_at=f"{at}.username")
 
@@ -295,6 +326,7 @@ class _Loader:
         name = self._field(at, item, "name", text, who=who)
         email = self._field(at, item, "email", _email, who=who)
         roles = self._field(at, item, "roles", string_list("role names"), who=who)
+        disabled = self._field(at, item, "disabled", boolean, who=who)
         if len(self.issues) > reported or username is None or password_hash is None:
             return
         self.add_entry(
@@ -304,6 +336,7 @@ class _Loader:
             name=name,
             email=email,
             roles=roles or (),
+            disabled=bool(disabled),
         )
 
     def _field(

@@ -19,6 +19,8 @@ from gateway.identity.users import User
 from gateway.tokens.keys import KeySet, SigningKey, b64url
 
 _SID_DOMAIN = b"gateway/jwt-sid/v1\x00"
+CREDENTIAL_STAMP_CLAIM = "cst"
+"""API tokens: the user's credential stamp when the token was issued."""
 
 
 class SessionRef(Protocol):
@@ -114,13 +116,15 @@ class TokenMinter:
 
         ``aud`` is the gateway's own issuer: the only audience :func:`verify_api_token` accepts.
         It carries registered claims only (no ``sid``: it belongs to no session; no identity
-        claims: they are looked up afresh from ``sub`` whenever the token is used).
+        claims: they are looked up afresh from ``sub`` whenever the token is used), plus
+        ``cst``, the user's credential stamp: the token dies with a change of password.
         Raises :class:`RuntimeError` when the key set has no asymmetric key.
         """
         if self._api is None:
             raise RuntimeError("API tokens need an asymmetric signing key")
         ttl = lifetime_s(self.settings.api_tokens.ttl_s)
         claims = self._registered(user, audience=self.settings.issuer, ttl_s=ttl, now=now)
+        claims[CREDENTIAL_STAMP_CLAIM] = user.stamp
         return self._api.sign(claims), ttl
 
     def _registered(

@@ -23,6 +23,7 @@ MAX_BEARER_BYTES = 4096
 """Longer bearer tokens are refused before any parsing (ours are a few hundred bytes)."""
 
 REQUIRED_CLAIMS = ("iss", "sub", "aud", "iat", "nbf", "exp", "jti")
+"""Checked by pyjwt (before ``cst``, which is checked once the audience is known to be ours)."""
 
 # Compact JWS: three non-empty base64url segments, nothing else (no padding, no whitespace).
 _COMPACT = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
@@ -53,6 +54,8 @@ class ApiClaims:
     jti: str
     issued_at: int
     expires_at: int
+    stamp: str = field(repr=False)
+    """The subject's credential stamp when the token was issued (``cst``)."""
     claims: Mapping[str, Any] = field(repr=False)
 
     @property
@@ -87,6 +90,7 @@ def verify_api_token(
         jti=claims["jti"],
         issued_at=claims["iat"],
         expires_at=claims["exp"],
+        stamp=claims["cst"],
         claims=MappingProxyType(claims),
     )
 
@@ -159,6 +163,8 @@ def _decode(token: str, key: Any, alg: str, *, issuer: str) -> dict[str, Any]:
     except jwt.PyJWTError:
         raise InvalidBearer("invalid token", reason="bearer_invalid") from None
     if not isinstance(claims.get("sub"), str) or not claims["sub"]:
+        raise InvalidBearer("missing claim", reason="bearer_claims")
+    if not isinstance(claims.get("cst"), str):
         raise InvalidBearer("missing claim", reason="bearer_claims")
     return claims
 

@@ -82,7 +82,8 @@ def test_example_documents_every_key() -> None:
 
     text = (REPO_ROOT / "config.example.yaml").read_text()
     keys = {
-        *loader.KEYS, *server.KEYS, *server.TIMEOUT_KEYS, *session.KEYS, *session.REDIS_KEYS, *session.COOKIE_KEYS,
+        *loader.KEYS, *server.KEYS, *server.TIMEOUT_KEYS, *session.KEYS, *session.REDIS_KEYS,
+        *session.COOKIE_KEYS,
         *users.KEYS, *users.USER_KEYS, *users.LOGIN_KEYS, *users.THROTTLE_KEYS, *tokens.KEYS,
         *tokens.KEY_KEYS, *tokens.API_TOKEN_KEYS, *upstreams.KEYS, *routes.KEYS,
         *routes.MATCH_KEYS, *routes.ACCESS_KEYS, *routes.TOKEN_KEYS,

@@ -110,7 +110,8 @@ def test_unknown_keys_get_a_hint(changes: dict[str, Any], expected: str) -> None
         ({"routes[0].max_body": "10 megs"}, 'routes[0].max_body: invalid size "10 megs"'),
         ({"server": "localhost"},
          "server: expected a mapping with keys listen, public_url, admin_listen, "
-         'trusted_proxies, workers, shutdown_grace, data_dir, access_log, timeouts; got "localhost"'),
+         "trusted_proxies, workers, shutdown_grace, data_dir, access_log, timeouts; "
+         'got "localhost"'),
         ({"routes": {"name": "all"}}, "routes: expected a list of routes, got a mapping"),
         ({"routes[0].match": "/api"},
          "routes[0].match: expected a mapping with keys host, path, path_prefix, path_regex, "

@@ -78,8 +78,9 @@ async def running(tmp_path: Path, document: Mapping[str, Any]) -> AsyncIterator[
     path = tmp_path / f"gateway-{listen_port(document)}.yaml"
     path.write_text(yaml.safe_dump(dict(document), sort_keys=False), encoding="utf-8")
     gateway = GatewayProcess(path, listen_port(document))
+    admin = document["server"].get("admin_listen")
     try:
-        await gateway.wait_ready()
+        await gateway.wait_ready(f"http://{admin}/healthz" if admin else None)
         yield gateway
     finally:
         gateway.kill()

@@ -144,3 +144,42 @@ class KeepAliveHttpServer:
         finally:
             self._server.shutdown()
             self._server.server_close()
+
+
+class AppUpstream:
+    """An ordinary aiohttp app: ``/ws...`` is a WebSocket echo, anything else answers
+    ``ok <path>``; every request's path and Authorization are recorded."""
+
+    def __init__(self) -> None:
+        self.received: list[dict[str, Any]] = []
+        self.runner: web.AppRunner | None = None
+        self.port = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def start(self) -> AppUpstream:
+        async def serve(request: web.Request) -> web.StreamResponse:
+            self.received.append(
+                {"path": request.path, "authorization": request.headers.get("Authorization")}
+            )
+            if request.path.startswith("/ws"):
+                ws = web.WebSocketResponse()
+                await ws.prepare(request)
+                async for message in ws:
+                    await ws.send_str(message.data)
+                return ws
+            return web.Response(text=f"ok {request.path}")
+
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", serve)
+        self.runner = web.AppRunner(app, access_log=None)
+        await self.runner.setup()
+        self.port = free_port()
+        await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
+        return self
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()

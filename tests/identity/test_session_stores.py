@@ -16,11 +16,14 @@ import pytest
 import redis.asyncio as aioredis
 
 from gateway.config.settings import CookieStoreSettings, RedisSettings, SessionSettings
-from gateway.identity.sessions import SessionStore, SessionStoreUnavailable, create_store
+from gateway.identity.redis_client import create_redis_client
+from gateway.identity.sessions import SessionManager, SessionStoreUnavailable, create_sessions
 from gateway.identity.sessions.cookie import MAX_COOKIE_CHARS, CookieSessionStore
 from gateway.identity.sessions.memory import MemorySessionStore
 from gateway.identity.sessions.redis import RedisSessionStore
 from tests.redis_support import RedisServer, closed_port_url
+
+SessionStore = SessionManager  # what the suite drives: the manager over each backend's store
 
 T0 = 1_700_000_000.0
 IDLE = 100.0
@@ -68,18 +71,25 @@ def backend_settings(request: pytest.FixtureRequest) -> Callable[..., SessionSet
 @pytest.fixture
 async def make_store(backend_settings: Callable[..., SessionSettings]) -> AsyncIterator[MakeStore]:
     stores: list[SessionStore] = []
+    clients: list[aioredis.Redis] = []
 
     def make(
         *, idle: float = IDLE, absolute: float = ABSOLUTE, max_sessions: int = 100_000
     ) -> SessionStore:
         settings = backend_settings(idle_timeout_s=idle, absolute_timeout_s=absolute)
-        store = create_store(settings, max_sessions=max_sessions)
+        client = None
+        if settings.backend == "redis":
+            client = create_redis_client(settings.redis)
+            clients.append(client)
+        store = create_sessions(settings, max_sessions=max_sessions, redis_client=client)
         stores.append(store)
         return store
 
     yield make
     for store in stores:
         await store.close()
+    for client in clients:
+        await client.aclose()
 
 
 @pytest.fixture
@@ -244,12 +254,26 @@ async def test_ping_when_available(store: SessionStore) -> None:
 # --- memory ------------------------------------------------------------------------------------
 
 
+class Clock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
 @pytest.fixture
-def memory() -> MemorySessionStore:
-    return MemorySessionStore(session_settings("memory"), max_sessions=3)
+def memory_clock() -> Clock:
+    return Clock(T0)
 
 
-async def test_memory_session_id_is_256_bits_and_stored_hashed(memory: MemorySessionStore) -> None:
+@pytest.fixture
+def memory(memory_clock: Clock) -> SessionManager:
+    store = MemorySessionStore(max_sessions=3, clock=memory_clock)
+    return SessionManager(store, session_settings("memory"))
+
+
+async def test_memory_session_id_is_256_bits_and_stored_hashed(memory: SessionManager) -> None:
     cookie, session = await memory.create("alice", now=T0)
 
     assert re.fullmatch(r"[A-Za-z0-9_-]{43}", cookie)
@@ -257,24 +281,27 @@ async def test_memory_session_id_is_256_bits_and_stored_hashed(memory: MemorySes
     assert session.sid_hash == hashlib.sha256(cookie.encode()).hexdigest()
 
 
-async def test_memory_bound_evicts_oldest(memory: MemorySessionStore) -> None:
+async def test_memory_bound_evicts_oldest(memory: SessionManager) -> None:
     cookies = [(await memory.create(f"user{i}", now=T0 + i))[0] for i in range(4)]
 
-    assert memory.active_count() == 3
+    assert memory.count() == 3
     assert await memory.load(cookies[0], now=T0 + 5) is None
     for cookie in cookies[1:]:
         assert await memory.load(cookie, now=T0 + 5) is not None
     assert await memory.delete_user("user0") == 0  # the index forgot the evicted session
 
 
-async def test_memory_sweeps_expired_sessions(memory: MemorySessionStore) -> None:
+async def test_memory_sweeps_expired_sessions(memory: SessionManager, memory_clock: Clock) -> None:
     for i in range(3):
         await memory.create(f"user{i}", now=T0)
-    assert memory.active_count(T0 + 1) == 3
+    memory_clock.now = T0 + 1
+    assert memory.count() == 3
 
-    assert memory.active_count(T0 + IDLE + 1) == 0
+    memory_clock.now = T0 + IDLE + 1
+    assert memory.count() == 0
+    memory_clock.now = T0 + IDLE + 2
     await memory.create("late", now=T0 + IDLE + 2)
-    assert memory.active_count() == 1
+    assert memory.count() == 1
     assert await memory.delete_user("user0") == 0
 
 
@@ -293,15 +320,31 @@ async def raw(redis_url: str) -> AsyncIterator[aioredis.Redis]:
     await client.aclose()
 
 
+def redis_manager(settings: SessionSettings, client: aioredis.Redis) -> SessionManager:
+    store = RedisSessionStore(
+        client, key_prefix=settings.redis.key_prefix, absolute_timeout_s=settings.absolute_timeout_s
+    )
+    return SessionManager(store, settings)
+
+
 @pytest.fixture
-async def redis_store(redis_settings: SessionSettings) -> AsyncIterator[RedisSessionStore]:
-    store = RedisSessionStore(redis_settings)
+async def redis_client(redis_settings: SessionSettings) -> AsyncIterator[aioredis.Redis]:
+    client = create_redis_client(redis_settings.redis)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+async def redis_store(
+    redis_settings: SessionSettings, redis_client: aioredis.Redis
+) -> AsyncIterator[SessionManager]:
+    store = redis_manager(redis_settings, redis_client)
     yield store
     await store.close()
 
 
 async def test_redis_keys_hold_only_the_hash_and_expire(
-    redis_store: RedisSessionStore, raw: aioredis.Redis, redis_prefix: str
+    redis_store: SessionManager, raw: aioredis.Redis, redis_prefix: str
 ) -> None:
     cookie, session = await redis_store.create("alice", now=time.time())
     sid_hash = hashlib.sha256(cookie.encode()).hexdigest()
@@ -321,9 +364,12 @@ async def test_redis_keys_hold_only_the_hash_and_expire(
 
 
 async def test_redis_load_within_refresh_interval_does_not_write(
-    redis_settings: SessionSettings, raw: aioredis.Redis, redis_prefix: str
+    redis_settings: SessionSettings,
+    redis_client: aioredis.Redis,
+    raw: aioredis.Redis,
+    redis_prefix: str,
 ) -> None:
-    store = RedisSessionStore(replace(redis_settings, idle_timeout_s=600.0))
+    store = redis_manager(replace(redis_settings, idle_timeout_s=600.0), redis_client)
     try:
         assert store.refresh_interval_s == 60.0
         start = time.time()
@@ -346,9 +392,12 @@ async def test_redis_load_within_refresh_interval_does_not_write(
 
 
 async def test_redis_ttl_never_outlives_the_absolute_timeout(
-    redis_settings: SessionSettings, raw: aioredis.Redis, redis_prefix: str
+    redis_settings: SessionSettings,
+    redis_client: aioredis.Redis,
+    raw: aioredis.Redis,
+    redis_prefix: str,
 ) -> None:
-    store = RedisSessionStore(replace(redis_settings, absolute_timeout_s=150.0))
+    store = redis_manager(replace(redis_settings, absolute_timeout_s=150.0), redis_client)
     try:
         start = time.time()
         cookie, session = await store.create("alice", now=start)
@@ -362,7 +411,7 @@ async def test_redis_ttl_never_outlives_the_absolute_timeout(
 
 
 async def test_redis_delete_removes_the_index_entry(
-    redis_store: RedisSessionStore, raw: aioredis.Redis, redis_prefix: str
+    redis_store: SessionManager, raw: aioredis.Redis, redis_prefix: str
 ) -> None:
     cookie, _ = await redis_store.create("alice", now=time.time())
     _, other_session = await redis_store.create("alice", now=time.time())
@@ -377,7 +426,7 @@ async def test_redis_shared_client_is_left_open(
 ) -> None:
     client = aioredis.Redis.from_url(redis_url)
     try:
-        store = create_store(redis_settings, redis_client=client)
+        store = create_sessions(redis_settings, redis_client=client)
         await store.create("alice", now=time.time())
         await store.close()
         assert await client.ping()
@@ -393,7 +442,8 @@ def unreachable_settings() -> SessionSettings:
 async def test_redis_unreachable_fails_closed(
     unreachable_settings: SessionSettings, caplog: pytest.LogCaptureFixture
 ) -> None:
-    store = RedisSessionStore(unreachable_settings)
+    client = create_redis_client(unreachable_settings.redis)
+    store = redis_manager(unreachable_settings, client)
     cookie = secrets.token_urlsafe(32)
     started = time.monotonic()
     try:
@@ -408,6 +458,7 @@ async def test_redis_unreachable_fails_closed(
         assert await store.ping() is False
     finally:
         await store.close()
+        await client.aclose()
 
     assert time.monotonic() - started < 5
     assert caught.value.status == 503
@@ -418,7 +469,8 @@ async def test_redis_unreachable_fails_closed(
 
 async def test_redis_killed_mid_way_fails_closed(own_redis_server: RedisServer) -> None:
     settings = session_settings("redis", redis=RedisSettings(url=own_redis_server.url))
-    store = RedisSessionStore(settings)
+    client = create_redis_client(settings.redis)
+    store = redis_manager(settings, client)
     try:
         cookie, _ = await store.create("alice", now=T0)
         assert await store.load(cookie, now=T0 + 1) is not None
@@ -433,6 +485,7 @@ async def test_redis_killed_mid_way_fails_closed(own_redis_server: RedisServer) 
         assert await store.ping() is False
     finally:
         await store.close()
+        await client.aclose()
 
 
 # --- cookie ------------------------------------------------------------------------------------
@@ -443,9 +496,14 @@ def cookie_settings() -> SessionSettings:
     return session_settings("cookie")
 
 
+def cookie_manager(settings: SessionSettings, *, max_revoked: int = 100_000) -> SessionManager:
+    store = CookieSessionStore(settings.cookie.secret, max_revoked=max_revoked)
+    return SessionManager(store, settings)
+
+
 @pytest.fixture
-def cookie_store(cookie_settings: SessionSettings) -> CookieSessionStore:
-    return CookieSessionStore(cookie_settings)
+def cookie_store(cookie_settings: SessionSettings) -> SessionManager:
+    return cookie_manager(cookie_settings)
 
 
 def _b64(raw: bytes) -> str:
@@ -462,7 +520,7 @@ def _each_char_changed(value: str) -> Iterator[str]:
 
 
 async def test_cookie_with_any_character_changed_is_no_session(
-    cookie_store: CookieSessionStore,
+    cookie_store: SessionManager,
 ) -> None:
     cookie, _ = await cookie_store.create("alice", now=T0)
 
@@ -470,7 +528,7 @@ async def test_cookie_with_any_character_changed_is_no_session(
         assert await cookie_store.load(tampered, now=T0) is None
 
 
-async def test_cookie_with_any_bit_flipped_is_no_session(cookie_store: CookieSessionStore) -> None:
+async def test_cookie_with_any_bit_flipped_is_no_session(cookie_store: SessionManager) -> None:
     cookie, _ = await cookie_store.create("alice", now=T0)
     raw = _unb64(cookie)
 
@@ -479,7 +537,7 @@ async def test_cookie_with_any_bit_flipped_is_no_session(cookie_store: CookieSes
         assert await cookie_store.load(_b64(flipped), now=T0) is None
 
 
-async def test_cookie_truncated_or_extended_is_no_session(cookie_store: CookieSessionStore) -> None:
+async def test_cookie_truncated_or_extended_is_no_session(cookie_store: SessionManager) -> None:
     cookie, _ = await cookie_store.create("alice", now=T0)
 
     for length in range(len(cookie)):
@@ -489,8 +547,8 @@ async def test_cookie_truncated_or_extended_is_no_session(cookie_store: CookieSe
 
 
 async def test_cookie_under_another_key_is_no_session(cookie_settings: SessionSettings) -> None:
-    ours = CookieSessionStore(cookie_settings)
-    theirs = CookieSessionStore(
+    ours = cookie_manager(cookie_settings)
+    theirs = cookie_manager(
         replace(cookie_settings, cookie=CookieStoreSettings(secret=secrets.token_bytes(32)))
     )
     cookie, _ = await theirs.create("alice", now=T0)
@@ -498,21 +556,22 @@ async def test_cookie_under_another_key_is_no_session(cookie_settings: SessionSe
     assert await ours.load(cookie, now=T0) is None
 
 
-async def test_cookie_of_another_version_is_no_session(cookie_store: CookieSessionStore) -> None:
+async def test_cookie_of_another_version_is_no_session(cookie_store: SessionManager) -> None:
     cookie, _ = await cookie_store.create("alice", now=T0)
     raw = _unb64(cookie)
 
-    assert await cookie_store.load(_b64(b"\x02" + raw[1:]), now=T0) is None
+    assert await cookie_store.load(_b64(b"\x01" + raw[1:]), now=T0) is None
+    assert await cookie_store.load(_b64(b"\x03" + raw[1:]), now=T0) is None
 
 
-async def test_cookie_over_4096_chars_is_refused_unread(cookie_store: CookieSessionStore) -> None:
+async def test_cookie_over_4096_chars_is_refused_unread(cookie_store: SessionManager) -> None:
     cookie, _ = await cookie_store.create("alice", now=T0)
 
     assert await cookie_store.load(cookie + "A" * MAX_COOKIE_CHARS, now=T0) is None
 
 
 async def test_cookie_stays_under_4kb_with_a_long_username(
-    cookie_store: CookieSessionStore,
+    cookie_store: SessionManager,
 ) -> None:
     username = "u" * 200
     cookie, _ = await cookie_store.create(username, now=T0)
@@ -522,12 +581,12 @@ async def test_cookie_stays_under_4kb_with_a_long_username(
     assert loaded is not None and loaded.session.username == username
 
 
-async def test_cookie_refuses_a_username_that_cannot_fit(cookie_store: CookieSessionStore) -> None:
+async def test_cookie_refuses_a_username_that_cannot_fit(cookie_store: SessionManager) -> None:
     with pytest.raises(ValueError, match="too long"):
         await cookie_store.create("u" * 4000, now=T0)
 
 
-async def test_cookie_payload_is_not_readable(cookie_store: CookieSessionStore) -> None:
+async def test_cookie_payload_is_not_readable(cookie_store: SessionManager) -> None:
     username = "alice.wonderland"
     cookie, _ = await cookie_store.create(username, now=T0)
 
@@ -537,7 +596,7 @@ async def test_cookie_payload_is_not_readable(cookie_store: CookieSessionStore) 
 
 
 async def test_cookie_is_refreshed_only_after_the_refresh_interval(
-    cookie_store: CookieSessionStore,
+    cookie_store: SessionManager,
 ) -> None:
     cookie, session = await cookie_store.create("alice", now=T0)
     interval = cookie_store.refresh_interval_s
@@ -555,7 +614,7 @@ async def test_cookie_logout_holds_in_this_process_only(
     cookie_settings: SessionSettings,
 ) -> None:
     """Documented limit: another replica (same secret) still accepts a logged-out cookie."""
-    here, replica = CookieSessionStore(cookie_settings), CookieSessionStore(cookie_settings)
+    here, replica = cookie_manager(cookie_settings), cookie_manager(cookie_settings)
     cookie, _ = await here.create("alice", now=T0)
 
     await here.delete(cookie)
@@ -565,7 +624,7 @@ async def test_cookie_logout_holds_in_this_process_only(
 
 
 async def test_cookie_revocations_are_bounded(cookie_settings: SessionSettings) -> None:
-    store = CookieSessionStore(cookie_settings, max_revoked=2)
+    store = cookie_manager(cookie_settings, max_revoked=2)
     cookies = [(await store.create("alice", now=T0))[0] for _ in range(3)]
 
     for cookie in cookies:
@@ -577,7 +636,7 @@ async def test_cookie_revocations_are_bounded(cookie_settings: SessionSettings) 
     assert await store.load(cookies[2], now=T0 + 1) is None
 
 
-async def test_cookie_delete_user_cannot_end_sessions(cookie_store: CookieSessionStore) -> None:
+async def test_cookie_delete_user_cannot_end_sessions(cookie_store: SessionManager) -> None:
     cookie, _ = await cookie_store.create("alice", now=T0)
 
     assert await cookie_store.delete_user("alice") == 0
@@ -589,4 +648,4 @@ def test_cookie_backend_needs_a_32_byte_secret(secret: bytes | None) -> None:
     settings = session_settings("cookie", cookie=CookieStoreSettings(secret=secret))
 
     with pytest.raises(ValueError, match="at least 32 bytes"):
-        create_store(settings)
+        create_sessions(settings)

@@ -345,7 +345,8 @@ def test_longest_allowed_username_loads() -> None:
             [
                 (
                     "users.file[0].groups",
-                    "unknown key; allowed keys: username, password_hash, name, email, roles",
+                    "unknown key; allowed keys: username, password_hash, name, email, roles, "
+                    "disabled",
                 )
             ],
             id="unknown-key",

@@ -1,8 +1,9 @@
 """Fixtures for the login functional tests: a real gateway in front of a real echo upstream.
 
 - ``upstream``: the echo upstream (:class:`~tests.login.login_harness.Upstream`), already serving.
-- ``make_gateway(settings)``: a :class:`tests.support.GatewayClient` served as ``gateway run`` serves it, with no cookie jar of its
-  own (the :class:`~tests.login.login_harness.Browser` handles cookies explicitly).
+- ``make_gateway(settings)``: a :class:`tests.support.GatewayClient` served as ``gateway run``
+  serves it, with no cookie jar of its own (the :class:`~tests.login.login_harness.Browser`
+  handles cookies explicitly).
 - ``backend``: parametrised over ``memory``, ``redis`` (the shared test Redis under a per-test
   key prefix) and ``cookie``; gives a factory of :class:`SessionSettings` for that backend.
 - ``clock``: the wall clock the gateway reads (``gateway.app``, ``gateway.login``), movable.

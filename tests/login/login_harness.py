@@ -1,6 +1,7 @@
 """A scripted browser and settings builders for the login functional tests.
 
-The gateway runs for real (``tests.support.GatewayClient``, the listener ``gateway run`` uses) in front of a real upstream on loopback.
+The gateway runs for real (``tests.support.GatewayClient``, the listener ``gateway run`` uses) in
+front of a real upstream on loopback.
 Cookies are handled here, explicitly: the :class:`Browser` reads ``Set-Cookie`` and sends a
 ``Cookie`` header itself (the aiohttp client's own jar is a ``DummyCookieJar``), and never
 follows redirects, so every test sees exactly what a browser would receive.

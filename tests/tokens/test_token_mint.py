@@ -164,7 +164,9 @@ def test_api_token_is_for_the_gateway_itself(keyset: KeySet) -> None:
     token, expires_in = TokenMinter(keyset, settings).mint_api(user(), now=NOW + 0.4)
     claims = payload_of(token)
     assert expires_in == 3600
-    assert set(claims) == REGISTERED  # no sid (no session), no identity claims (looked up afresh)
+    # No sid (no session), no identity claims (looked up afresh); the credential stamp.
+    assert set(claims) == REGISTERED | {"cst"}
+    assert claims["cst"] == user().stamp
     assert claims["aud"] == claims["iss"] == ISSUER
     assert claims["sub"] == "alice"
     assert claims["iat"] == claims["nbf"] == int(NOW)

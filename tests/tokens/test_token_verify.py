@@ -49,7 +49,7 @@ def claims(**changes: Any) -> dict[str, Any]:
     """The claims of a valid API token, with ``changes`` (``None`` removes a claim)."""
     base: dict[str, Any] = {
         "iss": ISSUER, "sub": "alice", "aud": ISSUER, "iat": T0, "nbf": T0, "exp": T0 + 3600,
-        "jti": "3q2-7wAAAAAAAAAAAAAAAA",
+        "jti": "3q2-7wAAAAAAAAAAAAAAAA", "cst": "c3RhbXAtb2YtYWxpY2U",
     }
     base.update(changes)
     return {name: value for name, value in base.items() if value is not None}
@@ -302,7 +302,7 @@ def test_token_signed_by_another_ed25519_key_reusing_our_kid_is_refused(keyset: 
     assert (error.reason, error.description) == ("bearer_signature", "invalid signature")
 
 
-@pytest.mark.parametrize("missing", ["iss", "sub", "aud", "iat", "nbf", "exp", "jti"])
+@pytest.mark.parametrize("missing", ["iss", "sub", "aud", "iat", "nbf", "exp", "jti", "cst"])
 def test_token_missing_a_required_claim_is_refused(keyset: KeySet, missing: str) -> None:
     assert refused(ours(keyset, **{missing: None}), keyset).reason in (
         "bearer_claims", "bearer_audience", "bearer_issuer",

@@ -3,7 +3,8 @@
 Builders and the recording upstream live in :mod:`tests.upstream_identity.identity_harness`.
 
 - ``recorder``: the recording upstream, already serving (``recorder.url``, ``recorder.port``).
-- ``make_gateway(settings)``: a :class:`tests.support.GatewayClient` served as ``gateway run`` serves it, without a cookie jar.
+- ``make_gateway(settings)``: a :class:`tests.support.GatewayClient` served as ``gateway run``
+  serves it, without a cookie jar.
 - ``ed_key``: an Ed25519 signing key written into ``tmp_path``.
 - ``clock``: the wall clock the gateway reads (``gateway.app``, ``gateway.login``), movable,
   starting on a whole second.

@@ -1,6 +1,7 @@
 """Harness for the end-to-end tests of what an upstream learns about the caller (issue 4).
 
-The gateway runs for real (``tests.support.GatewayClient``, the listener ``gateway run`` uses) in front of a real upstream on loopback
+The gateway runs for real (``tests.support.GatewayClient``, the listener ``gateway run`` uses) in
+front of a real upstream on loopback
 (:class:`Recorder`) that records every request's headers exactly as it received them. Browsers,
 users and cheap argon2 hashes come from :mod:`tests.login.login_harness`; keys are written into
 ``tmp_path``, and ``server.data_dir`` is always ``tmp_path`` so no key is ever generated into the

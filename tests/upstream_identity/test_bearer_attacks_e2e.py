@@ -20,6 +20,8 @@ import pytest
 from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 
+from gateway.identity.users import credential_stamp
+from tests.login.login_harness import USERS
 from tests.support import GatewayClient
 from tests.tokens.token_helpers import b64url, b64url_json, new_private_key, unb64url
 from tests.upstream_identity.identity_harness import (
@@ -41,6 +43,10 @@ from tests.upstream_identity.identity_harness import (
 )
 
 API = "/api/v1/orders"
+# The credential stamp a token of alice's must carry to be hers (see gateway.identity.users).
+ALICE_STAMP = credential_stamp(
+    "alice", next(user.password_hash for user in USERS if user.username == "alice")
+)
 
 
 def challenge(description: str) -> str:
@@ -52,7 +58,7 @@ def api_claims(**changes: Any) -> dict[str, Any]:
     now = int(time.time()) - 1
     base: dict[str, Any] = {
         "iss": ISSUER, "sub": "alice", "aud": ISSUER, "iat": now, "nbf": now, "exp": now + 600,
-        "jti": "hand-made-0123456789",
+        "jti": "hand-made-0123456789", "cst": ALICE_STAMP,
     }
     base.update(changes)
     return {name: value for name, value in base.items() if value is not None}

@@ -1,4 +1,4 @@
-"""Session stores: the :class:`SessionStore` contract and a factory keyed on ``session.backend``.
+"""Sessions: one :class:`SessionManager` (policy) over a store keyed on ``session.backend``.
 
 - ``memory``: in-process, bounded; one process only (:mod:`.memory`).
 - ``redis``: shared by replicas, survives restarts (:mod:`.redis`).
@@ -8,7 +8,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from redis.asyncio import Redis
 
 from gateway.config.settings import SessionSettings
 from gateway.identity.sessions.base import (
@@ -17,45 +17,47 @@ from gateway.identity.sessions.base import (
     SessionStore,
     SessionStoreUnavailable,
 )
-
-if TYPE_CHECKING:
-    from redis.asyncio import Redis
+from gateway.identity.sessions.cookie import CookieSessionStore
+from gateway.identity.sessions.manager import SessionManager
+from gateway.identity.sessions.memory import MemorySessionStore
+from gateway.identity.sessions.redis import RedisSessionStore
 
 __all__ = [
     "LoadedSession",
     "Session",
+    "SessionManager",
     "SessionStore",
     "SessionStoreUnavailable",
-    "create_store",
+    "create_sessions",
 ]
 
 
-def create_store(
+def create_sessions(
     settings: SessionSettings,
     *,
     max_sessions: int = 100_000,
     redis_client: Redis | None = None,
-) -> SessionStore:
-    """The store for ``settings.backend``.
+) -> SessionManager:
+    """The session manager for ``settings.backend``.
 
-    ``max_sessions`` bounds the memory store (and the cookie store's revocation set).
-    ``redis_client`` (see :func:`gateway.identity.redis_client.shared_redis_client`) lets the
-    redis store share one client with the login throttle; the caller then closes it. Without it
-    the redis store creates its own and closes it in ``close()``. Raises ``ValueError`` for a
+    ``max_sessions`` bounds the memory store (and the cookie store's revocation set). The redis
+    backend needs ``redis_client`` (see :func:`gateway.identity.redis_client.shared_redis_client`),
+    shared with the login throttle and closed by whoever created it. Raises ``ValueError`` for a
     cookie backend without a secret of at least 32 bytes.
     """
-    # Imported here: the backends import gateway.identity.redis_client, which imports this
-    # package's base module.
+    store: SessionStore
     if settings.backend == "memory":
-        from gateway.identity.sessions.memory import MemorySessionStore
-
-        return MemorySessionStore(settings, max_sessions=max_sessions)
-    if settings.backend == "redis":
-        from gateway.identity.sessions.redis import RedisSessionStore
-
-        return RedisSessionStore(settings, client=redis_client)
-    if settings.backend == "cookie":
-        from gateway.identity.sessions.cookie import CookieSessionStore
-
-        return CookieSessionStore(settings, max_revoked=max_sessions)
-    raise ValueError(f"unknown session backend {settings.backend!r}")
+        store = MemorySessionStore(max_sessions=max_sessions)
+    elif settings.backend == "redis":
+        if redis_client is None:
+            raise ValueError("the redis session backend needs a Redis client")
+        store = RedisSessionStore(
+            redis_client,
+            key_prefix=settings.redis.key_prefix,
+            absolute_timeout_s=settings.absolute_timeout_s,
+        )
+    elif settings.backend == "cookie":
+        store = CookieSessionStore(settings.cookie.secret, max_revoked=max_sessions)
+    else:
+        raise ValueError(f"unknown session backend {settings.backend!r}")
+    return SessionManager(store, settings)

@@ -1,17 +1,48 @@
-"""The session-store contract. One Protocol; one module per backend; one conformance suite."""
+"""The session contract: what a session is, and the plain store every backend implements.
+
+Policy (ids, expiry, sliding the idle timeout, the refresh interval) lives once, in
+:class:`gateway.identity.sessions.manager.SessionManager`; a :class:`SessionStore` only keeps
+records: add, get, refresh, remove, and an index by user. One module per backend; one conformance
+suite (tests/identity/test_session_stores.py) runs against each through the manager.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import re
+import secrets
 from dataclasses import dataclass
 from typing import Protocol
 
-from gateway.errors import ServiceUnavailable
+__all__ = ["Found", "LoadedSession", "Session", "SessionStore", "SessionStoreUnavailable"]
+
+from gateway.errors import SessionStoreUnavailable
+
+SESSION_ID_BYTES = 32
+# secrets.token_urlsafe(32): 32 bytes -> 43 base64url characters, no padding.
+_SESSION_ID = re.compile(r"[A-Za-z0-9_-]{43}")
 
 
-class SessionStoreUnavailable(ServiceUnavailable):
-    """The store cannot be reached: requests that need a session fail closed with 503."""
+def new_session_id() -> tuple[str, str]:
+    """A fresh session id and its hex SHA-256."""
+    # SECURITY: 256 bits from the OS CSPRNG (CONTRACT section 5); stores keep only the hash.
+    session_id = secrets.token_urlsafe(SESSION_ID_BYTES)
+    return session_id, hash_session_id(session_id)
 
-    reason = "session_store_unavailable"
+
+def hash_session_id(session_id: str) -> str:
+    return hashlib.sha256(session_id.encode("ascii")).hexdigest()
+
+
+def parse_session_id(value: str) -> str | None:
+    """The hex SHA-256 of a well-formed session id, or ``None`` for anything else.
+
+    Lookups go by this hash, so no secret is compared with ``==``; malformed values are refused
+    before they cost a lookup (or a Redis round trip).
+    """
+    if not _SESSION_ID.fullmatch(value):
+        return None
+    return hash_session_id(value)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -23,6 +54,9 @@ class Session:
     """Unix time of login; the absolute timeout counts from here."""
     last_seen_at: float
     """Unix time of the last recorded activity; the idle timeout counts from here."""
+    stamp: str = ""
+    """The user's credential stamp at login: a session outlives no change of password, removal
+    or disabling of its user (see :attr:`gateway.identity.users.User.stamp`)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -33,26 +67,48 @@ class LoadedSession:
     idle timeout); ``None`` when the cookie stays as it is."""
 
 
+@dataclass(frozen=True, slots=True)
+class Found:
+    """What a store found behind a cookie value."""
+
+    session_id: str
+    """The session id (the cookie value itself for stateful stores)."""
+    session: Session
+
+
 class SessionStore(Protocol):
-    """Where sessions live. Times are passed in (``now``) so expiry is testable and consistent."""
+    """Where session records live. Expiry policy is not theirs: ``ttl_s`` says how long a record
+    must be kept at least (stores may forget it after that; the manager checks times itself).
+    Stateful stores raise :class:`SessionStoreUnavailable` when they cannot answer."""
 
-    async def create(self, username: str, *, now: float) -> tuple[str, Session]:
-        """Start a new session; returns the cookie value (never reused) and the session."""
+    async def add(self, session_id: str, session: Session, *, ttl_s: float) -> str:
+        """Keep a new session; the cookie value that names it."""
         ...
 
-    async def load(self, cookie_value: str, *, now: float) -> LoadedSession | None:
-        """The live session behind a cookie value, or ``None`` (unknown, tampered, expired).
-
-        Slides the idle timeout without writing on every call. Raises
-        :class:`SessionStoreUnavailable` when the store cannot answer."""
+    async def get(self, cookie_value: str) -> Found | None:
+        """The session behind a cookie value (unknown, malformed, tampered: ``None``)."""
         ...
 
-    async def delete(self, cookie_value: str) -> None:
-        """End one session so its cookie is worthless from now on."""
+    async def refresh(self, session_id: str, session: Session, *, ttl_s: float) -> str | None:
+        """Record ``session`` (its new ``last_seen_at``) if it still exists; the cookie value to
+        use from now on, ``""`` when the old one stays valid, ``None`` when it is gone."""
         ...
 
-    async def delete_user(self, username: str) -> int:
-        """End every session of a user; returns how many were ended."""
+    async def remove(self, session_id: str, session: Session, *, ttl_s: float) -> None:
+        """End one session so its cookie is worthless from now on; ``ttl_s`` bounds how long it
+        could otherwise have lived."""
+        ...
+
+    async def remove_user(self, username: str) -> int:
+        """End every session of a user; how many were ended (stateless stores: 0)."""
+        ...
+
+    async def known_users(self) -> set[str]:
+        """Usernames that have sessions here, where the store can list them (else empty)."""
+        ...
+
+    def count(self) -> int | None:
+        """Sessions held, where that is known without I/O (memory); else ``None``."""
         ...
 
     async def ping(self) -> bool:
