@@ -41,6 +41,7 @@ from gateway.revoke import (
 )
 from gateway.routing import matching_path, normalise_path
 from gateway.runtime import Runtime, RuntimeHolder
+from gateway.upstream import ClientFactory
 
 log = logging.getLogger("gateway")
 
@@ -101,11 +102,18 @@ class Gateway:
     request handlers of the main listener (:meth:`handle`) and the admin listener
     (:meth:`handle_admin`). Served by :class:`gateway.listener.Listener`."""
 
-    def __init__(self, settings: Settings, *, users: UserDirectory | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        users: UserDirectory | None = None,
+        client_factory: ClientFactory | None = None,
+    ) -> None:
         admin_token = None
         if settings.server.admin_listen is not None:
             admin_token = ensure_admin_token(settings.server.data_dir)
-        self.holder = RuntimeHolder(Runtime.build(settings, users), admin_token=admin_token)
+        runtime = Runtime.build(settings, users, client_factory=client_factory)
+        self.holder = RuntimeHolder(runtime, admin_token=admin_token)
         self._tasks: set[asyncio.Task[None]] = set()
 
     def start(self) -> None:
@@ -254,20 +262,3 @@ async def _pipeline(
     return await forward(
         request, ctx, runtime.upstream_client, public_url=settings.server.public_url
     )
-
-
-GATEWAY: Final = web.AppKey("gateway", Gateway)
-
-
-def build_app(settings: Settings, *, users: UserDirectory | None = None) -> web.Application:
-    """The gateway as an aiohttp application (kept for tests not yet on the listener)."""
-    gateway = Gateway(settings, users=users)
-    app = web.Application(handler_args={"max_field_size": 16384})
-    app[GATEWAY] = gateway
-
-    async def close(app: web.Application) -> None:
-        await gateway.close()
-
-    app.on_cleanup.append(close)
-    app.router.add_route("*", "/{tail:.*}", gateway.handle)
-    return app

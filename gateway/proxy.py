@@ -94,14 +94,6 @@ def check_expectation(request: web.BaseRequest) -> None:
         raise ExpectationFailed("unsupported Expect header")
 
 
-async def expect_handler(request: web.Request) -> None:
-    """:func:`check_expectation` as an aiohttp router ``expect_handler`` (test harnesses)."""
-    try:
-        check_expectation(request)
-    except ExpectationFailed:
-        raise web.HTTPExpectationFailed(text="Unsupported Expect header") from None
-
-
 async def send_continue(request: web.BaseRequest) -> None:
     """Send the interim ``100 Continue`` if the client is waiting for one (once per request).
 

@@ -17,7 +17,7 @@ from gateway.identity.throttle import AttemptGate, Throttle, create_throttle
 from gateway.identity.users import UserDirectory, load_users
 from gateway.routing import RouteTable
 from gateway.tokens import Tokens, load_keyset
-from gateway.upstream import create_client
+from gateway.upstream import ClientFactory, create_client
 from gateway.upstream.base import UpstreamClient
 from gateway.websockets import OpenWebSockets
 
@@ -36,6 +36,8 @@ class Runtime:
     """Users whose earlier sessions and tokens are refused (kept across reloads)."""
     sockets: OpenWebSockets
     """WebSockets relayed for signed-in users (kept across reloads)."""
+    client_factory: ClientFactory = create_client
+    """Builds the upstream client (kept across reloads)."""
     redis: Redis | None
     tokens: Tokens
     own_cookies: frozenset[str]
@@ -54,6 +56,7 @@ class Runtime:
         users: UserDirectory | None = None,
         *,
         previous: Runtime | None = None,
+        client_factory: ClientFactory | None = None,
     ) -> Runtime:
         """Build without network I/O: connections open on first use (Redis, upstreams).
 
@@ -79,10 +82,12 @@ class Runtime:
             throttle = create_throttle(
                 settings.session, settings.login.throttle, redis_client=redis
             )
+        if client_factory is None:
+            client_factory = previous.client_factory if previous is not None else create_client
         if previous is not None and old is not None and old.upstreams == settings.upstreams:
             upstream_client = previous.upstream_client
         else:
-            upstream_client = create_client(settings.upstreams)
+            upstream_client = client_factory(settings.upstreams)
         tokens = (
             previous.tokens.successor(keyset, settings.tokens)
             if previous is not None
@@ -98,6 +103,7 @@ class Runtime:
             attempts=previous.attempts if previous is not None else AttemptGate(),
             revocations=previous.revocations if previous is not None else Revocations(),
             sockets=previous.sockets if previous is not None else OpenWebSockets(),
+            client_factory=client_factory,
             redis=redis,
             tokens=tokens,
             own_cookies=frozenset((settings.session.cookie_name, csrf_cookie_name(settings))),

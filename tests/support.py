@@ -17,6 +17,7 @@ from yarl import URL
 from gateway.app import Gateway
 from gateway.config.settings import (
     AccessSettings,
+    ClientTimeouts,
     LoginSettings,
     MatchSettings,
     RouteSettings,
@@ -27,7 +28,10 @@ from gateway.config.settings import (
     UpstreamSettings,
     UsersSettings,
 )
-from gateway.listener import Listener
+from gateway.listener import Handler, Listener
+from gateway.upstream import ClientFactory
+
+DEFAULT_TIMEOUTS = ClientTimeouts()
 
 # Generated signing keys go here, never into the checkout's ./.gateway.
 TEST_DATA_DIR = Path(tempfile.gettempdir()) / "gateway-tests-data"
@@ -139,22 +143,51 @@ class GatewayClient:
     ``async with``); responses are released when the client closes.
     """
 
-    def __init__(self, gateway: Gateway, listener: Listener, session: aiohttp.ClientSession):
-        self.gateway = gateway
+    def __init__(
+        self,
+        listener: Listener,
+        session: aiohttp.ClientSession,
+        *,
+        gateway: Gateway | None = None,
+        closers: Iterable[Callable[[], Awaitable[None]]] = (),
+    ) -> None:
         self.listener = listener
         self.session = session
+        self._gateway = gateway
+        self._closers = list(closers)
         self.host = "127.0.0.1"
         self.port = listener.port
 
+    @property
+    def gateway(self) -> Gateway:
+        assert self._gateway is not None, "not serving a whole gateway"
+        return self._gateway
+
     @classmethod
     async def start(
-        cls, settings: Settings, *, cookie_jar: aiohttp.abc.AbstractCookieJar | None = None
+        cls,
+        settings: Settings,
+        *,
+        cookie_jar: aiohttp.abc.AbstractCookieJar | None = None,
+        client_factory: ClientFactory | None = None,
     ) -> GatewayClient:
-        gateway = Gateway(settings)
+        gateway = Gateway(settings, client_factory=client_factory)
         listener = Listener(gateway.handle, settings.server.timeouts)
         await listener.start("127.0.0.1", 0)
-        jar = cookie_jar if cookie_jar is not None else aiohttp.DummyCookieJar()
-        return cls(gateway, listener, aiohttp.ClientSession(cookie_jar=jar))
+        return cls(listener, new_session(cookie_jar), gateway=gateway, closers=[gateway.close])
+
+    @classmethod
+    async def serve(
+        cls,
+        handler: Handler,
+        *,
+        timeouts: ClientTimeouts = DEFAULT_TIMEOUTS,
+        closers: Iterable[Callable[[], Awaitable[None]]] = (),
+    ) -> GatewayClient:
+        """Serve a handler of one's own through the gateway's Listener (a part of the pipeline)."""
+        listener = Listener(handler, timeouts)
+        await listener.start("127.0.0.1", 0)
+        return cls(listener, new_session(None), closers=closers)
 
     def make_url(self, path: str) -> URL:
         return URL(f"http://{self.host}:{self.port}{path}", encoded=True)
@@ -186,7 +219,13 @@ class GatewayClient:
     async def close(self) -> None:
         await self.session.close()
         await self.listener.stop()
-        await self.gateway.close()
+        for close in self._closers:
+            await close()
+
+
+def new_session(cookie_jar: aiohttp.abc.AbstractCookieJar | None) -> aiohttp.ClientSession:
+    jar = cookie_jar if cookie_jar is not None else aiohttp.DummyCookieJar()
+    return aiohttp.ClientSession(cookie_jar=jar)
 
 
 MakeGateway = Callable[..., Awaitable[GatewayClient]]

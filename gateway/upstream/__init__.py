@@ -1,8 +1,9 @@
-"""Talking to upstreams: the client interface (:mod:`.base`) and its aiohttp implementation."""
+"""Talking to upstreams: the client interface (:mod:`.base`) and its implementations, on aiohttp
+(:mod:`.aiohttp_client`) and on raw asyncio + httptools (:mod:`.lean_client`)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from gateway.config.settings import UpstreamSettings
 from gateway.upstream.aiohttp_client import AiohttpUpstreamClient
@@ -14,10 +15,13 @@ from gateway.upstream.base import (
     WebSocketRefused,
     WebSocketUpstreamClient,
 )
+from gateway.upstream.lean_client import LeanUpstreamClient
 
 __all__ = [
     "AiohttpUpstreamClient",
+    "ClientFactory",
     "Headers",
+    "LeanUpstreamClient",
     "UpstreamClient",
     "UpstreamRequest",
     "UpstreamResponse",
@@ -27,10 +31,15 @@ __all__ = [
 ]
 
 
-def create_client(upstreams: Mapping[str, UpstreamSettings]) -> UpstreamClient:
-    """The upstream client for ``settings.upstreams`` (HTTP and WebSocket capable).
+ClientFactory = Callable[[Mapping[str, UpstreamSettings]], UpstreamClient]
+"""Builds an upstream client for ``settings.upstreams``."""
 
-    Build it at start-up (no loop needed: the pooled session is created inside the loop by the
-    first request) and ``await client.close()`` on shutdown, e.g. from a ``cleanup_ctx``.
+
+def create_client(upstreams: Mapping[str, UpstreamSettings]) -> UpstreamClient:
+    """The upstream client for ``settings.upstreams`` (HTTP and WebSocket capable): the lean
+    client, whose WebSockets go through aiohttp.
+
+    Build it at start-up (no loop needed: connections open on first use) and
+    ``await client.close()`` on shutdown.
     """
-    return AiohttpUpstreamClient(upstreams)
+    return LeanUpstreamClient(upstreams)

@@ -2,8 +2,8 @@
 
 Two ways to run the gateway:
 
-- in-process: ``build_app(settings)`` behind an aiohttp test server started like ``gateway run``
-  starts its own (no aiohttp access log), see the ``make_gateway`` fixture in ``conftest.py``;
+- in-process: :class:`tests.support.GatewayClient`, the gateway served by the same listener as
+  ``gateway run`` uses, see the ``make_gateway`` fixture in ``conftest.py``;
 - as a real ``gateway run`` subprocess (:class:`GatewayProcess`) with a YAML file written by
   :func:`write_config`, for everything involving signals, workers or the admin listener.
 

@@ -1,15 +1,17 @@
-"""Fixtures for the proxy functional tests (see :mod:`tests.proxy.harness`)."""
+"""Fixtures for the proxy functional tests (see :mod:`tests.proxy.harness`).
+
+Every test that builds a gateway runs once per upstream client (ids ``aiohttp`` and ``lean``).
+"""
 
 from __future__ import annotations
 
 import contextlib
 import socket
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from typing import Any
 
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestServer
 
 from gateway.config.settings import (
     AccessSettings,
@@ -19,13 +21,15 @@ from gateway.config.settings import (
     UpstreamSettings,
 )
 from tests.proxy.harness import (
+    CLIENTS,
     UNTRUSTED,
     MakeGateway,
-    ProductionLikeServer,
+    RecordingFactory,
     Upstream,
-    gateway_app,
+    start_gateway,
     upstream_app,
 )
+from tests.support import GatewayClient
 
 
 @pytest.fixture
@@ -36,8 +40,17 @@ async def upstream(aiohttp_server: Callable[..., Awaitable[TestServer]]) -> Upst
     return rec
 
 
+@pytest.fixture(params=sorted(CLIENTS))
+def upstream_client(request: pytest.FixtureRequest) -> RecordingFactory:
+    """The upstream client under test: what the real application builds for its upstreams (and
+    the ``add_headers`` pipeline uses)."""
+    return RecordingFactory(CLIENTS[request.param])
+
+
 @pytest.fixture
-def make_gateway(aiohttp_client: Any, upstream: Upstream) -> MakeGateway:
+async def make_gateway(
+    upstream: Upstream, upstream_client: RecordingFactory
+) -> AsyncIterator[MakeGateway]:
     """``await make_gateway(**route_options, upstream_url=..., trusted=..., add_headers=...,
     connect_timeout_s=..., read_timeout_s=..., preserve_host=...)`` -> a test client."""
 
@@ -51,7 +64,7 @@ def make_gateway(aiohttp_client: Any, upstream: Upstream) -> MakeGateway:
         preserve_host: bool = False,
         max_connections: int = 10,
         **route_options: Any,
-    ) -> TestClient[web.Request, web.Application]:
+    ) -> GatewayClient:
         up = UpstreamSettings(
             name="app",
             url=upstream_url or upstream.url,
@@ -67,13 +80,18 @@ def make_gateway(aiohttp_client: Any, upstream: Upstream) -> MakeGateway:
             access=AccessSettings(kind="public"),
             **route_options,
         )
-        app = gateway_app(route, up, trusted=trusted, add_headers=add_headers)
-        client: TestClient[web.Request, web.Application] = await aiohttp_client(
-            ProductionLikeServer(app)
+        built = len(upstream_client.built)
+        client = await start_gateway(
+            route, up, trusted=trusted, add_headers=add_headers, client_factory=upstream_client
         )
+        started.append(client)
+        assert len(upstream_client.built) == built + 1, "the gateway runs on another client"
         return client
 
-    return make
+    started: list[GatewayClient] = []
+    yield make
+    for client in reversed(started):
+        await client.close()
 
 
 @pytest.fixture

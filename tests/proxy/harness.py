@@ -3,6 +3,9 @@
 The gateway here is deliberately minimal (resolve_client + forward, GatewayError -> status) so the
 tests exercise gateway.proxy, gateway.forwarded and gateway.upstream alone; point the tests at the
 real application later by swapping :func:`gateway_app`.
+
+Every upstream client in :data:`CLIENTS` runs the whole suite (the ``upstream_client`` fixture in
+conftest.py), so each one is proven against the same behaviour.
 """
 
 from __future__ import annotations
@@ -13,14 +16,10 @@ import hashlib
 import ipaddress
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 import pytest
 from aiohttp import ClientResponse, WSMsgType, web
-from aiohttp.test_utils import TestClient, TestServer
-from aiohttp.web_runner import BaseRunner
 
-from gateway.app import build_app
 from gateway.config.settings import (
     IPNetwork,
     RouteSettings,
@@ -31,9 +30,15 @@ from gateway.config.settings import (
 from gateway.context import RequestContext
 from gateway.errors import GatewayError
 from gateway.forwarded import resolve_client
-from gateway.proxy import expect_handler, forward
-from gateway.upstream import AiohttpUpstreamClient
-from tests.support import settings
+from gateway.proxy import check_expectation, forward
+from gateway.upstream import (
+    AiohttpUpstreamClient,
+    ClientFactory,
+    LeanUpstreamClient,
+    UpstreamClient,
+)
+from gateway.websockets import OpenWebSockets
+from tests.support import GatewayClient, settings
 
 PUBLIC_URL = "https://gw.example"
 SESSION_COOKIE = "gw_session"
@@ -41,16 +46,28 @@ TRUSTED: tuple[IPNetwork, ...] = (ipaddress.ip_network("127.0.0.1/32"),)
 UNTRUSTED: tuple[IPNetwork, ...] = (ipaddress.ip_network("10.0.0.0/8"),)
 
 
-class ProductionLikeServer(TestServer):
-    """A TestServer that, like ``web.run_app``, does not cancel a handler whose client went away
-    (TestServer's default does, which would hide what the proxy does on its own)."""
-
-    async def _make_runner(self, **kwargs: Any) -> BaseRunner:
-        kwargs["handler_cancellation"] = False
-        return await super()._make_runner(**kwargs)
+CLIENTS: dict[str, ClientFactory] = {
+    "aiohttp": AiohttpUpstreamClient,
+    "lean": LeanUpstreamClient,
+}
+"""The upstream clients the proxy suite runs against, by test id."""
 
 
-MakeGateway = Callable[..., Awaitable[TestClient[web.Request, web.Application]]]
+class RecordingFactory:
+    """A :data:`ClientFactory` that remembers what it built, so a test can tell that the gateway
+    really runs on the client under test."""
+
+    def __init__(self, build: ClientFactory) -> None:
+        self.build = build
+        self.built: list[UpstreamClient] = []
+
+    def __call__(self, upstreams: Mapping[str, UpstreamSettings]) -> UpstreamClient:
+        client = self.build(upstreams)
+        self.built.append(client)
+        return client
+
+
+MakeGateway = Callable[..., Awaitable[GatewayClient]]
 """The ``make_gateway`` fixture: ``await make_gateway(**options)`` -> a fresh gateway's client."""
 
 CHUNK = bytes(range(256)) * 256  # 64 KiB, deterministic
@@ -262,25 +279,29 @@ def upstream_app(rec: Upstream) -> web.Application:
     return app
 
 
-def gateway_app(
+async def start_gateway(
     route: RouteSettings,
     upstream: UpstreamSettings,
     *,
+    client_factory: ClientFactory,
     trusted: tuple[IPNetwork, ...] = UNTRUSTED,
     add_headers: Mapping[str, str] | None = None,
     public_url: str = PUBLIC_URL,
-) -> web.Application:
-    """The gateway in front of ``upstream`` with one catch-all ``route``.
+) -> GatewayClient:
+    """The gateway in front of ``upstream`` with one catch-all ``route``, served as ``gateway
+    run`` serves it, on a ``client_factory`` upstream client.
 
-    Without ``add_headers`` this is the real application (:func:`gateway.app.build_app`).
+    Without ``add_headers`` this is the real application (:class:`gateway.app.Gateway`).
     ``add_headers`` stands in for the identity stage: the smallest pipeline around forward()
     that sets ``ctx.add_headers``, to test how they are applied.
     """
     if add_headers is None:
-        return build_app(_settings(route, upstream, trusted=trusted, public_url=public_url))
-    client = AiohttpUpstreamClient({upstream.name: upstream})
+        settings = _settings(route, upstream, trusted=trusted, public_url=public_url)
+        return await GatewayClient.start(settings, client_factory=client_factory)
+    client = client_factory({upstream.name: upstream})
+    sockets = OpenWebSockets()
 
-    async def handle(request: web.Request) -> web.StreamResponse:
+    async def handle(request: web.BaseRequest) -> web.StreamResponse:
         path, _, query = request.raw_path.partition("?")
         ctx = RequestContext(
             client=resolve_client(request, trusted),
@@ -290,19 +311,15 @@ def gateway_app(
             upstream=upstream,
             add_headers=dict(add_headers or {}),
             strip_cookies=frozenset({SESSION_COOKIE}),
+            sockets=sockets,
         )
         try:
+            check_expectation(request)
             return await forward(request, ctx, client, public_url=public_url)
         except GatewayError as exc:
             return web.Response(status=exc.status, text=exc.reason)
 
-    async def close_client(app: web.Application) -> None:
-        await client.close()
-
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", handle, expect_handler=expect_handler)
-    app.on_cleanup.append(close_client)
-    return app
+    return await GatewayClient.serve(handle, closers=[client.close])
 
 
 def _settings(

@@ -7,15 +7,15 @@ from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
-from aiohttp.test_utils import TestClient
 
 from gateway.config.settings import UpstreamSettings
 from gateway.errors import UpstreamTimeout, UpstreamUnavailable
 from gateway.upstream import AiohttpUpstreamClient, UpstreamRequest
 from tests.proxy.harness import MakeGateway, Upstream, expect_refusal
+from tests.support import GatewayClient
 
 
-async def assert_still_serves(gw: TestClient) -> None:  # type: ignore[type-arg]
+async def assert_still_serves(gw: GatewayClient) -> None:
     resp = await gw.get("/after")
     assert resp.status == 200
     assert await resp.json() == {"ok": True}
