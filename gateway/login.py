@@ -21,7 +21,8 @@ from gateway.identity.cookies import (
     session_cookie,
     session_cookie_value,
 )
-from gateway.identity.resolve import Identity, resolve_identity
+from gateway.identity.resolve import ANONYMOUS, Identity, resolve_identity
+from gateway.identity.sessions import SessionStoreUnavailable
 from gateway.identity.users import User
 from gateway.proxy import send_continue
 from gateway.redirects import safe_redirect
@@ -137,9 +138,30 @@ def _login_page(
 
 
 async def login_page(request: web.BaseRequest, runtime: Runtime) -> web.StreamResponse:
-    """GET: the login form. An existing session is ended (the contract: its cookie is cleared)."""
-    response = _login_page(request, runtime, rd=safe_redirect(request.query.get("rd")))
-    await _end_session(request, runtime, response.headers)
+    """GET (and HEAD): the login form; with a live session, who is signed in, "continue" (to
+    ``rd``) and "sign out". GET never ends a session: a link checker or an ``<img>`` pointing
+    here must not sign anyone out."""
+    rd = safe_redirect(request.query.get("rd"))
+    try:
+        resolved = await resolve_identity(request, runtime, now=time.time())
+    except SessionStoreUnavailable:
+        resolved = ANONYMOUS  # the form still shows; signing in will say the store is down
+    identity = resolved.identity
+    if identity is not None and identity.session is not None:
+        token, set_csrf = csrf_token(request, runtime.settings)
+        response = pages.render_page(
+            "signed_in.html",
+            title=runtime.settings.login.title,
+            username=identity.user.username,
+            rd=rd,
+            csrf=token,
+        )
+        if set_csrf is not None:
+            response.headers.add("Set-Cookie", set_csrf)
+    else:
+        response = _login_page(request, runtime, rd=rd)
+    if resolved.set_cookie is not None:
+        response.headers.add("Set-Cookie", resolved.set_cookie)
     return response
 
 

@@ -60,6 +60,13 @@ def build_session(root: Section, server: ServerSettings) -> SessionSettings:
             f'"memory" cannot be used with server.workers = {server.workers}: sessions would not '
             "be shared between worker processes; use redis or cookie",
         )
+    if backend == "cookie" and server.workers > 1:
+        ctx.warn(
+            section.at("backend"),
+            f'"cookie" with server.workers = {server.workers}: a logout is remembered only by '
+            "the worker that handled it, so the old cookie keeps working on the others (and "
+            "after a restart) until it expires; use redis for logouts that hold everywhere",
+        )
     idle = section.get("idle_timeout", 1800.0, values.duration(positive=True))
     absolute = section.get(
         "absolute_timeout", 28800.0, values.duration(positive=True, maximum=MAX_ABSOLUTE_TIMEOUT_S)

@@ -29,7 +29,7 @@ SECURITY_HEADERS = {
 
 _TEMPLATES = {
     name: resources.files(__package__).joinpath(name).read_text("utf-8")
-    for name in ("error.html", "login.html", "logout.html")
+    for name in ("error.html", "login.html", "logout.html", "signed_in.html")
 }
 
 

@@ -2,6 +2,7 @@
 
 import ipaddress
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -496,6 +497,18 @@ def test_token_settings() -> None:
 )
 def test_warnings(changes: dict[str, Any], warning: str) -> None:
     assert load(changes).warnings == (warning,)
+
+
+def test_cookie_sessions_with_workers_warn_that_logouts_do_not_hold(tmp_path: Path) -> None:
+    secret = tmp_path / "session.key"
+    secret.write_bytes(bytes(range(32)))
+    settings = load({"session.backend": "cookie", "server.workers": 2,
+                     "session.cookie": {"secret_file": str(secret)}})
+    assert settings.warnings == (
+        'session.backend: "cookie" with server.workers = 2: a logout is remembered only by the '
+        "worker that handled it, so the old cookie keeps working on the others (and after a "
+        "restart) until it expires; use redis for logouts that hold everywhere",
+    )
 
 
 def test_same_site_none_over_https_is_fine() -> None:
