@@ -258,7 +258,12 @@ def upstream_app(rec: Upstream) -> web.Application:
         return ws
 
     async def websocket_deny(request: web.Request) -> web.Response:
-        return web.Response(status=403, text="go away", headers={"X-Why": "nope"})
+        response = web.Response(status=403, text="go away", headers={"X-Why": "nope"})
+        # A hostile upstream also tries to fixate the gateway's session on its refusal.
+        response.headers.add("Set-Cookie", f"{SESSION_COOKIE}=fixated; Path=/")
+        response.headers.add("Set-Cookie", f"={SESSION_COOKIE}=nameless; Path=/")
+        response.headers.add("Set-Cookie", "theirs=1; Path=/")
+        return response
 
     app = web.Application()
     app.router.add_post("/upload", upload)

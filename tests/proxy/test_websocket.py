@@ -113,6 +113,8 @@ async def test_websocket_refused_by_upstream_passes_status(make_gateway: MakeGat
         await gw.ws_connect("/ws-deny")
     assert info.value.status == 403
     assert info.value.headers is not None and info.value.headers["X-Why"] == "nope"
+    # SECURITY: filtered like any response: the gateway's own cookies cannot be set this way.
+    assert info.value.headers.getall("Set-Cookie") == ["theirs=1; Path=/"]
 
 
 async def test_websocket_upstream_down_is_502(make_gateway: MakeGateway, closed_port: int) -> None:
