@@ -48,12 +48,13 @@ async def _jwks(request: web.BaseRequest, runtime: Runtime) -> web.StreamRespons
     )
 
 
-OPS_ENDPOINTS: dict[str, Handler] = {
+ADMIN_ENDPOINTS: dict[str, Handler] = {
     "healthz": ops.healthz,
     "readyz": ops.readyz,
     "metrics": ops.metrics_endpoint,
 }
-"""Served under /.gateway/ on the main listener, or at the root of ``server.admin_listen``."""
+"""At the root of ``server.admin_listen``: health with details, and the metrics (never served
+on the public listener)."""
 
 _ENDPOINTS: dict[str, dict[str, Handler]] = {
     "/.gateway/static/gateway.css": {"GET": _current(_static_css)},
@@ -62,8 +63,10 @@ _ENDPOINTS: dict[str, dict[str, Handler]] = {
     "/.gateway/userinfo": {"GET": _current(login.userinfo)},
     "/.gateway/token": {"POST": _current(login.api_token)},
     "/.gateway/jwks.json": {"GET": _current(_jwks)},
+    # SECURITY: the public listener says ready or not, nothing about what is inside.
+    "/.gateway/healthz": {"GET": ops.public_healthz},
+    "/.gateway/readyz": {"GET": ops.public_readyz},
 }
-_OPS_PATHS = {f"/.gateway/{name}": {"GET": handler} for name, handler in OPS_ENDPOINTS.items()}
 
 
 async def dispatch(
@@ -71,8 +74,6 @@ async def dispatch(
 ) -> web.StreamResponse:
     """Serve one of our endpoints; anything else under the prefix is a 404, never the upstream's."""
     methods = _ENDPOINTS.get(path)
-    if methods is None and holder.current.settings.server.admin_listen is None:
-        methods = _OPS_PATHS.get(path)
     if methods is None:
         raise NotFound(f"no gateway endpoint {path}", reason="no_endpoint")
     method = "GET" if request.method == "HEAD" else request.method
@@ -87,7 +88,7 @@ async def admin(request: web.BaseRequest, holder: RuntimeHolder) -> web.StreamRe
     ``POST /sessions/revoke`` for ``gateway sessions revoke``."""
     if request.path == "/sessions/revoke":
         return await _revoke(request, holder)
-    handler = OPS_ENDPOINTS.get(request.path.removeprefix("/"))
+    handler = ADMIN_ENDPOINTS.get(request.path.removeprefix("/"))
     if handler is None:
         return web.json_response({"error": "not_found"}, status=404)
     if request.method not in ("GET", "HEAD"):

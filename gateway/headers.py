@@ -45,9 +45,15 @@ _REQUEST_DROP: frozenset[str] = HOP_BY_HOP | {
     "x-method-override",
     "x-original-url",
     "x-rewrite-url",
+    # SECURITY: identity headers that legacy apps and their auth-proxy modes trust (Apache's
+    # REMOTE_USER, Grafana's X-WEBAUTH-USER, oauth2-proxy's X-Forwarded-User...): only the
+    # gateway may set them, from a real identity (route identity_headers).
+    "remote-user",
+    "x-remote-user",
 }
-# SECURITY: spoofable identity and chain headers, in any case and with ``_`` for ``-``.
-_REQUEST_DROP_PREFIXES = ("x-auth-", "x-forwarded-", "proxy-")
+# SECURITY: spoofable identity and chain headers, in any case and with ``_`` for ``-``
+# (X-Forwarded-User, -Email, -Preferred-Username, -Groups are among the X-Forwarded-* ones).
+_REQUEST_DROP_PREFIXES = ("x-auth-", "x-forwarded-", "x-webauth-", "proxy-")
 
 # Handshake headers the upstream WebSocket client generates itself.
 _WEBSOCKET_DROP: frozenset[str] = frozenset(

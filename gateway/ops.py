@@ -139,10 +139,25 @@ async def healthz(request: web.BaseRequest, holder: RuntimeHolder) -> web.Stream
     return web.json_response({"status": "ok"}, headers={"Cache-Control": "no-store"})
 
 
-async def readyz(request: web.BaseRequest, holder: RuntimeHolder) -> web.StreamResponse:
-    """Readiness: config and keys loaded, session store reachable, not draining."""
+async def public_healthz(request: web.BaseRequest, holder: RuntimeHolder) -> web.StreamResponse:
+    """``/.gateway/healthz`` on the public listener (the same answer as the admin one)."""
+    return await healthz(request, holder)
+
+
+async def public_readyz(request: web.BaseRequest, holder: RuntimeHolder) -> web.StreamResponse:
+    """``/.gateway/readyz`` on the public listener: ready or not, without the checks."""
+    ready = all((await readiness(holder)).values())
+    return web.json_response(
+        {"status": "ready" if ready else "not ready"},
+        status=200 if ready else 503,
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+async def readiness(holder: RuntimeHolder) -> dict[str, bool]:
+    """Every condition of readiness: config and keys loaded, store reachable, not draining."""
     runtime = holder.current
-    checks = {
+    return {
         # A runtime exists only for a configuration, users and keys that all loaded: these two
         # are true by construction, and listed so the answer shows every condition of readiness.
         "config": True,
@@ -150,6 +165,11 @@ async def readyz(request: web.BaseRequest, holder: RuntimeHolder) -> web.StreamR
         "session_store": await runtime.sessions.ping(),
         "not_draining": not holder.draining,
     }
+
+
+async def readyz(request: web.BaseRequest, holder: RuntimeHolder) -> web.StreamResponse:
+    """The admin listener's readiness, with every check."""
+    checks = await readiness(holder)
     ready = all(checks.values())
     return web.json_response(
         {"status": "ready" if ready else "not ready", "checks": checks},

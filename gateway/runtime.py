@@ -43,7 +43,8 @@ class Runtime:
     own_cookies: frozenset[str]
     """The gateway's cookies (session, CSRF): removed from what upstreams receive."""
     own_headers: frozenset[str]
-    """The configured token header (normalised): a client's copy never reaches an upstream."""
+    """The configured token header and every identity header (normalised): a client's copy
+    never reaches an upstream."""
     inflight: int = 0
     """Requests still running on this runtime: a retired runtime is closed when it reaches 0."""
     idle: asyncio.Event | None = None
@@ -107,8 +108,14 @@ class Runtime:
             redis=redis,
             tokens=tokens,
             own_cookies=frozenset((settings.session.cookie_name, csrf_cookie_name(settings))),
-            # SECURITY: with a custom tokens.header, a replayed token in it must not pass.
-            own_headers=normalised_names((settings.tokens.header,)),
+            # SECURITY: with a custom tokens.header, a replayed token in it must not pass; nor a
+            # client's copy of any header a route's identity_headers sets, on any route.
+            own_headers=normalised_names(
+                (
+                    settings.tokens.header,
+                    *(header for route in settings.routes for header, _ in route.identity_headers),
+                )
+            ),
         )
 
     async def close(self, *, keep: Runtime | None = None) -> None:

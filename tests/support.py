@@ -157,6 +157,8 @@ class GatewayClient:
         self._closers = list(closers)
         self.host = "127.0.0.1"
         self.port = listener.port
+        self.admin: Listener | None = None
+        """The admin listener, when the settings have ``server.admin_listen``."""
 
     @property
     def gateway(self) -> Gateway:
@@ -174,7 +176,16 @@ class GatewayClient:
         gateway = Gateway(settings, client_factory=client_factory)
         listener = Listener(gateway.handle, settings.server.timeouts)
         await listener.start("127.0.0.1", 0)
-        return cls(listener, new_session(cookie_jar), gateway=gateway, closers=[gateway.close])
+        closers = [gateway.close]
+        admin = None
+        if settings.server.admin_listen is not None:
+            # On a free port of its own, whatever port the settings name.
+            admin = Listener(gateway.handle_admin, settings.server.timeouts)
+            await admin.start("127.0.0.1", 0)
+            closers.insert(0, admin.stop)
+        client = cls(listener, new_session(cookie_jar), gateway=gateway, closers=closers)
+        client.admin = admin
+        return client
 
     @classmethod
     async def serve(
@@ -188,6 +199,10 @@ class GatewayClient:
         listener = Listener(handler, timeouts)
         await listener.start("127.0.0.1", 0)
         return cls(listener, new_session(None), closers=closers)
+
+    def admin_url(self, path: str) -> URL:
+        assert self.admin is not None, "no server.admin_listen in these settings"
+        return URL(f"http://{self.host}:{self.admin.port}{path}", encoded=True)
 
     def make_url(self, path: str) -> URL:
         return URL(f"http://{self.host}:{self.port}{path}", encoded=True)

@@ -10,7 +10,9 @@ from gateway.config import values
 from gateway.config.errors import describe
 from gateway.config.reader import Section
 from gateway.config.settings import (
+    DEFAULT_IDENTITY_HEADERS,
     HOST_PATTERN,
+    IDENTITY_CLAIMS,
     AccessKind,
     AccessSettings,
     MatchSettings,
@@ -70,7 +72,7 @@ def build_routes(root: Section, upstreams: Collection[str]) -> tuple[RouteSettin
             unauthenticated=cast(Unauthenticated, section.get(
                 "unauthenticated", "auto", values.choice(*get_args(Unauthenticated))
             )),
-            identity_headers=section.get("identity_headers", False, values.boolean),
+            identity_headers=section.get("identity_headers", (), _identity_headers),
             strip_prefix=section.get("strip_prefix", None, _strip_prefix),
             max_body_bytes=section.get("max_body", None, values.size),
             websocket=section.get("websocket", False, values.boolean),
@@ -157,6 +159,47 @@ def _strip_prefix(value: Any) -> str:
             f'must not end with "/" (write "/api", not "/api/"), got {describe(value)}'
         )
     return prefix
+
+
+# Headers HTTP or the gateway owns: an identity cannot travel in them.
+RESERVED_HEADERS = frozenset({
+    "authorization", "connection", "content-length", "content-type", "cookie", "host",
+    "keep-alive", "te", "trailer", "transfer-encoding", "upgrade", "x-forwarded-for",
+    "x-forwarded-host", "x-forwarded-proto", "x-forwarded-prefix", "x-request-id",
+})
+
+
+def _identity_headers(value: Any) -> tuple[tuple[str, str], ...]:
+    """``true`` / ``false`` or a mapping of header names to claims."""
+    if not isinstance(value, dict):
+        return DEFAULT_IDENTITY_HEADERS if values.boolean(value) else ()
+    errors: list[values.Invalid] = []
+    pairs: list[tuple[str, str]] = []
+    seen: set[str] = set()
+    for header, claim in value.items():
+        at = f".{header}" if isinstance(header, str) else ""
+        try:
+            name = values.http_token(header)
+            lowered = name.lower().replace("_", "-")
+            if lowered in RESERVED_HEADERS:
+                raise values.Invalid(f'"{name}" is managed by HTTP or the gateway')
+            if lowered in seen:
+                raise values.Invalid(f'"{name}" is listed twice')
+            seen.add(lowered)
+            if not isinstance(claim, str) or claim not in IDENTITY_CLAIMS:
+                hint = values.did_you_mean(claim, IDENTITY_CLAIMS) if isinstance(claim, str) else ""
+                raise values.Invalid(
+                    f"expected one of {', '.join(IDENTITY_CLAIMS)}, got {describe(claim)}{hint}"
+                )
+        except values.Invalid as exc:
+            errors.append(values.Invalid(str(exc), at=at))
+            continue
+        pairs.append((name, claim))
+    if errors:
+        raise values.Invalid.combine(errors)
+    if not pairs:
+        raise values.Invalid("expected true, false, or a mapping such as {Remote-User: sub}")
+    return tuple(pairs)
 
 
 def _access(route: Section) -> AccessSettings:

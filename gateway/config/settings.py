@@ -169,6 +169,17 @@ class RouteTokenSettings:
     ttl_s: float | None = None
 
 
+IDENTITY_CLAIMS = ("sub", "email", "name", "roles")
+"""What an identity header can carry: the username, email, name, or the roles joined by ","."""
+
+DEFAULT_IDENTITY_HEADERS: tuple[tuple[str, str], ...] = (
+    ("X-Auth-User", "sub"),
+    ("X-Auth-Email", "email"),
+    ("X-Auth-Roles", "roles"),
+)
+"""What ``identity_headers: true`` sends."""
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RouteSettings:
     name: str
@@ -178,7 +189,10 @@ class RouteSettings:
     token: RouteTokenSettings = RouteTokenSettings()
     accept_bearer: bool = False
     unauthenticated: Unauthenticated = "auto"
-    identity_headers: bool = False
+    identity_headers: tuple[tuple[str, str], ...] = ()
+    """``(header, claim)`` pairs sent with an identity: ``identity_headers: true`` is
+    :data:`DEFAULT_IDENTITY_HEADERS`, a mapping names its own headers (claims: see
+    :data:`IDENTITY_CLAIMS`)."""
     strip_prefix: str | None = None
     max_body_bytes: int | None = None
     websocket: bool = False

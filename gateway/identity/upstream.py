@@ -15,14 +15,25 @@ def token_audience_ttl(tokens: TokenSettings, route: RouteSettings) -> tuple[str
 
 
 def x_auth_headers(route: RouteSettings, user: User) -> dict[str, str]:
-    """The ``X-Auth-*`` headers a route with ``identity_headers: true`` sends; else none."""
-    if not route.identity_headers:
-        return {}
-    headers = {"X-Auth-User": user.username}
-    if user.email:
-        headers["X-Auth-Email"] = user.email
-    headers["X-Auth-Roles"] = ",".join(sorted(user.roles))
+    """The identity headers of the route's ``identity_headers`` (``X-Auth-*`` with ``true``, or
+    the headers of its mapping) for ``user``: a header whose claim the user lacks is left out;
+    roles are joined by ","."""
+    headers: dict[str, str] = {}
+    for header, claim in route.identity_headers:
+        value = _claim(user, claim)
+        if value is not None:
+            headers[header] = value
     return headers
+
+
+def _claim(user: User, claim: str) -> str | None:
+    if claim == "sub":
+        return user.username
+    if claim == "email":
+        return user.email
+    if claim == "name":
+        return user.name
+    return ",".join(sorted(user.roles))
 
 
 def identity_headers(

@@ -258,6 +258,10 @@ class _Loader:
         if problem is not None:
             self.error(f"{at}.password_hash", f"user {_quote(username)}: {problem}")
             return
+        if name is not None and any(unicodedata.category(char)[0] == "C" for char in name):
+            # It travels in the JWT and in identity headers, where a line break would not do.
+            self.error(f"{at}.name", f"user {_quote(username)}: no control characters in a name")
+            return
         user = User(
             username=username,
             name=name,

@@ -276,8 +276,41 @@ def test_route_options_are_read() -> None:
     assert (route.access.kind, route.access.roles, route.access.users) == (
         "rules", frozenset({"admin"}), frozenset({"bob"}))
     assert (route.token.audience, route.token.ttl_s) == ("api", 30.0)
-    assert (route.accept_bearer, route.identity_headers, route.websocket) == (True, True, True)
+    assert (route.accept_bearer, route.websocket) == (True, True)
+    assert route.identity_headers == (
+        ("X-Auth-User", "sub"), ("X-Auth-Email", "email"), ("X-Auth-Roles", "roles"))
     assert (route.unauthenticated, route.max_body_bytes) == ("status", 10 * 1024 * 1024)
+
+
+def test_identity_headers_may_name_the_headers_a_legacy_app_reads() -> None:
+    route = load({"routes[0].identity_headers": {
+        "X-WEBAUTH-USER": "sub", "Remote-User": "sub", "X-Email": "email", "X-Name": "name",
+        "X-Groups": "roles",
+    }}).routes[0]
+    assert route.identity_headers == (
+        ("X-WEBAUTH-USER", "sub"), ("Remote-User", "sub"), ("X-Email", "email"),
+        ("X-Name", "name"), ("X-Groups", "roles"))
+    assert load({"routes[0].identity_headers": False}).routes[0].identity_headers == ()
+
+
+@pytest.mark.parametrize(
+    ("mapping", "expected"),
+    [
+        ({"Remote-User": "username"},
+         "routes[0].identity_headers.Remote-User: expected one of sub, email, name, roles, "
+         'got "username"'),
+        ({"Authorization": "sub"},
+         'routes[0].identity_headers.Authorization: "Authorization" is managed by HTTP or the '
+         "gateway"),
+        ({"Bad Header": "sub"}, "routes[0].identity_headers.Bad Header: expected an HTTP token"),
+        ({}, "routes[0].identity_headers: expected true, false, or a mapping"),
+        ("yes", "routes[0].identity_headers: expected true or false"),
+    ],
+    ids=["unknown-claim", "reserved-header", "not-a-token", "empty", "a-string"],
+)
+def test_identity_header_mistakes_are_named(mapping: Any, expected: str) -> None:
+    [problem] = problems({"routes[0].identity_headers": mapping})
+    assert problem.startswith(expected), problem
 
 
 @pytest.mark.parametrize("word", ["public", "authenticated", "deny"])

@@ -162,7 +162,11 @@ class AppUpstream:
     async def start(self) -> AppUpstream:
         async def serve(request: web.Request) -> web.StreamResponse:
             self.received.append(
-                {"path": request.path, "authorization": request.headers.get("Authorization")}
+                {
+                    "path": request.path,
+                    "authorization": request.headers.get("Authorization"),
+                    "headers": list(request.headers.items()),
+                }
             )
             if request.path.startswith("/ws"):
                 ws = web.WebSocketResponse()

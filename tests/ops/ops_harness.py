@@ -150,7 +150,9 @@ def ops_settings(
     **server: Any,
 ) -> Settings:
     """Gateway settings for in-process tests: memory sessions unless told otherwise, the users
-    of :mod:`tests.login.login_harness` (cheap argon2 hashes), ``data_dir`` in ``tmp_path``."""
+    of :mod:`tests.login.login_harness` (cheap argon2 hashes), ``data_dir`` in ``tmp_path``, an
+    admin listener (on a free port of its own: ``client.admin_url(...)``) for the metrics."""
+    server.setdefault("admin_listen", ("127.0.0.1", 0))
     return gateway_settings(
         upstream_url,
         session if session is not None else session_settings("memory"),

@@ -29,12 +29,13 @@ from tests.redis_support import closed_port_url
 HEALTHZ = "/.gateway/healthz"
 READYZ = "/.gateway/readyz"
 ALL_CHECKS = {"config", "keys", "session_store", "not_draining"}
+ADMIN = ("127.0.0.1", 0)  # in process: the admin listener takes a free port of its own
 
 
 async def test_healthz_and_readyz_answer_200_with_every_check_true(
     upstream, make_gateway, tmp_path
 ):
-    client = await make_gateway(ops_settings(upstream.url, tmp_path))
+    client = await make_gateway(ops_settings(upstream.url, tmp_path, admin_listen=ADMIN))
     async with client.get(HEALTHZ) as resp:
         assert resp.status == 200
         assert resp.headers["Cache-Control"] == "no-store"
@@ -42,6 +43,10 @@ async def test_healthz_and_readyz_answer_200_with_every_check_true(
     async with client.get(READYZ) as resp:
         assert resp.status == 200
         assert resp.headers["Cache-Control"] == "no-store"
+        # SECURITY: the public listener says ready, and nothing about what is inside.
+        assert await resp.json() == {"status": "ready"}
+    async with client.session.get(client.admin_url("/readyz")) as resp:
+        assert resp.status == 200
         body = await resp.json()
     assert body["status"] == "ready"
     assert body["checks"] == dict.fromkeys(ALL_CHECKS, True)
@@ -52,8 +57,13 @@ async def test_readyz_is_503_when_redis_is_unreachable_while_healthz_stays_200(
     upstream, make_gateway, tmp_path
 ):
     session = session_settings("redis", redis_url=closed_port_url(), redis_prefix="gwtest:ops:")
-    client = await make_gateway(ops_settings(upstream.url, tmp_path, session=session))
+    client = await make_gateway(
+        ops_settings(upstream.url, tmp_path, session=session, admin_listen=ADMIN)
+    )
     async with client.get(READYZ) as resp:
+        assert resp.status == 503
+        assert await resp.json() == {"status": "not ready"}
+    async with client.session.get(client.admin_url("/readyz")) as resp:
         assert resp.status == 503
         body = await resp.json()
     assert body["status"] == "not ready"
@@ -69,13 +79,17 @@ async def test_readyz_follows_redis_going_away_and_coming_back(
     session = session_settings(
         "redis", redis_url=own_redis_server.url, redis_prefix="gwtest:ops-ready:"
     )
-    client = await make_gateway(ops_settings(upstream.url, tmp_path, session=session))
+    client = await make_gateway(
+        ops_settings(upstream.url, tmp_path, session=session, admin_listen=ADMIN)
+    )
     async with client.get(READYZ) as resp:
         assert resp.status == 200, await resp.text()
 
     own_redis_server.stop()
 
     async with client.get(READYZ) as resp:
+        assert resp.status == 503
+    async with client.session.get(client.admin_url("/readyz")) as resp:
         assert resp.status == 503
         assert (await resp.json())["checks"]["session_store"] is False
     async with client.get(HEALTHZ) as resp:
@@ -108,7 +122,7 @@ async def test_readyz_follows_redis_going_away_and_coming_back(
         again.wait(timeout=10)
 
 
-async def test_with_admin_listen_ops_endpoints_move_to_the_admin_port(
+async def test_with_admin_listen_details_and_metrics_are_on_the_admin_port_only(
     upstream, spawn, tmp_path
 ):
     port, admin_port = free_port(), free_port()
@@ -146,11 +160,12 @@ async def test_with_admin_listen_ops_endpoints_move_to_the_admin_port(
     # The admin listener's own traffic is not proxied traffic.
     assert label_values(samples, "gateway_requests_total", "route") == {"public"}
 
-    # On the main port the reserved paths exist no more: 404 from the gateway, not proxied.
+    # On the main port: health without details, no metrics, never proxied.
     seen = len(upstream.received)
-    for name in ("healthz", "readyz", "metrics"):
-        status, _ = await get(f"{gateway.base}/.gateway/{name}")
-        assert status == 404, name
+    assert await get(f"{gateway.base}/.gateway/healthz") == (200, b'{"status": "ok"}')
+    assert await get(f"{gateway.base}/.gateway/readyz") == (200, b'{"status": "ready"}')
+    status, _ = await get(f"{gateway.base}/.gateway/metrics")
+    assert status == 404
     assert len(upstream.received) == seen
     # And the admin port serves only those three.
     for path in ("/.gateway/healthz", "/public/hello", "/"):

@@ -36,7 +36,7 @@ from tests.ops.ops_harness import (
 )
 from tests.redis_support import free_port as closed_port
 
-METRICS = "/.gateway/metrics"
+METRICS = "/metrics"  # on the admin listener only
 REQUESTS = "gateway_requests_total"
 DURATION_COUNT = "gateway_request_duration_seconds_count"
 
@@ -113,7 +113,7 @@ async def test_route_labels_are_route_names_never_paths(upstream, make_gateway, 
         frozenset({("route", "-")}),
     }
 
-    async with client.get(METRICS) as resp:
+    async with client.session.get(client.admin_url(METRICS)) as resp:
         assert resp.status == 200
         samples = parse_metrics(await resp.text())
     for name in (REQUESTS, DURATION_COUNT):
@@ -169,13 +169,13 @@ async def test_sessions_active_is_the_number_of_live_memory_sessions_when_scrape
     logout = await people["carol"].post(LOGOUT, json={}, accept=JSON)
     assert logout.status == 204
 
-    async with client.get(METRICS) as resp:
+    async with client.session.get(client.admin_url(METRICS)) as resp:
         assert resp.status == 200
         samples = parse_metrics(await resp.text())
     assert value_of(samples, "gateway_sessions_active") == 2.0
 
     assert (await Browser(client).json_login("dave")).status == 200
-    async with client.get(METRICS) as resp:
+    async with client.session.get(client.admin_url(METRICS)) as resp:
         samples = parse_metrics(await resp.text())
     assert value_of(samples, "gateway_sessions_active") == 3.0
 
@@ -186,7 +186,7 @@ async def test_metrics_endpoint_is_prometheus_text_with_every_contract_metric(
     client = await make_gateway(ops_settings(upstream.url, tmp_path))
     async with client.get("/public/warm-up") as resp:
         assert resp.status == 200
-    async with client.get(METRICS) as resp:
+    async with client.session.get(client.admin_url(METRICS)) as resp:
         assert resp.status == 200
         assert resp.headers["Content-Type"].startswith("text/plain; version=")
         assert resp.headers["Cache-Control"] == "no-store"
@@ -216,10 +216,11 @@ async def test_metrics_endpoint_is_prometheus_text_with_every_contract_metric(
 
 async def test_two_workers_one_scrape_counts_every_worker(upstream, spawn, tmp_path):
     before = {p.name for p in Path(tempfile.gettempdir()).glob("gateway-metrics-*")}
-    port = free_port()
+    port, admin_port = free_port(), free_port()
     config = write_config(
         tmp_path / "config.yaml",
         port=port,
+        admin_port=admin_port,
         upstream_port=upstream.port,
         data_dir=tmp_path,
         workers=2,
@@ -227,7 +228,7 @@ async def test_two_workers_one_scrape_counts_every_worker(upstream, spawn, tmp_p
         access_log="off",
     )
     gateway = spawn(config, port)
-    await gateway.wait_ready()
+    await gateway.wait_ready(f"http://127.0.0.1:{admin_port}/healthz")
     metrics_dir = Path(gateway.environ()["PROMETHEUS_MULTIPROC_DIR"])
     assert metrics_dir.name.startswith("gateway-metrics-") and metrics_dir.name not in before
     workers = gateway.children()
@@ -243,7 +244,7 @@ async def test_two_workers_one_scrape_counts_every_worker(upstream, spawn, tmp_p
     assert served_by == set(workers), sorted(os.listdir(metrics_dir))
     # ...and whichever worker answers the scrape, it reports the sum over both.
     for _ in range(6):
-        samples = await scrape(f"{gateway.base}/.gateway/metrics")
+        samples = await scrape(f"http://127.0.0.1:{admin_port}/metrics")
         assert value_of(samples, REQUESTS, route="public", method="GET", code="200") == 40
         assert value_of(samples, DURATION_COUNT, route="public") == 40
 

@@ -45,14 +45,23 @@ RELOADS = "gateway_config_reloads_total"
 REFUSED = "reload refused"
 
 
+_ADMIN_PORTS: dict[int, int] = {}
+"""Admin listener port of the gateway on each main port (metrics are served there only)."""
+
+
 def _config(tmp_path, port, upstream, **kwargs):
     return write_config(
         tmp_path / "config.yaml",
         port=port,
+        admin_port=_ADMIN_PORTS.setdefault(port, free_port()),
         upstream_port=upstream.port,
         data_dir=tmp_path,
         **kwargs,
     )
+
+
+def _metrics_url(port: int) -> str:
+    return f"http://127.0.0.1:{_ADMIN_PORTS[port]}/metrics"
 
 
 async def _start(spawn, tmp_path, upstream, **kwargs):
@@ -100,7 +109,7 @@ async def test_a_valid_change_is_served_after_sighup(upstream, spawn, tmp_path):
     await wait_for(added_served)
     assert await _status(f"{base}/members/x") == 200  # access changed: public now
     assert upstream.last.path == "/members/x"
-    metrics = await scrape(f"{base}/.gateway/metrics")
+    metrics = await scrape(_metrics_url(gateway.port))
     assert value_of(metrics, RELOADS, result="success") == 1
     assert value_of(metrics, RELOADS, result="failure") is None
     assert "configuration reloaded" in gateway.log
@@ -122,7 +131,7 @@ async def test_an_invalid_file_is_refused_logged_counted_and_the_old_config_keep
     assert "invalid YAML" in gateway.log
     assert await _status(f"{base}/public/x") == 200
     assert await _status(f"{base}/members/x") == 401
-    metrics = await scrape(f"{base}/.gateway/metrics")
+    metrics = await scrape(_metrics_url(gateway.port))
     assert value_of(metrics, RELOADS, result="failure") == 1
     assert value_of(metrics, RELOADS, result="success") is None
 
@@ -139,7 +148,7 @@ async def test_an_invalid_file_is_refused_logged_counted_and_the_old_config_keep
     assert await _status(f"{base}/members/x") == 401
     assert await _status(f"{base}/added/x") == 404
     assert (await get(f"{base}/.gateway/readyz"))[0] == 200
-    metrics = await scrape(f"{base}/.gateway/metrics")
+    metrics = await scrape(_metrics_url(gateway.port))
     assert value_of(metrics, RELOADS, result="failure") == 2
 
     # 3. Fixed: applied, and counted as a success.
@@ -147,7 +156,7 @@ async def test_an_invalid_file_is_refused_logged_counted_and_the_old_config_keep
     gateway.signal(signal.SIGHUP)
     await gateway.wait_log("configuration reloaded")
     assert await _status(f"{base}/added/x") == 200
-    metrics = await scrape(f"{base}/.gateway/metrics")
+    metrics = await scrape(_metrics_url(gateway.port))
     assert value_of(metrics, RELOADS, result="success") == 1
     assert value_of(metrics, RELOADS, result="failure") == 2
     assert gateway.alive()
@@ -247,7 +256,7 @@ async def test_with_two_workers_sighup_reaches_both(upstream, spawn, tmp_path):
     await gateway.wait_log("configuration reloaded", count=2)  # one line per worker
 
     assert await _all_added(base) == [200] * 20
-    metrics = await scrape(f"{base}/.gateway/metrics")
+    metrics = await scrape(_metrics_url(gateway.port))
     assert value_of(metrics, RELOADS, result="success") == 2  # summed over the workers
 
 

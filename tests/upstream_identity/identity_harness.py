@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives import serialization
 from prometheus_client import REGISTRY
 
 from gateway.config.settings import (
+    DEFAULT_IDENTITY_HEADERS,
     ApiTokenSettings,
     RouteSettings,
     RouteTokenSettings,
@@ -114,17 +115,23 @@ def standard_routes() -> tuple[RouteSettings, ...]:
     """Every route the tests use, first match wins."""
     return (
         route("public", prefix="/public", access="public"),
-        route("public-ident", prefix="/pubident", access="public", identity_headers=True),
+        route(
+            "public-ident", prefix="/pubident", access="public",
+            identity_headers=DEFAULT_IDENTITY_HEADERS,
+        ),
         route("members", prefix="/members", access="authenticated"),
         route(
             "admin", prefix="/admin", access="authenticated",
             token=RouteTokenSettings(audience="admin-ui", ttl_s=ADMIN_TTL),
         ),
         route("bills", prefix="/billing", access="authenticated", upstream="billing"),
-        route("ident", prefix="/ident", access="authenticated", identity_headers=True),
+        route(
+            "ident", prefix="/ident", access="authenticated",
+            identity_headers=DEFAULT_IDENTITY_HEADERS,
+        ),
         route(
             "api", prefix="/api", access="authenticated", accept_bearer=True,
-            unauthenticated="status", identity_headers=True,
+            unauthenticated="status", identity_headers=DEFAULT_IDENTITY_HEADERS,
             token=RouteTokenSettings(audience=API_AUDIENCE),
         ),
         route("plain-api", prefix="/plain", access="authenticated", unauthenticated="status"),
