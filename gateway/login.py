@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import time
@@ -176,7 +177,8 @@ async def login_submit(request: web.BaseRequest, runtime: Runtime) -> web.Stream
     if not as_json and not csrf_valid(request, settings, fields.get("csrf", "")):
         # A stale form is common (the CSRF cookie expired with the browser session): show a
         # fresh form rather than a bare error page.
-        log.info("login form refused", extra={"reason": "csrf", "status": 403})
+        client_ip = resolve_client(request, settings.server.trusted_proxies).ip
+        _auth_event("refused (no valid CSRF token)", fields.get("username", ""), client_ip, "csrf")
         return _login_page(request, runtime, rd=rd, status=403, error=_CsrfFailure.public_message)
     username = fields.get("username", "")
     user = await _authenticate(request, runtime, username, fields.get("password", ""))
@@ -214,15 +216,41 @@ async def _authenticate(
 ) -> User | None:
     """The user, or ``None`` for any failure: unknown, wrong password, or locked out."""
     client = resolve_client(request, runtime.settings.server.trusted_proxies)
-    keys = (f"user:{username.casefold()}", f"ip:{client.ip}")
+    keys = (f"user:{username.casefold()}", f"ip:{throttle_address(client.ip)}")
     # SECURITY: one attempt per username and per IP at a time, so a burst of concurrent guesses
     # meets the lockout like a sequence would.
     async with runtime.attempts.hold(keys):
-        return await _attempt(runtime, keys, username, password)
+        user = await _attempt(runtime, keys, username, password, client.ip)
+    return user
+
+
+def throttle_address(ip: str) -> str:
+    """What the per-IP throttle counts: the address, or its /64 for IPv6 (one host usually
+    holds a whole /64, so counting single addresses would give it 2^64 fresh tries)."""
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return ip
+    if isinstance(address, ipaddress.IPv6Address):
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return ip
+
+
+def _auth_event(outcome: str, username: str, client_ip: str, reason: str) -> None:
+    """One log line per refused sign-in: who tried, from where, why (never the password)."""
+    shown = username if len(username) <= 256 else username[:256] + "..."
+    # repr-like JSON quoting: a username cannot forge log lines.
+    log.warning(
+        "login %s for %s from %s",
+        outcome,
+        json.dumps(shown),
+        client_ip,
+        extra={"reason": reason, "event": "auth", "user": shown, "client_ip": client_ip},
+    )
 
 
 async def _attempt(
-    runtime: Runtime, keys: tuple[str, str], username: str, password: str
+    runtime: Runtime, keys: tuple[str, str], username: str, password: str, client_ip: str
 ) -> User | None:
     locked = await runtime.throttle.locked(keys, now=time.time())
     # SECURITY: verify even when locked out, so a lockout cannot be told apart by timing.
@@ -233,12 +261,12 @@ async def _attempt(
         locked = await runtime.throttle.locked(keys, now=now)
     if locked:
         metrics.LOGIN_ATTEMPTS.labels("locked").inc()
-        log.warning("login refused: locked out", extra={"reason": "locked_out"})
+        _auth_event("refused (locked out)", username, client_ip, "locked_out")
         return None
     if user is None:
         metrics.LOGIN_ATTEMPTS.labels("failure").inc()
         await runtime.throttle.failure(keys, now=now)
-        log.warning("login failed", extra={"reason": "bad_credentials"})
+        _auth_event("failed", username, client_ip, "bad_credentials")
         return None
     metrics.LOGIN_ATTEMPTS.labels("success").inc()
     # Only the username's counter: resetting the IP's would let one valid account launder

@@ -30,6 +30,10 @@ _SECRET_KEY = re.compile(
     r"token|secret|passw|pwd|key|code|session|auth|sig|credential|ticket|jwt|nonce|otp",
     re.IGNORECASE,
 )
+# ...and names that are secrets exactly (too short to look for inside other names).
+_SECRET_NAMES = frozenset(
+    {"pw", "pass", "passwd", "pwd", "api_key", "apikey", "code", "state", "session", "sig"}
+)
 _SECRET_VALUE = re.compile(r"[A-Za-z0-9_\-+/=.~%]{24,}")
 _QUERY_SPLIT = re.compile(r"[&;]")
 
@@ -62,7 +66,12 @@ def redact_query(query: str) -> str:
         _QUERY_SPLIT.split(query), [*_QUERY_SPLIT.findall(query), ""], strict=True
     ):
         key, equals, value = part.partition("=")
-        if equals and (_SECRET_KEY.search(unquote(key)) or _SECRET_VALUE.fullmatch(value)):
+        name = unquote(key)
+        if equals and (
+            name.lower() in _SECRET_NAMES
+            or _SECRET_KEY.search(name)
+            or _SECRET_VALUE.fullmatch(value)
+        ):
             value = "REDACTED"
         elif not equals and _SECRET_VALUE.fullmatch(key):
             key = "REDACTED"  # a bare token: ?eyJhbGciOi...

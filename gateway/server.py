@@ -38,7 +38,8 @@ _EARLY_EXIT_S = 2.0
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line; extra ``reason``/``status`` fields are kept."""
+    """One JSON object per line; extra ``reason``/``status`` fields are kept, and ``event``,
+    ``user`` and ``client_ip`` of auth events."""
 
     def format(self, record: logging.LogRecord) -> str:
         if record.name == "gateway.access":
@@ -49,7 +50,7 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        for key in ("reason", "status"):
+        for key in ("reason", "status", "event", "user", "client_ip"):
             if hasattr(record, key):
                 entry[key] = getattr(record, key)
         if record.exc_info:

@@ -101,6 +101,16 @@ async def test_behind_a_trusted_proxy_the_forwarded_client_ip_is_counted(upstrea
     assert (await Browser(client).json_login("alice")).status == 200
 
 
+async def test_an_ipv6_client_is_counted_by_its_64_prefix(upstream, make_gateway):
+    # One host usually holds a whole /64: counting single addresses would give it 2^64 tries.
+    client = await _gateway(make_gateway, upstream, trusted_proxies=LOOPBACK)
+    for n, username in enumerate(("bob", "carol", "nobody"), start=1):
+        _refused(await _from(client, f"2001:db8:1:2::{n}").json_login(username, "guess"))
+    _refused(await _from(client, "2001:db8:1:2:ffff:ffff:ffff:ffff").json_login("alice"))
+    # The next /64 is another network.
+    assert (await _from(client, "2001:db8:1:3::1").json_login("alice")).status == 200
+
+
 async def test_without_trusted_proxies_a_spoofed_forwarded_for_does_not_escape_the_ip_lock(
     upstream, make_gateway
 ):

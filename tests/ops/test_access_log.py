@@ -181,7 +181,15 @@ RANDOM_40 = secrets.token_urlsafe(30)  # 40 characters
     [
         ("token=abc", "token=REDACTED", "abc"),
         ("password=x", "password=REDACTED", None),
-        ("code=SplxlOBeZQQYbYS6WxSbIA&state=xyz", "code=REDACTED&state=xyz", "SplxlOBe"),
+        ("code=SplxlOBeZQQYbYS6WxSbIA&state=xyz", "code=REDACTED&state=REDACTED", "SplxlOBe"),
+        ("pw=a1&pass=b2&passwd=c3&pwd=d4", "pw=REDACTED&pass=REDACTED&passwd=REDACTED&pwd=REDACTED",
+         None),
+        ("apikey=k&api_key=k2&session=s&sig=x", "apikey=REDACTED&api_key=REDACTED&session=REDACTED"
+         "&sig=REDACTED", None),
+        ("my_secret_value=x&refresh_token=y&new_password=z&Password=w",
+         "my_secret_value=REDACTED&refresh_token=REDACTED&new_password=REDACTED&Password=REDACTED",
+         None),
+        ("passenger=2&stately=yes", "passenger=2&stately=yes", None),
         ("q=" + JWT, "q=REDACTED", JWT[:30]),
         ("ref=" + RANDOM_40, "ref=REDACTED", RANDOM_40),
         ("page=2&sort=name", "page=2&sort=name", None),
