@@ -182,3 +182,15 @@ async def test_a_client_that_reads_nothing_frees_its_upstream_connection(
                 statuses.append(resp.status)
     writer.close()
     assert statuses == [200, 200, 200]
+
+
+@pytest.mark.parametrize(
+    "path", ["/.gateway/login", "/.gateway/nothing", "/members", "/.gateway/healthz", "/%2e%2e/x"]
+)
+async def test_own_responses_say_server_gateway_without_a_version(
+    gateway: GatewayProcess, path: str
+) -> None:
+    async with aiohttp.ClientSession() as http, http.get(
+        gateway.base + path, allow_redirects=False
+    ) as resp:
+        assert resp.headers.getall("Server") == ["gateway"]
