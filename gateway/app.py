@@ -11,15 +11,15 @@ import asyncio
 import logging
 import time
 from collections.abc import Coroutine
-from typing import Any, Final
+from typing import Any
 from urllib.parse import quote
 
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from gateway import endpoints, metrics, ops, pages
 from gateway.access import Decision, decide
 from gateway.config.settings import RouteSettings, Settings
-from gateway.context import ClientInfo, RequestContext
+from gateway.context import ClientInfo, RequestContext, Trace
 from gateway.errors import BadRequest, Forbidden, GatewayError, Unauthenticated, UpstreamError
 from gateway.forwarded import foreign_origin, resolve_client, valid_host
 from gateway.identity.resolve import (
@@ -32,7 +32,8 @@ from gateway.identity.resolve import (
 from gateway.identity.sessions import SessionStoreUnavailable
 from gateway.identity.upstream import identity_headers
 from gateway.identity.users import UserDirectory
-from gateway.proxy import STREAM_ERROR, check_expectation, forward, is_websocket_upgrade
+from gateway.listener import SERVER_HEADER
+from gateway.proxy import check_expectation, forward, is_websocket_upgrade
 from gateway.revoke import (
     end_users,
     ensure_admin_token,
@@ -47,8 +48,6 @@ log = logging.getLogger("gateway")
 
 RESERVED_PREFIX = "/.gateway/"
 
-SET_COOKIE: Final = web.RequestKey("gateway.set_cookie", str)
-"""A ``Set-Cookie`` value the identity stage wants on whatever response goes out."""
 
 
 def is_reserved(path: str) -> bool:
@@ -152,25 +151,30 @@ class Gateway:
 
 
 async def handle(request: web.BaseRequest, holder: RuntimeHolder) -> web.StreamResponse:
-    """One request through the pipeline, counted and logged whatever happens."""
+    """One request through the pipeline, its answer written, then counted and logged as it
+    went: the status the client was sent, the bytes, and how it ended (``Trace.outcome``)."""
     started = time.perf_counter()
     runtime = holder.current
     settings = runtime.settings
     client = resolve_client(request, settings.server.trusted_proxies)
-    trace = request[ops.TRACE] = ops.Trace()
+    trace = Trace()
     response: web.StreamResponse | None = None
     runtime.inflight += 1
     holder.inflight += 1
     try:
-        response = await _pipeline(request, holder, runtime, client, trace)
-    except GatewayError as exc:
-        log.warning("request refused: %s", exc, extra={"reason": exc.reason, "status": exc.status})
-        if isinstance(exc, UpstreamError):
-            metrics.UPSTREAM_ERRORS.labels(trace.upstream, exc.reason).inc()
-        response = pages.error_response(request, exc)
-    except Exception:
-        log.exception("unexpected error", extra={"reason": "internal", "status": 500})
-        response = pages.error_response(request, GatewayError("unexpected error"))
+        try:
+            response = await _pipeline(request, holder, runtime, client, trace)
+        except GatewayError as exc:
+            response = _refused(request, exc, trace)
+        except Exception:
+            log.exception("unexpected error", extra={"reason": "internal", "status": 500})
+            response = pages.error_response(request, GatewayError("unexpected error"))
+        if not response.prepared:
+            await _send(request, response, holder, trace)
+    except asyncio.CancelledError:
+        # Only a shutdown cancels a handler (handler_cancellation is off): the grace ran out.
+        trace.outcome = "drain_cut"
+        raise
     finally:
         runtime.inflight -= 1
         holder.inflight -= 1
@@ -178,7 +182,7 @@ async def handle(request: web.BaseRequest, holder: RuntimeHolder) -> web.StreamR
             runtime.idle.set()
         if holder.idle is not None and holder.inflight == 0:
             holder.idle.set()
-        stream_error = request.get(STREAM_ERROR)
+        stream_error = trace.stream_error
         if stream_error is not None and isinstance(stream_error, UpstreamError):
             metrics.UPSTREAM_ERRORS.labels(trace.upstream, stream_error.reason).inc()
         ops.record(
@@ -190,10 +194,38 @@ async def handle(request: web.BaseRequest, holder: RuntimeHolder) -> web.StreamR
             started=started,
             log_format=settings.server.access_log,
         )
-    cookie = request.get(SET_COOKIE)
-    if cookie is not None and not response.prepared:
-        response.headers.add("Set-Cookie", cookie)
     return response
+
+
+def _refused(request: web.BaseRequest, exc: GatewayError, trace: Trace) -> web.StreamResponse:
+    log.warning("request refused: %s", exc, extra={"reason": exc.reason, "status": exc.status})
+    if isinstance(exc, UpstreamError):
+        metrics.UPSTREAM_ERRORS.labels(trace.upstream, exc.reason).inc()
+    if exc.reason == "client_aborted":
+        trace.outcome = "client_aborted"  # gone mid-upload: nobody reads the answer
+    return pages.error_response(request, exc)
+
+
+async def _send(
+    request: web.BaseRequest, response: web.StreamResponse, holder: RuntimeHolder, trace: Trace
+) -> None:
+    """Write one of our own (small, complete) answers now, so the log says what was sent."""
+    if trace.set_cookie is not None:
+        response.headers.add(hdrs.SET_COOKIE, trace.set_cookie)
+    if hdrs.SERVER not in response.headers:
+        response.headers[hdrs.SERVER] = SERVER_HEADER
+    if holder.closing:
+        response.force_close()  # draining: the client moves to another replica
+    try:
+        await response.prepare(request)
+        trace.status = response.status
+        await response.write_eof()
+    except ConnectionError:
+        trace.outcome = "client_aborted"
+        return
+    body = response.body if isinstance(response, web.Response) else None
+    if isinstance(body, bytes) and request.method != "HEAD":
+        trace.sent = len(body)
 
 
 async def _pipeline(
@@ -201,7 +233,7 @@ async def _pipeline(
     holder: RuntimeHolder,
     runtime: Runtime,
     client: ClientInfo,
-    trace: ops.Trace,
+    trace: Trace,
 ) -> web.StreamResponse:
     settings = runtime.settings
     check_expectation(request)
@@ -222,7 +254,7 @@ async def _pipeline(
     now = time.time()
     resolved = await _identity(request, runtime, route, now)
     if resolved.set_cookie is not None:
-        request[SET_COOKIE] = resolved.set_cookie
+        trace.set_cookie = resolved.set_cookie
     identity = resolved.identity
     user = identity.user if identity is not None else None
     if user is not None:
@@ -246,6 +278,7 @@ async def _pipeline(
         return _unauthenticated(request, route, path, query)
     ctx = RequestContext(
         client=client,
+        trace=trace,
         path=path,
         query=query,
         route=route,
@@ -255,6 +288,7 @@ async def _pipeline(
         user=user.username if user is not None else None,
         set_cookie=resolved.set_cookie,
         sockets=runtime.sockets,
+        close_connection=holder.closing,
         send_timeout_s=settings.server.timeouts.send_s,
     )
     if identity is not None:

@@ -5,7 +5,29 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from gateway.config.settings import RouteSettings, UpstreamSettings
+from gateway.errors import GatewayError
 from gateway.websockets import OpenWebSockets
+
+
+@dataclass(slots=True)
+class Trace:
+    """What the access log and the metrics learn about one request as it goes through."""
+
+    route: str = "-"
+    upstream: str = "-"
+    user: str = "-"
+    status: int = 0
+    """The status of the response head the client was sent (0: none went out)."""
+    sent: int = 0
+    """Response body bytes the client was sent."""
+    outcome: str = "ok"
+    """How the exchange ended: ``ok``, or ``upstream_aborted`` / ``upstream_timeout`` (the
+    upstream failed mid-body), ``client_aborted`` (the client went away), ``client_stalled``
+    (it read nothing for ``server.timeouts.send``), ``drain_cut`` (shutdown_grace ran out)."""
+    stream_error: GatewayError | None = None
+    """Why a response was cut short after its head was sent."""
+    set_cookie: str | None = None
+    """A ``Set-Cookie`` value the identity stage wants on whatever answer goes out."""
 
 
 @dataclass(slots=True, kw_only=True)
@@ -26,6 +48,7 @@ class ClientInfo:
 @dataclass(slots=True, kw_only=True)
 class RequestContext:
     client: ClientInfo
+    trace: Trace
     path: str
     """The normalised path (what routing matched and what the upstream receives)."""
     query: str
@@ -43,6 +66,8 @@ class RequestContext:
     """Username for logs once identity is resolved."""
     sockets: OpenWebSockets
     """Where a relayed WebSocket of a signed-in user is registered while it is open."""
+    close_connection: bool = False
+    """Draining: the response says ``Connection: close``."""
     send_timeout_s: float = 60.0
     """``server.timeouts.send``: how long the client may accept no response bytes."""
     set_cookie: str | None = None

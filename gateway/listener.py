@@ -11,8 +11,8 @@ around them, which aiohttp's defaults get wrong for a gateway that faces the int
   within ``request_header`` (else 408 and close), an idle keep-alive connection is closed after
   ``keepalive`` (aiohttp's default is an hour).
 - **Draining**: once :meth:`Listener.drain` is called every response carries
-  ``Connection: close`` and idle keep-alive connections are closed, so clients move to another
-  replica instead of being cut when the process exits.
+  ``Connection: close`` and connections quiet between two requests are closed, so keep-alive
+  clients move to another replica instead of being cut when the process exits.
 
 A :class:`Listener` serves one ``async handler(request) -> response`` on one address; the
 gateway's main and admin listeners are two of them.
@@ -41,6 +41,10 @@ SERVER_HEADER = "gateway"
 MAX_FIELD_SIZE = 16384
 """Longest request header line: room for big cookies and tokens (aiohttp's default is 8190)."""
 
+DRAIN_QUIET_S = 0.5
+"""While draining, a keep-alive connection idle this long is closed (a client that sends its next
+request sooner is answered, with ``Connection: close``)."""
+
 _TIMEOUT_RESPONSE = (
     b"HTTP/1.1 408 Request Timeout\r\nServer: gateway\r\nContent-Type: text/plain\r\n"
     b"Content-Length: 16\r\nConnection: close\r\n\r\nRequest timeout\n"
@@ -58,8 +62,10 @@ class GatewayConnection(RequestHandler):
 
     __slots__ = (
         "_gw_active",
+        "_gw_drain_quiet",
         "_gw_head_timeout",
         "_gw_head_timer",
+        "_gw_idle_timer",
         "_gw_next_head_since",
         "_gw_request",
     )
@@ -71,6 +77,8 @@ class GatewayConnection(RequestHandler):
         self._gw_active = 0
         self._gw_next_head_since: float | None = None
         self._gw_request: web.BaseRequest | None = None
+        self._gw_drain_quiet: float | None = None
+        self._gw_idle_timer: asyncio.TimerHandle | None = None
 
     @property
     def idle(self) -> bool:
@@ -83,6 +91,7 @@ class GatewayConnection(RequestHandler):
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self._gw_disarm()
+        self._gw_cancel_idle_close()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -98,6 +107,7 @@ class GatewayConnection(RequestHandler):
 
     def request_started(self, request: web.BaseRequest) -> None:
         self._gw_disarm()
+        self._gw_cancel_idle_close()
         self._gw_active += 1
         self._gw_next_head_since = None
         self._gw_request = request
@@ -110,6 +120,15 @@ class GatewayConnection(RequestHandler):
             # A pipelined head started arriving during the last request: its clock is running.
             self._gw_next_head_since = None
             self._gw_arm(max(0.0, since + self._gw_head_timeout - self._loop.time()))
+        if self._gw_active == 0 and self._gw_drain_quiet is not None:
+            self._gw_close_when_quiet()
+
+    def drain(self, quiet_s: float) -> None:
+        """The process drains: close this connection once it has been idle for ``quiet_s``
+        (a request arriving meanwhile is answered, with ``Connection: close``)."""
+        self._gw_drain_quiet = quiet_s
+        if self._gw_active == 0:
+            self._gw_close_when_quiet()
 
     # -- errors ---------------------------------------------------------------------------------
 
@@ -132,7 +151,9 @@ class GatewayConnection(RequestHandler):
             text = "Bad request\n"
         else:
             text = "Internal error\n"
-        if not isinstance(exc, BadHttpMethod):  # port scanners and TLS on a plain port: noise
+        if status >= 500:
+            log.error("unexpected error in a handler (%s)", kind, extra={"reason": "internal"})
+        elif not isinstance(exc, BadHttpMethod):  # port scanners, TLS on a plain port: noise
             # Only the exception's type: its message quotes the request line or header.
             log.warning("refused a malformed request (%s)", kind, extra={"reason": "bad_http"})
         response = web.Response(
@@ -146,6 +167,23 @@ class GatewayConnection(RequestHandler):
     def _gw_body_done(self) -> bool:
         request = self._gw_request
         return request is None or request.content.is_eof()
+
+    def _gw_close_when_quiet(self) -> None:
+        self._gw_cancel_idle_close()
+        assert self._gw_drain_quiet is not None
+        self._gw_idle_timer = self._loop.call_later(self._gw_drain_quiet, self._gw_quiet)
+
+    def _gw_quiet(self) -> None:
+        self._gw_idle_timer = None
+        if self._gw_active == 0:
+            # SECURITY/robustness: a client sending at this very instant could lose its request
+            # (the keep-alive race every server has); after a quiet period that is unlikely.
+            self.force_close()
+
+    def _gw_cancel_idle_close(self) -> None:
+        if self._gw_idle_timer is not None:
+            self._gw_idle_timer.cancel()
+            self._gw_idle_timer = None
 
     def _gw_arm(self, delay: float) -> None:
         self._gw_disarm()
@@ -218,13 +256,14 @@ class Listener:
         if self._site is not None:
             await self._site.stop()
 
-    def drain(self) -> None:
-        """From now on every response says ``Connection: close``; idle keep-alive connections
-        close now, busy ones once their response is complete."""
+    def drain(self, quiet_s: float = DRAIN_QUIET_S) -> None:
+        """From now on every response says ``Connection: close`` (its connection closes once it
+        is sent), and a connection between two requests closes after ``quiet_s`` without one:
+        keep-alive clients then move to another replica, none of their requests cut."""
         self.draining = True
-        for connection in self._server.connections:
-            if isinstance(connection, GatewayConnection) and connection.idle:
-                connection.force_close()
+        for connection in list(self._server.connections):
+            if isinstance(connection, GatewayConnection):
+                connection.drain(quiet_s)
             else:
                 connection.close()
 
@@ -240,8 +279,6 @@ class Listener:
             response = await self._handler(request)
         finally:
             connection.request_finished()
-            if self.draining:
-                connection.close()  # after this response, whatever it said
         if not response.prepared:
             if "Server" not in response.headers:
                 response.headers["Server"] = SERVER_HEADER

@@ -7,7 +7,6 @@ import logging
 import os
 import re
 import time
-from dataclasses import dataclass
 from typing import Final
 from urllib.parse import unquote
 
@@ -16,7 +15,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, generate_latest, mult
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from gateway import metrics
-from gateway.proxy import BODY_BYTES
+from gateway.context import Trace
 from gateway.runtime import Runtime, RuntimeHolder
 
 access_log = logging.getLogger("gateway.access")
@@ -36,18 +35,6 @@ _SECRET_NAMES = frozenset(
 )
 _SECRET_VALUE = re.compile(r"[A-Za-z0-9_\-+/=.~%]{24,}")
 _QUERY_SPLIT = re.compile(r"[&;]")
-
-
-@dataclass(slots=True)
-class Trace:
-    """What the access log and the metrics learn about one request as it goes through."""
-
-    route: str = "-"
-    upstream: str = "-"
-    user: str = "-"
-
-
-TRACE: Final = web.RequestKey("gateway.trace", Trace)
 
 
 def method_label(method: str) -> str:
@@ -89,16 +76,17 @@ def record(
     started: float,
     log_format: str,
 ) -> None:
-    """Metrics and the access-log line for one finished request."""
+    """Metrics and the access-log line for one finished request: the status the client was sent
+    (0 when no answer went out), the body bytes sent and how it ended (``trace.outcome``)."""
     duration = time.perf_counter() - started
-    status = response.status if response is not None else 500
+    status = trace.status
     metrics.REQUESTS.labels(trace.route, method_label(request.method), str(status)).inc()
     metrics.REQUEST_DURATION.labels(trace.route).observe(duration)
     if log_format == "off":
         return
     raw_path, _, query = request.raw_path.partition("?")
     path = raw_path[:2048] + ("?" + redact_query(query) if query else "")
-    sent = body_bytes(request, response)
+    sent = trace.sent
     if log_format == "json":
         access_log.info(
             json.dumps(
@@ -114,12 +102,13 @@ def record(
                     "route": trace.route,
                     "upstream": trace.upstream,
                     "user": trace.user,
+                    "outcome": trace.outcome,
                 }
             )
         )
     else:
         access_log.info(
-            '%s %s "%s %s" %d %d %.3fms route=%s upstream=%s rid=%s',
+            '%s %s "%s %s" %d %d %.3fms route=%s upstream=%s rid=%s outcome=%s',
             client_ip,
             trace.user,
             request.method,
@@ -130,17 +119,8 @@ def record(
             trace.route,
             trace.upstream,
             request_id,
+            trace.outcome,
         )
-
-
-def body_bytes(request: web.BaseRequest, response: web.StreamResponse | None) -> int:
-    """Bytes of response body: what the proxy relayed, or the size of one of our own answers
-    (``body_length`` would count headers and framing, and our answers are not sent yet)."""
-    if BODY_BYTES in request:
-        return request[BODY_BYTES]
-    if isinstance(response, web.Response) and isinstance(response.body, bytes):
-        return 0 if request.method == "HEAD" else len(response.body)
-    return 0
 
 
 async def healthz(request: web.BaseRequest, holder: RuntimeHolder) -> web.StreamResponse:

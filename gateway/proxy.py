@@ -43,6 +43,7 @@ from gateway.errors import (
     GatewayError,
     PayloadTooLarge,
     UpstreamError,
+    UpstreamTimeout,
 )
 from gateway.headers import (
     filter_request_headers,
@@ -60,13 +61,6 @@ from gateway.upstream.base import (
 )
 
 log = logging.getLogger("gateway.proxy")
-
-STREAM_ERROR: Final = web.RequestKey("gateway.proxy.stream_error", GatewayError)
-"""Set on the request when the response was cut short after its head was sent (the client
-connection is aborted and the error cannot be rendered): for the access log and metrics."""
-
-BODY_BYTES: Final = web.RequestKey("gateway.proxy.body_bytes", int)
-"""Response body bytes relayed to the client (for the access log)."""
 
 BODILESS_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 """Methods whose requests carry no body in practice (CONTRACT section 4)."""
@@ -138,8 +132,7 @@ async def forward(
     :class:`~gateway.errors.GatewayError` for the app to render: ``PayloadTooLarge`` (413, also
     raised before the upstream is contacted when ``Content-Length`` is over ``max_body``),
     ``UpstreamUnavailable`` (502), ``UpstreamTimeout`` (504), ``UpstreamError`` (502). After the
-    head is sent, a failure aborts the client connection and is recorded under
-    :data:`STREAM_ERROR`.
+    head is sent, a failure aborts the client connection and is recorded in ``ctx.trace``.
 
     A WebSocket upgrade on a route with ``websocket: true`` is relayed message by message
     (``client`` must be a :class:`~gateway.upstream.base.WebSocketUpstreamClient`); on other
@@ -244,12 +237,15 @@ async def _relay_response(
     )
     if hdrs.SERVER not in response.headers:
         response.headers[hdrs.SERVER] = "gateway"  # not aiohttp's name and version
+    if ctx.close_connection:
+        response.force_close()  # draining: the client moves to another replica
     if body is not None:
         body.response_started = True
     sent = 0
     send_s = ctx.send_timeout_s
     try:
         await response.prepare(request)
+        ctx.trace.status = response.status
         if request.method != hdrs.METH_HEAD:
             async for chunk in upstream_response.iter_body():
                 # A client that reads nothing must not pin the upstream connection (and its
@@ -261,21 +257,33 @@ async def _relay_response(
             await response.write_eof()
     except UpstreamError as exc:
         error = body.error if body is not None and body.error is not None else exc
+        ctx.trace.outcome = _outcome(error)
         _abort(request, ctx, error)
     except ConnectionError as exc:
+        ctx.trace.outcome = "client_aborted"
         log.debug("client went away while streaming %s: %r", ctx.client.request_id, exc)
     except TimeoutError:
+        ctx.trace.outcome = "client_stalled"
         _abort(request, ctx, ClientStalled(f"client read nothing for {send_s:g}s"))
     finally:
-        request[BODY_BYTES] = sent
+        ctx.trace.sent = sent
     return response
+
+
+def _outcome(error: GatewayError) -> str:
+    """The access log's name for a response cut short by ``error``."""
+    if isinstance(error, UpstreamTimeout):
+        return "upstream_timeout"
+    if isinstance(error, UpstreamError):
+        return "upstream_aborted"
+    return error.reason  # the client's body failed: client_aborted, body_too_large, bad_body
 
 
 def _abort(request: web.BaseRequest, ctx: RequestContext, error: GatewayError) -> None:
     # SECURITY/integrity: the head is out, so an error page is impossible; a reset connection is
     # the only way to make sure the client never takes a truncated body for a complete one
     # (a clean close would look complete for a body without Content-Length).
-    request[STREAM_ERROR] = error
+    ctx.trace.stream_error = error
     log.warning(
         "response from upstream %s cut short (%s), aborting client connection: %s",
         ctx.upstream.name,
@@ -438,21 +446,21 @@ async def _forward_websocket(
             if ctx.set_cookie is not None:
                 client_ws.headers.add("Set-Cookie", ctx.set_cookie)
             await client_ws.prepare(request)
+            ctx.trace.status = client_ws.status
             relay = _Relay(ctx.send_timeout_s)
 
-            async def end_session() -> None:
-                # The user's sessions ended (revoked, credentials changed) or the route no
-                # longer admits them: close both sides, telling the client why.
+            async def end(code: int, reason: bytes) -> None:
+                # The user's sessions ended (revoked, credentials changed), the route no longer
+                # admits them, or the process drains: close both sides, telling the client why.
                 relay.closing = True
-                await client_ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"session ended")
+                await client_ws.close(code=code, message=reason)
                 await upstream_ws.close(code=WSCloseCode.GOING_AWAY)
 
-            entry = ctx.sockets.add(ctx.user, ctx.route.name, end_session) if ctx.user else None
+            entry = ctx.sockets.add(ctx.user, ctx.route.name, end)
             try:
                 await _relay_websocket(request, relay, client_ws, upstream_ws)
             finally:
-                if entry is not None:
-                    ctx.sockets.discard(entry)
+                ctx.sockets.discard(entry)
             return client_ws
     except WebSocketRefused as exc:
         # The upstream said no (401/403/404...): pass its status and headers on, without a body.

@@ -80,10 +80,14 @@ async def after_reload(old: Runtime, new: Runtime, *, now: float) -> None:
         await end_users(new, changed, now=now)
     routes = {route.name: route for route in new.settings.routes}
 
-    def refused(entry_username: str, route_name: str) -> bool:
-        user = new.users.get(entry_username)
+    def refused(entry_username: str | None, route_name: str) -> bool:
         route = routes.get(route_name)
-        if user is None or user.disabled or route is None:
+        if route is None:
+            return True  # the route is gone
+        if entry_username is None:
+            return decide(route.access, None, frozenset()) is not Decision.ALLOW
+        user = new.users.get(entry_username)
+        if user is None or user.disabled:
             return True
         return decide(route.access, user.username, user.roles) is not Decision.ALLOW
 

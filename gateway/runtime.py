@@ -134,13 +134,24 @@ class RuntimeHolder:
     """The process's mutable state: the current runtime (a request reads ``current`` once and
     keeps that runtime to its end; a reload swaps it) and whether the process is draining."""
 
-    __slots__ = ("admin_token", "current", "draining", "idle", "inflight", "retiring")
+    __slots__ = (
+        "admin_token",
+        "closing",
+        "current",
+        "draining",
+        "idle",
+        "inflight",
+        "retiring",
+    )
 
     def __init__(self, runtime: Runtime, *, admin_token: str | None = None) -> None:
         self.current = runtime
         self.admin_token = admin_token
         """The secret ``POST /sessions/revoke`` on the admin listener requires (None: refused)."""
         self.draining = False
+        """readyz says not ready (from SIGTERM on)."""
+        self.closing = False
+        """Responses say ``Connection: close`` (once the listener has closed, in a drain)."""
         self.inflight = 0
         """Requests in flight on any runtime (a drain waits for these)."""
         self.idle: asyncio.Event | None = None

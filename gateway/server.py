@@ -30,6 +30,7 @@ from gateway.ops import MULTIPROC_ENV
 from gateway.reload import reload
 from gateway.runtime import RuntimeHolder
 from gateway.tokens import KeyConfigError, load_keyset
+from gateway.websockets import GOING_AWAY
 
 log = logging.getLogger("gateway")
 
@@ -94,6 +95,7 @@ def drain_delay_s(settings: Settings) -> float:
 
 
 _SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGHUP})
+_DRAIN_POLL_S = 0.02
 
 
 async def _serve_async(settings: Settings, *, reuse_port: bool) -> None:
@@ -136,27 +138,33 @@ async def _serve_async(settings: Settings, *, reuse_port: bool) -> None:
 
 
 async def _drain(holder: RuntimeHolder, listeners: list[Listener]) -> None:
-    """readyz says 503 at once; keep accepting briefly so load balancers notice; stop
-    listening; give in-flight requests (long downloads included) shutdown_grace to finish."""
+    """CONTRACT section 6. readyz says 503 at once; the listener keeps accepting briefly so
+    load balancers notice, then closes; from then on every response says ``Connection: close``
+    and quiet keep-alive connections close, WebSockets are told the server is going away
+    (1001); in-flight requests (long downloads included) get shutdown_grace; the process exits
+    as soon as no connection is left."""
     settings = holder.current.settings
     holder.draining = True
     log.info("draining", extra={"reason": "drain"})
-    for listener in listeners:
-        listener.drain()
     await asyncio.sleep(drain_delay_s(settings))
     for listener in listeners:
         await listener.stop_accepting()
-    if holder.inflight > 0:
-        holder.idle = asyncio.Event()
-        try:
-            async with asyncio.timeout(settings.server.shutdown_grace_s):
-                await holder.idle.wait()
-        except TimeoutError:
+    holder.closing = True
+    for listener in listeners:
+        listener.drain()
+    await holder.current.sockets.close_where(
+        lambda entry: True, code=GOING_AWAY, reason=b"server draining"
+    )
+    deadline = time.monotonic() + settings.server.shutdown_grace_s
+    while holder.inflight > 0 or any(listener.connections for listener in listeners):
+        if time.monotonic() >= deadline:
             log.warning(
                 "shutdown grace over: cutting %d request(s) still in flight",
                 holder.inflight,
                 extra={"reason": "grace_exceeded"},
             )
+            return
+        await asyncio.sleep(_DRAIN_POLL_S)
 
 
 def _run_worker(settings: Settings, reuse_port: bool) -> None:

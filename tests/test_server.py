@@ -24,7 +24,7 @@ def free_port() -> int:
 
 
 def write_config(tmp_path: Path, port: int, upstream_port: int, extra: str = "") -> Path:
-    (tmp_path / "session.key").write_bytes(os.urandom(32))
+    (tmp_path / "session.key").write_bytes(os.urandom(31) + b"k")  # no trailing newline
     config = tmp_path / "config.yaml"
     config.write_text(
         f"""

@@ -71,7 +71,8 @@ def secret_files(tmp_path_factory: pytest.TempPathFactory) -> Mapping[str, bytes
     return {
         "signing-key.pem": (made / "signing-key.pem").read_bytes(),
         "users.yaml": yaml.safe_dump(users).encode(),
-        "session-key": secrets.token_bytes(32),
+        # Random bytes, but never a trailing newline (a secret file loses one: 31 bytes then).
+        "session-key": secrets.token_bytes(31) + b"k",
         "redis-password": secrets.token_urlsafe(32).encode() + b"\n",
     }
 

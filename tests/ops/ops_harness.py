@@ -304,7 +304,7 @@ DEFAULT_ROUTES = """\
 def cookie_session(tmp_path: Path) -> str:
     """``session:`` body for the cookie backend (what ``workers > 1`` needs), secret in a file."""
     secret = tmp_path / "session.key"
-    secret.write_bytes(os.urandom(32))
+    secret.write_bytes(os.urandom(31) + b"k")  # never a trailing newline (it would be dropped)
     return f'  backend: cookie\n  cookie:\n    secret_file: "{secret}"\n'
 
 

@@ -5,6 +5,7 @@ never a secret, neither there nor in any other log line the gateway writes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import re
@@ -14,6 +15,7 @@ from dataclasses import replace
 from datetime import datetime
 from types import MappingProxyType
 
+import aiohttp
 import pytest
 
 from gateway.config.settings import ThrottleSettings
@@ -30,8 +32,18 @@ from tests.redis_support import free_port as closed_port
 from tests.support import raw_request, route
 
 FIELDS = {
-    "time", "request_id", "client_ip", "method", "path", "status", "bytes", "duration_ms",
-    "route", "upstream", "user",
+    "time",
+    "request_id",
+    "client_ip",
+    "method",
+    "path",
+    "status",
+    "bytes",
+    "duration_ms",
+    "route",
+    "upstream",
+    "user",
+    "outcome",
 }
 REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 JWT = (
@@ -42,7 +54,7 @@ JWT = (
 TEXT_LINE = re.compile(
     r'(?P<client_ip>\S+) (?P<user>\S+) "(?P<method>\S+) (?P<path>\S+)" (?P<status>\d{3}) '
     r"(?P<bytes>\d+) (?P<duration>\d+\.\d{3})ms route=(?P<route>\S+) upstream=(?P<upstream>\S+) "
-    r"rid=(?P<rid>\S+)"
+    r"rid=(?P<rid>\S+) outcome=(?P<outcome>\S+)"
 )
 
 
@@ -99,8 +111,9 @@ async def test_one_line_per_request_whatever_its_outcome(
         async with client.request(method, path, headers={"Accept": JSON}) as resp:
             assert resp.status == status, path
     entries = access_entries(all_logs.records)
-    assert [(e["method"], e["path"], e["status"], e["route"], e["upstream"]) for e in entries] \
-        == expected
+    assert [
+        (e["method"], e["path"], e["status"], e["route"], e["upstream"]) for e in entries
+    ] == expected
     assert len({e["request_id"] for e in entries}) == len(expected)
 
 
@@ -182,21 +195,31 @@ RANDOM_40 = secrets.token_urlsafe(30)  # 40 characters
         ("token=abc", "token=REDACTED", "abc"),
         ("password=x", "password=REDACTED", None),
         ("code=SplxlOBeZQQYbYS6WxSbIA&state=xyz", "code=REDACTED&state=REDACTED", "SplxlOBe"),
-        ("pw=a1&pass=b2&passwd=c3&pwd=d4", "pw=REDACTED&pass=REDACTED&passwd=REDACTED&pwd=REDACTED",
-         None),
-        ("apikey=k&api_key=k2&session=s&sig=x", "apikey=REDACTED&api_key=REDACTED&session=REDACTED"
-         "&sig=REDACTED", None),
-        ("my_secret_value=x&refresh_token=y&new_password=z&Password=w",
-         "my_secret_value=REDACTED&refresh_token=REDACTED&new_password=REDACTED&Password=REDACTED",
-         None),
+        (
+            "pw=a1&pass=b2&passwd=c3&pwd=d4",
+            "pw=REDACTED&pass=REDACTED&passwd=REDACTED&pwd=REDACTED",
+            None,
+        ),
+        (
+            "apikey=k&api_key=k2&session=s&sig=x",
+            "apikey=REDACTED&api_key=REDACTED&session=REDACTED&sig=REDACTED",
+            None,
+        ),
+        (
+            "my_secret_value=x&refresh_token=y&new_password=z&Password=w",
+            "my_secret_value=REDACTED&refresh_token=REDACTED&new_password=REDACTED&Password=REDACTED",
+            None,
+        ),
         ("passenger=2&stately=yes", "passenger=2&stately=yes", None),
         ("q=" + JWT, "q=REDACTED", JWT[:30]),
         ("ref=" + RANDOM_40, "ref=REDACTED", RANDOM_40),
         ("page=2&sort=name", "page=2&sort=name", None),
-        ("page=2&access_token=abc.def&sort=name", "page=2&access_token=REDACTED&sort=name",
-         "abc.def"),
-        ("API_KEY=k123&X-Amz-Signature=s456", "API_KEY=REDACTED&X-Amz-Signature=REDACTED",
-         "k123"),
+        (
+            "page=2&access_token=abc.def&sort=name",
+            "page=2&access_token=REDACTED&sort=name",
+            "abc.def",
+        ),
+        ("API_KEY=k123&X-Amz-Signature=s456", "API_KEY=REDACTED&X-Amz-Signature=REDACTED", "k123"),
         # the query is logged as sent; the key is recognised decoded
         ("%74oken=encoded-secret", "%74oken=REDACTED", "encoded-secret"),
         ("x=1;token=abc", "x=1;token=REDACTED", "abc"),
@@ -284,9 +307,7 @@ async def test_error_lines_carry_a_stable_reason(upstream, make_gateway, tmp_pat
     routes = (*ops_routes(), route("dead", prefix="/dead", upstream="dead"))
     settings = ops_settings(upstream.url, tmp_path, routes=routes)
     dead = replace(settings.upstreams["app"], name="dead", url=f"http://127.0.0.1:{closed_port()}")
-    settings = replace(
-        settings, upstreams=MappingProxyType({**settings.upstreams, "dead": dead})
-    )
+    settings = replace(settings, upstreams=MappingProxyType({**settings.upstreams, "dead": dead}))
     client = await make_gateway(settings)
     for path, status in (("/dead/x", 502), ("/nowhere", 404), ("/members/x", 401)):
         async with client.get(path, headers={"Accept": JSON}) as resp:
@@ -338,3 +359,52 @@ async def test_an_upstream_speaking_garbage_does_not_put_secrets_in_the_log(
     assert jwt[1] not in logged, "the JWT sent upstream appears in the log"
     assert secret not in logged, "a secret query value appears in the log"
     assert browser.session is not None and browser.session not in logged
+
+
+async def test_a_response_the_upstream_cut_short_is_logged_as_such(
+    make_gateway, tmp_path, all_logs
+):
+    """The head (200) went out, then the upstream died: the line says 200 was sent, how many
+    body bytes, and that the upstream aborted (not a plain 200)."""
+
+    async def dying(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n" + b"x" * 300)
+        await writer.drain()
+        writer.transport.abort()
+
+    server = await asyncio.start_server(dying, "127.0.0.1", 0)
+    try:
+        port = server.sockets[0].getsockname()[1]
+        client = await make_gateway(
+            ops_settings(f"http://127.0.0.1:{port}", tmp_path, access_log="json")
+        )
+        with contextlib.suppress(aiohttp.ClientPayloadError):
+            async with client.get("/public/download") as resp:
+                assert resp.status == 200
+                await resp.read()
+    finally:
+        server.close()
+        await server.wait_closed()
+    [entry] = access_entries(all_logs.records)
+    assert (entry["status"], entry["bytes"], entry["outcome"]) == (200, 300, "upstream_aborted")
+
+
+async def test_a_client_gone_mid_download_is_logged_as_such(
+    upstream, make_gateway, tmp_path, all_logs
+):
+    client = await make_gateway(ops_settings(upstream.url, tmp_path, access_log="json"))
+    reader, writer = await asyncio.open_connection("127.0.0.1", client.port)
+    writer.write(b"GET /public/download?s=3&chunks=60 HTTP/1.1\r\nHost: gw.test\r\n\r\n")
+    await writer.drain()
+    await reader.readexactly(1000)  # the head and a first chunk arrived...
+    writer.transport.abort()  # ...and the client is gone
+    for _ in range(100):
+        entries = access_entries(all_logs.records)
+        if entries:
+            break
+        await asyncio.sleep(0.05)
+    [entry] = entries
+    assert entry["status"] == 200
+    assert entry["outcome"] == "client_aborted"
+    assert 0 < entry["bytes"] < 60 * 65536

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import signal
 import time
 from dataclasses import dataclass, field
@@ -147,8 +148,90 @@ async def test_a_download_outlasting_the_grace_is_cut_and_the_process_exits(
     code = await gateway.wait_exit(timeout=10)
     assert code == 0, gateway.log
     assert await _refused(port)
+    # The access log says what happened: the head (200) went out, then the drain cut it.
+    [line] = [line for line in gateway.log.splitlines() if "/public/download" in line]
+    assert '" 200 ' in line and line.endswith("outcome=drain_cut"), line
     # The cut comes once the grace given to in-flight requests after the drain delay is over:
     # not before, and not much later either (1s of slack for a slow machine).
     drain_delay, grace = 0.5, 2.0
     assert drain_delay + grace - 0.2 <= cut_after, f"cut {cut_after:.2f}s after SIGTERM"
     assert cut_after <= drain_delay + grace + 1.0, f"cut only {cut_after:.2f}s after SIGTERM"
+
+
+class KeepAliveClient:
+    """A client sending request after request on one keep-alive connection, reconnecting when
+    the gateway says ``Connection: close``, stopping when connections are refused. Counts the
+    requests that got an answer and those cut (sent, never answered)."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.answered: list[float] = []
+        self.cut = 0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
+            except OSError:
+                return  # refused: the gateway is gone, as a drain ends
+            try:
+                await self._requests(reader, writer, stop)
+            finally:
+                writer.close()
+
+    async def _requests(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, stop: asyncio.Event
+    ) -> None:
+        while not stop.is_set():
+            try:
+                writer.write(b"GET /public/x HTTP/1.1\r\nHost: gw.test\r\n\r\n")
+                await writer.drain()
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = int(re.search(rb"(?i)content-length: (\d+)", head)[1])
+                await reader.readexactly(length)
+            except (OSError, asyncio.IncompleteReadError):
+                self.cut += 1
+                return
+            self.answered.append(time.monotonic())
+            if re.search(rb"(?i)\r\nconnection: close\r\n", head):
+                return
+
+
+async def test_keep_alive_clients_lose_no_request_and_the_process_exits_once_idle(
+    upstream, spawn, tmp_path
+):
+    gateway, port = await _start(spawn, tmp_path, upstream, grace="8s")  # drain delay: 2s
+    clients = [KeepAliveClient(port) for _ in range(20)]
+    stop = asyncio.Event()
+    tasks = [asyncio.ensure_future(client.run(stop)) for client in clients]
+    try:
+        await asyncio.sleep(0.5)  # steady load: none of these connections is ever idle long
+        gateway.signal(signal.SIGTERM)
+        sigterm = time.monotonic()
+        code = await gateway.wait_exit(timeout=15)
+        exited = time.monotonic()
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    assert code == 0, gateway.log
+    assert sum(client.cut for client in clients) == 0
+    assert "cutting" not in gateway.log
+    last_answer = max(t for client in clients for t in client.answered)
+    assert last_answer > sigterm  # they were served during the drain delay...
+    # ...and nothing slow was in flight: the process went as soon as the listener closed.
+    assert exited - sigterm < 2.0 + 1.0, f"exited {exited - sigterm:.2f}s after SIGTERM"
+    assert exited - last_answer < 1.0
+
+
+async def test_the_process_exits_within_a_second_of_its_last_slow_request(
+    upstream, spawn, tmp_path
+):
+    gateway, _ = await _start(spawn, tmp_path, upstream, grace="8s")  # drain delay: 2s
+    slow = asyncio.ensure_future(get(f"{gateway.base}/public/slow?s=4"))
+    await asyncio.sleep(0.3)
+    gateway.signal(signal.SIGTERM)
+    status, _ = await slow
+    answered = time.monotonic()
+    assert status == 200
+    await gateway.wait_exit(timeout=10)
+    assert time.monotonic() - answered < 1.0

@@ -27,7 +27,7 @@ from gateway.config.settings import (
     Settings,
     UpstreamSettings,
 )
-from gateway.context import RequestContext
+from gateway.context import RequestContext, Trace
 from gateway.errors import GatewayError
 from gateway.forwarded import resolve_client
 from gateway.proxy import check_expectation, forward
@@ -310,6 +310,7 @@ async def start_gateway(
         path, _, query = request.raw_path.partition("?")
         ctx = RequestContext(
             client=resolve_client(request, trusted),
+            trace=Trace(),
             path=path,
             query=query,
             route=route,
