@@ -60,3 +60,34 @@ async def _retire(holder: RuntimeHolder, old: Runtime, new: Runtime) -> None:
         task = asyncio.current_task()
         if task is not None:
             holder.retiring.discard(task)
+
+
+class Reloader:
+    """Runs reloads one at a time: a SIGHUP during a reload queues exactly one more (however
+    many arrive), which then reads the file as it is by then. Two reloads never build from the
+    same runtime, so every replaced runtime is retired, its Redis client and pools closed."""
+
+    def __init__(self, holder: RuntimeHolder, source: Path) -> None:
+        self._holder = holder
+        self._source = source
+        self._task: asyncio.Task[None] | None = None
+        self._again = False
+
+    @property
+    def task(self) -> asyncio.Task[None] | None:
+        """The reload running now, if any (for shutdown)."""
+        return self._task
+
+    def request(self) -> None:
+        """A SIGHUP: reload now, or once more after the reload in progress."""
+        if self._task is not None and not self._task.done():
+            self._again = True
+            return
+        self._task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            self._again = False
+            await reload(self._holder, self._source)
+            if not self._again:
+                return

@@ -27,7 +27,7 @@ from gateway.config import ConfigError, load_settings
 from gateway.config.settings import Settings
 from gateway.listener import Listener
 from gateway.ops import MULTIPROC_ENV
-from gateway.reload import reload
+from gateway.reload import Reloader
 from gateway.runtime import RuntimeHolder
 from gateway.tokens import KeyConfigError, load_keyset
 from gateway.websockets import GOING_AWAY
@@ -117,15 +117,8 @@ async def _serve_async(settings: Settings, *, reuse_port: bool) -> None:
         loop.add_signal_handler(signal.SIGTERM, stop.set)
         loop.add_signal_handler(signal.SIGINT, stop.set)
         if settings.source is not None:
-            source = settings.source
-            reloads: set[asyncio.Task[bool]] = set()
-
-            def on_sighup() -> None:
-                task = asyncio.create_task(reload(holder, source))
-                reloads.add(task)
-                task.add_done_callback(reloads.discard)
-
-            loop.add_signal_handler(signal.SIGHUP, on_sighup)
+            reloader = Reloader(holder, settings.source)
+            loop.add_signal_handler(signal.SIGHUP, reloader.request)
         # A worker is forked with these signals blocked (see _supervise_workers): one sent while
         # it started is delivered now, to the handlers above, instead of being lost.
         signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)

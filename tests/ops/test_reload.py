@@ -18,6 +18,7 @@ from http.cookies import SimpleCookie
 
 import aiohttp
 import jwt
+import redis
 
 from gateway.tokens import generate_private_key
 from tests.login.login_harness import PASSWORDS
@@ -416,3 +417,87 @@ async def test_a_reload_changing_only_the_login_throttle_signs_nobody_out(
     status, body = await get(f"{base}/.gateway/userinfo", headers=cookie)
     assert status == 200, "alice was signed out by a change to the login throttle"
     assert json.loads(body)["user"]["username"] == "alice"
+
+
+def _redis_session(url: str, idle: str) -> str:
+    return f'  backend: redis\n  idle_timeout: {idle}\n  redis:\n    url: "{url}"\n'
+
+
+def _gateway_connections(url: str) -> int:
+    """Connections to a private redis-server other than the one asking."""
+    client = redis.Redis.from_url(url)
+    try:
+        return len(client.client_list()) - 1
+    finally:
+        client.close()
+
+
+async def test_fifty_overlapping_reloads_leak_no_redis_connection(
+    upstream, spawn, tmp_path, own_redis_server
+):
+    # Every reload changes the session settings, so each builds a new store and Redis client:
+    # the one it replaces must be closed, however the SIGHUPs overlap.
+    url = own_redis_server.url
+    gateway, _ = await _start(
+        spawn, tmp_path, upstream, session=_redis_session(url, "30m"), routes=MEMBERS_PUBLIC
+    )
+
+    async def busy() -> None:
+        for i in range(10):
+            assert await _status(f"{gateway.base}/members/x{i}") == 200
+        browser_cookie = await cookie_of_login(gateway.base)
+        assert await _status(f"{gateway.base}/members/x", headers=browser_cookie) == 200
+
+    await busy()
+    before = _gateway_connections(url)
+    assert before >= 1
+    cookie = await cookie_of_login(gateway.base)
+    stop = asyncio.Event()
+
+    async def load() -> None:
+        # Requests that use the store while runtimes come and go (a retired runtime is only
+        # closed after its last request; one never retired keeps its connections).
+        async with aiohttp.ClientSession() as http:
+            while not stop.is_set():
+                async with http.get(f"{gateway.base}/members/x", headers=cookie) as resp:
+                    await resp.read()
+
+    loaders = [asyncio.ensure_future(load()) for _ in range(4)]
+    sent = 0
+    try:
+        for burst in range(5):
+            _config(
+                tmp_path, gateway.port, upstream, routes=MEMBERS_PUBLIC,
+                session=_redis_session(url, f"{31 + burst}m"),
+            )
+            for _ in range(10):
+                gateway.signal(signal.SIGHUP)
+                sent += 1
+                await asyncio.sleep(0.002)
+            await asyncio.sleep(0.1)
+    finally:
+        stop.set()
+        await asyncio.gather(*loaders)
+    assert sent == 50
+    # Serialised: at most one reload runs and at most one more waits, whatever arrives.
+    await gateway.wait_log("configuration reloaded", count=5)
+    await asyncio.sleep(1.0)
+    await busy()
+    # The current runtime's pool holds a connection per request it served at once (the four
+    # loaders), besides what it held before; every replaced runtime's connections are gone.
+    most = before + len(loaders)
+    after = await wait_for(lambda: _settled(url, most), timeout=10, interval=0.1)
+    assert after <= most, (before, after)
+
+
+async def _settled(url: str, most: int) -> int | None:
+    count = _gateway_connections(url)
+    return count if count <= most else None
+
+
+async def cookie_of_login(base: str) -> dict[str, str]:
+    async with aiohttp.ClientSession() as http, http.post(
+        f"{base}/.gateway/login", json={"username": "alice", "password": PASSWORDS["alice"]}
+    ) as resp:
+        assert resp.status == 200
+        return {"Cookie": f"gw_session={resp.cookies['gw_session'].value}"}
