@@ -89,10 +89,7 @@ async def _identity(
     except SessionStoreUnavailable:
         if route.access.kind != "public":
             raise  # SECURITY: fail closed: never anonymous-but-allowed on a protected route
-        log.warning(
-            "session store unavailable: forwarding anonymously on a public route",
-            extra={"reason": "session_store_unavailable"},
-        )
+        # Forwarded anonymously. Not logged per request: the store's breaker reports outages.
         return ANONYMOUS
 
 
@@ -198,7 +195,10 @@ async def handle(request: web.BaseRequest, holder: RuntimeHolder) -> web.StreamR
 
 
 def _refused(request: web.BaseRequest, exc: GatewayError, trace: Trace) -> web.StreamResponse:
-    log.warning("request refused: %s", exc, extra={"reason": exc.reason, "status": exc.status})
+    if not isinstance(exc, SessionStoreUnavailable):  # reported once per interval by the store
+        log.warning(
+            "request refused: %s", exc, extra={"reason": exc.reason, "status": exc.status}
+        )
     if isinstance(exc, UpstreamError):
         metrics.UPSTREAM_ERRORS.labels(trace.upstream, exc.reason).inc()
     if exc.reason == "client_aborted":

@@ -217,11 +217,7 @@ async def _authenticate(
     """The user, or ``None`` for any failure: unknown, wrong password, or locked out."""
     client = resolve_client(request, runtime.settings.server.trusted_proxies)
     keys = (f"user:{username.casefold()}", f"ip:{throttle_address(client.ip)}")
-    # SECURITY: one attempt per username and per IP at a time, so a burst of concurrent guesses
-    # meets the lockout like a sequence would.
-    async with runtime.attempts.hold(keys):
-        user = await _attempt(runtime, keys, username, password, client.ip)
-    return user
+    return await _attempt(runtime, keys, username, password, client.ip)
 
 
 def throttle_address(ip: str) -> str:
@@ -252,26 +248,23 @@ def _auth_event(outcome: str, username: str, client_ip: str, reason: str) -> Non
 async def _attempt(
     runtime: Runtime, keys: tuple[str, str], username: str, password: str, client_ip: str
 ) -> User | None:
-    locked = await runtime.throttle.locked(keys, now=time.time())
+    # SECURITY: the attempt is counted before the password is checked, in one atomic step with
+    # the lockout check: a burst of concurrent guesses, at one replica or several, meets the
+    # limit exactly as a sequence would.
+    allowed = await runtime.throttle.reserve(keys, now=time.time())
     # SECURITY: verify even when locked out, so a lockout cannot be told apart by timing.
     user = await runtime.users.authenticate(username, password)
-    now = time.time()
-    if not locked and user is not None:
-        # Another replica may have locked these keys while this password was being checked.
-        locked = await runtime.throttle.locked(keys, now=now)
-    if locked:
+    if not allowed:
         metrics.LOGIN_ATTEMPTS.labels("locked").inc()
         _auth_event("refused (locked out)", username, client_ip, "locked_out")
         return None
     if user is None:
         metrics.LOGIN_ATTEMPTS.labels("failure").inc()
-        await runtime.throttle.failure(keys, now=now)
+        await runtime.throttle.failure(keys, now=time.time())
         _auth_event("failed", username, client_ip, "bad_credentials")
         return None
     metrics.LOGIN_ATTEMPTS.labels("success").inc()
-    # Only the username's counter: resetting the IP's would let one valid account launder
-    # an attacker's guesses at others.
-    await runtime.throttle.success(keys[:1])
+    await runtime.throttle.success(keys)
     return user
 
 

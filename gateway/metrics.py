@@ -52,3 +52,8 @@ SESSIONS_ACTIVE = Gauge(
     "gateway_sessions_active",
     "Live sessions in the memory session store of this process.",
 )
+STORE_OUTAGES = Counter(
+    "gateway_session_store_outages_total",
+    "Times the session store (Redis) became unavailable: each outage counts once, however many "
+    "requests it refused.",
+)

@@ -13,7 +13,7 @@ from gateway.identity.cookies import csrf_cookie_name
 from gateway.identity.redis_client import shared_redis_client
 from gateway.identity.revocation import Revocations
 from gateway.identity.sessions import SessionManager, create_sessions
-from gateway.identity.throttle import AttemptGate, Throttle, create_throttle
+from gateway.identity.throttle import Throttle, create_throttle
 from gateway.identity.users import UserDirectory, load_users
 from gateway.routing import RouteTable
 from gateway.tokens import Tokens, load_keyset
@@ -30,8 +30,6 @@ class Runtime:
     users: UserDirectory
     sessions: SessionManager
     throttle: Throttle
-    attempts: AttemptGate
-    """Serialises login attempts per throttle key (kept across reloads)."""
     revocations: Revocations
     """Users whose earlier sessions and tokens are refused (kept across reloads)."""
     sockets: OpenWebSockets
@@ -101,7 +99,6 @@ class Runtime:
             users=users,
             sessions=sessions,
             throttle=throttle,
-            attempts=previous.attempts if previous is not None else AttemptGate(),
             revocations=previous.revocations if previous is not None else Revocations(),
             sockets=previous.sockets if previous is not None else OpenWebSockets(),
             client_factory=client_factory,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -117,9 +118,17 @@ class RedisServer:
                 pytest.fail(f"private redis-server on port {self.port} did not start")
             time.sleep(0.05)
 
+    def freeze(self) -> None:
+        """SIGSTOP: the server keeps its connections but answers nothing (a hung Redis)."""
+        self._process.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        self._process.send_signal(signal.SIGCONT)
+
     def stop(self) -> None:
         """Terminate the server (idempotent)."""
         if self._process.poll() is None:
+            self._process.send_signal(signal.SIGCONT)  # a frozen server cannot terminate
             self._process.terminate()
             try:
                 self._process.wait(timeout=5)

@@ -20,7 +20,7 @@ from gateway.config.units import format_duration
 
 KEYS = ("backend", "cookie_name", "same_site", "idle_timeout", "absolute_timeout", "redis",
         "cookie")
-REDIS_KEYS = ("url", "url_file", "password", "password_file", "key_prefix")
+REDIS_KEYS = ("url", "url_file", "password", "password_file", "key_prefix", "timeout")
 COOKIE_KEYS = ("secret_file",)
 
 MIN_SECRET_BYTES = 32
@@ -124,7 +124,11 @@ def _redis(section: Section) -> RedisSettings:
     url = url or RedisSettings().url
     if password is not None:
         url = section.convert(section.path, url, url, lambda u: _with_password(u, password))
-    return RedisSettings(url=url, key_prefix=section.get("key_prefix", "gw:", values.string))
+    return RedisSettings(
+        url=url,
+        key_prefix=section.get("key_prefix", "gw:", values.string),
+        timeout_s=section.get("timeout", 0.5, values.duration(positive=True, maximum=60)),
+    )
 
 
 def _password(value: Any) -> str:

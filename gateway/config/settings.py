@@ -58,6 +58,8 @@ class RedisSettings:
     url: str = field(default="redis://127.0.0.1:6379/0", repr=False)
     """May carry a password (from ``password``/``password_file``): never logged."""
     key_prefix: str = "gw:"
+    timeout_s: float = 0.5
+    """One store operation (connect included); slower counts as the store being unavailable."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

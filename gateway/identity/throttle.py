@@ -1,30 +1,33 @@
 """Login throttling: lock a key (``"user:alice"``, ``"ip:192.0.2.1"``) after repeated failures.
 
-Per key, failures are counted in a fixed window that opens at the first failure and lasts
-``login.throttle.window``; the failure that brings the count to ``max_failures`` locks the key for
-``lockout`` and clears its counter. The caller checks :meth:`Throttle.locked` BEFORE verifying a
-password, so a locked key stays locked for the whole lockout whatever is typed, and answers a
-locked attempt exactly like a wrong password (CONTRACT section 3: one generic 401).
+Per key, attempts are counted in a fixed window that opens at the first one and lasts
+``login.throttle.window``. An attempt is counted BEFORE its password is verified
+(:meth:`Throttle.reserve`): checking the lock and counting are one atomic step, so however many
+guesses arrive at once, at however many replicas, no more than ``max_failures`` of them are ever
+verified within a window. A failed attempt stays counted (:meth:`Throttle.failure`); the one that
+brings a key to ``max_failures`` failures locks it for ``lockout`` and clears its count. A
+successful attempt clears the username's count and gives the address its attempt back
+(:meth:`Throttle.success`). A refused reservation is answered exactly like a wrong password
+(CONTRACT section 3: one generic 401).
 
 Two implementations: :class:`MemoryThrottle` (per process) and :class:`RedisThrottle` (shared by
-every replica using the same Redis and key prefix). Redis failures raise
-:class:`SessionStoreUnavailable`: a login cannot proceed without its throttle (fail closed).
+every replica using the same Redis and key prefix; each step is one Lua script). Redis failures
+raise :class:`SessionStoreUnavailable`: a login cannot proceed without its throttle (fail
+closed).
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import hashlib
 import math
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from redis.asyncio import Redis
 
 from gateway.config.settings import SessionSettings, ThrottleSettings
-from gateway.identity.redis_client import create_redis_client, redis_errors
+from gateway.identity.redis_client import redis_errors
 
 MAX_KEY_CHARS = 128
 
@@ -38,23 +41,23 @@ def _bounded(key: str) -> str:
 
 
 class Throttle(Protocol):
-    """Failure counting and lockout for login keys."""
+    """Attempt counting and lockout for login keys: a username key first, an address key next."""
 
-    async def locked(self, keys: Sequence[str], *, now: float) -> bool:
-        """True when ANY of ``keys`` is locked out."""
+    async def reserve(self, keys: Sequence[str], *, now: float) -> bool:
+        """Count one attempt against every key, atomically, unless ANY key is locked or already
+        has ``max_failures`` attempts counted: then count nothing and return False."""
         ...
 
     async def failure(self, keys: Sequence[str], *, now: float) -> None:
-        """Count one failed attempt against each key; locks those that reach the limit."""
+        """The reserved attempt failed: lock the keys whose count reached ``max_failures``."""
         ...
 
     async def success(self, keys: Sequence[str]) -> None:
-        """Forget the failures counted against ``keys`` (a running lockout is kept).
+        """The reserved attempt succeeded: forget the first key's count (the username's); give
+        the others their attempt back (a running lockout is kept).
 
-        Resetting the IP key lets anyone holding one valid account clear their address's count
-        between guesses at other users; those users' own keys still lock. Pass only the user key
-        to keep counting per address.
-        """
+        Resetting the address's count would let anyone holding one valid account clear their
+        address between guesses at other users."""
         ...
 
     async def close(self) -> None: ...
@@ -62,13 +65,14 @@ class Throttle(Protocol):
 
 @dataclass(slots=True)
 class _Counter:
-    failures: int = 0
+    attempts: int = 0
     window_ends_at: float = float("-inf")
     locked_until: float = float("-inf")
 
 
 class MemoryThrottle:
-    """Per-process throttle in a bounded dict (each process counts separately)."""
+    """Per-process throttle in a bounded dict (each process counts separately). Every step runs
+    without an await, hence atomically in this process."""
 
     def __init__(self, settings: ThrottleSettings, *, max_keys: int = 100_000) -> None:
         if max_keys < 1:
@@ -78,31 +82,38 @@ class MemoryThrottle:
         # Insertion order: the first key is the one that started counting longest ago.
         self._counters: dict[str, _Counter] = {}
 
-    async def locked(self, keys: Sequence[str], *, now: float) -> bool:
-        for key in keys:
-            counter = self._counters.get(_bounded(key))
-            if counter is not None and counter.locked_until > now:
-                return True
-        return False
+    async def reserve(self, keys: Sequence[str], *, now: float) -> bool:
+        limit = self._settings.max_failures
+        counters = [self._counter(_bounded(key), now) for key in keys]
+        for counter in counters:
+            if now >= counter.window_ends_at:
+                counter.attempts = 0
+            if counter.locked_until > now or counter.attempts >= limit:
+                return False
+        for counter in counters:
+            if counter.attempts == 0:
+                counter.window_ends_at = now + self._settings.window_s
+            counter.attempts += 1
+        return True
 
     async def failure(self, keys: Sequence[str], *, now: float) -> None:
         for key in keys:
-            counter = self._counter(_bounded(key), now)
-            if now >= counter.window_ends_at:
-                counter.failures = 0
-                counter.window_ends_at = now + self._settings.window_s
-            counter.failures += 1
-            if counter.failures >= self._settings.max_failures:
+            counter = self._counters.get(_bounded(key))
+            if counter is not None and counter.attempts >= self._settings.max_failures:
                 counter.locked_until = now + self._settings.lockout_s
-                counter.failures = 0
+                counter.attempts = 0
                 counter.window_ends_at = float("-inf")
 
     async def success(self, keys: Sequence[str]) -> None:
-        for key in keys:
+        for index, key in enumerate(keys):
             counter = self._counters.get(_bounded(key))
-            if counter is not None:
-                counter.failures = 0
+            if counter is None:
+                continue
+            if index == 0:
+                counter.attempts = 0
                 counter.window_ends_at = float("-inf")
+            elif counter.attempts > 0:
+                counter.attempts -= 1
 
     async def close(self) -> None:
         self._counters.clear()
@@ -125,33 +136,66 @@ class MemoryThrottle:
         idle = [
             key
             for key, c in self._counters.items()
-            if c.locked_until <= now and (c.window_ends_at <= now or c.failures == 0)
+            if c.locked_until <= now and (c.window_ends_at <= now or c.attempts == 0)
         ]
         for key in idle:
             del self._counters[key]
 
 
+# KEYS: the lock keys, then the counter keys; ARGV: number of keys, max_failures, window (ms).
+_RESERVE = """
+local n = tonumber(ARGV[1])
+local limit = tonumber(ARGV[2])
+for i = 1, n do
+  if redis.call('EXISTS', KEYS[i]) == 1 then return 0 end
+  if tonumber(redis.call('GET', KEYS[n + i]) or '0') >= limit then return 0 end
+end
+for i = 1, n do
+  if redis.call('INCR', KEYS[n + i]) == 1 then
+    redis.call('PEXPIRE', KEYS[n + i], ARGV[3])
+  end
+end
+return 1
+"""
+
+# KEYS: as for _RESERVE; ARGV: number of keys, max_failures, lockout (ms).
+_FAILURE = """
+local n = tonumber(ARGV[1])
+local limit = tonumber(ARGV[2])
+for i = 1, n do
+  if tonumber(redis.call('GET', KEYS[n + i]) or '0') >= limit then
+    redis.call('SET', KEYS[i], 1, 'PX', ARGV[3])
+    redis.call('DEL', KEYS[n + i])
+  end
+end
+return 1
+"""
+
+# KEYS: the counter keys, the username's first.
+_SUCCESS = """
+redis.call('DEL', KEYS[1])
+for i = 2, #KEYS do
+  if tonumber(redis.call('GET', KEYS[i]) or '0') > 0 then redis.call('DECR', KEYS[i]) end
+end
+return 1
+"""
+
+
 class RedisThrottle:
     """Throttle counters in Redis, shared by replicas.
 
-    Keys: ``P t:c:<key>`` (failure counter, expires with its window) and ``P t:l:<key>`` (lock,
+    Keys: ``P t:c:<key>`` (attempt counter, expires with its window) and ``P t:l:<key>`` (lock,
     expires with the lockout). Redis keeps the time: ``now`` is accepted for the Protocol and
-    ignored.
+    ignored. The client belongs to the caller.
     """
 
-    def __init__(
-        self,
-        settings: ThrottleSettings,
-        *,
-        key_prefix: str,
-        client: Redis,
-        owns_client: bool = False,
-    ) -> None:
-        """:meth:`close` closes ``client`` only when ``owns_client`` is true."""
+    def __init__(self, settings: ThrottleSettings, *, key_prefix: str, client: Redis) -> None:
         self._settings = settings
         self._prefix = key_prefix
         self._client = client
-        self._owns_client = owns_client
+        self._reserve = client.register_script(_RESERVE)
+        self._failure = client.register_script(_FAILURE)
+        self._success = client.register_script(_SUCCESS)
 
     def counter_key(self, key: str) -> str:
         return f"{self._prefix}t:c:{_bounded(key)}"
@@ -159,111 +203,47 @@ class RedisThrottle:
     def lock_key(self, key: str) -> str:
         return f"{self._prefix}t:l:{_bounded(key)}"
 
-    async def locked(self, keys: Sequence[str], *, now: float) -> bool:
+    async def reserve(self, keys: Sequence[str], *, now: float) -> bool:
         if not keys:
-            return False
-        with redis_errors():
-            found: int = await self._client.exists(*(self.lock_key(k) for k in keys))
-        return found > 0
+            return True
+        window_ms = max(1, math.ceil(self._settings.window_s * 1000))
+        with redis_errors(self._client):
+            reserved = await self._reserve(
+                keys=self._keys(keys), args=[len(keys), self._settings.max_failures, window_ms]
+            )
+        return bool(reserved)
 
     async def failure(self, keys: Sequence[str], *, now: float) -> None:
         if not keys:
             return
-        window_ms = max(1, math.ceil(self._settings.window_s * 1000))
-        with redis_errors():
-            async with self._client.pipeline(transaction=True) as pipe:
-                for key in keys:
-                    # SET NX opens the window with its expiry; INCR keeps that TTL (no EXPIRE NX,
-                    # so Redis 6 works too).
-                    pipe.set(self.counter_key(key), 0, px=window_ms, nx=True)
-                    pipe.incr(self.counter_key(key))
-                replies = await pipe.execute()
-            counts = [int(count) for count in replies[1::2]]
-            limit = self._settings.max_failures
-            reached = [k for k, n in zip(keys, counts, strict=True) if n >= limit]
-            if not reached:
-                return
-            lockout_ms = max(1, math.ceil(self._settings.lockout_s * 1000))
-            async with self._client.pipeline(transaction=True) as pipe:
-                for key in reached:
-                    pipe.set(self.lock_key(key), 1, px=lockout_ms)
-                    pipe.delete(self.counter_key(key))
-                await pipe.execute()
+        lockout_ms = max(1, math.ceil(self._settings.lockout_s * 1000))
+        with redis_errors(self._client):
+            await self._failure(
+                keys=self._keys(keys), args=[len(keys), self._settings.max_failures, lockout_ms]
+            )
 
     async def success(self, keys: Sequence[str]) -> None:
         if not keys:
             return
-        with redis_errors():
-            await self._client.delete(*(self.counter_key(k) for k in keys))
+        with redis_errors(self._client):
+            await self._success(keys=[self.counter_key(key) for key in keys])
 
     async def close(self) -> None:
-        if self._owns_client:
-            await self._client.aclose()
+        """Nothing to close: the client belongs to whoever created it."""
+
+    def _keys(self, keys: Sequence[str]) -> list[str]:
+        return [*(self.lock_key(key) for key in keys), *(self.counter_key(key) for key in keys)]
 
 
 def create_throttle(
     session: SessionSettings, throttle: ThrottleSettings, redis_client: Redis | None = None
 ) -> Throttle:
-    """The login throttle matching the session backend.
-
-    ``redis`` backend: a :class:`RedisThrottle` under ``session.redis.key_prefix``, on
-    ``redis_client`` when given (shared with the session store, closed by the caller), else on a
-    client of its own that :meth:`Throttle.close` closes. Other backends: a :class:`MemoryThrottle`
-    (per process; with several workers or replicas each counts on its own).
-    """
+    """The login throttle matching the session backend: a :class:`RedisThrottle` under
+    ``session.redis.key_prefix`` on ``redis_client`` (shared with the session store, closed by
+    the caller) for the ``redis`` backend; else a :class:`MemoryThrottle` (per process; with
+    several workers or replicas each counts on its own)."""
     if session.backend != "redis":
         return MemoryThrottle(throttle)
-    prefix = session.redis.key_prefix
-    if redis_client is not None:
-        return RedisThrottle(throttle, key_prefix=prefix, client=redis_client)
-    return RedisThrottle(
-        throttle, key_prefix=prefix, client=create_redis_client(session.redis), owns_client=True
-    )
-
-
-class AttemptGate:
-    """Runs the login attempts that share a throttle key one at a time, in this process.
-
-    Without it a burst of concurrent guesses would all pass :meth:`Throttle.locked` before the
-    first failure is recorded, and every one of them would be verified.
-    """
-
-    def __init__(self) -> None:
-        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
-
-    @contextlib.asynccontextmanager
-    async def hold(self, keys: Sequence[str]) -> AsyncIterator[None]:
-        held: list[str] = []
-        try:
-            # Sorted, so two attempts sharing two keys cannot wait on each other.
-            for key in sorted(set(keys)):
-                lock = self._take(key)
-                try:
-                    await lock.acquire()
-                except BaseException:
-                    self._give(key, release=False)
-                    raise
-                held.append(key)
-            yield
-        finally:
-            for key in reversed(held):
-                self._give(key, release=True)
-
-    def _take(self, key: str) -> asyncio.Lock:
-        lock, users = self._locks.get(key, (None, 0))
-        if lock is None:
-            lock = asyncio.Lock()
-        self._locks[key] = (lock, users + 1)
-        return lock
-
-    def _give(self, key: str, *, release: bool) -> None:
-        lock, users = self._locks[key]
-        if release:
-            lock.release()
-        if users == 1:
-            del self._locks[key]  # bounded: only keys with an attempt running or waiting
-        else:
-            self._locks[key] = (lock, users - 1)
-
-    def __len__(self) -> int:
-        return len(self._locks)
+    if redis_client is None:
+        raise ValueError("the redis throttle needs a Redis client")
+    return RedisThrottle(throttle, key_prefix=session.redis.key_prefix, client=redis_client)

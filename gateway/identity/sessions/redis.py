@@ -68,7 +68,7 @@ class RedisSessionStore:
         """Store the session and index it under its user, in one transaction."""
         key, user_key = self.session_key(session.sid_hash), self.user_key(session.username)
         created = session.created_at
-        with redis_errors():
+        with redis_errors(self._client):
             async with self._client.pipeline(transaction=True) as pipe:
                 pipe.hset(
                     key,
@@ -90,20 +90,20 @@ class RedisSessionStore:
         sid_hash = parse_session_id(cookie_value)
         if sid_hash is None:
             return None
-        with redis_errors():
+        with redis_errors(self._client):
             raw = await self._client.hmget(self.session_key(sid_hash), list(_FIELDS))
         session = _parse(sid_hash, raw)
         return Found(cookie_value, session) if session is not None else None
 
     async def refresh(self, session_id: str, session: Session, *, ttl_s: float) -> str | None:
         key = self.session_key(session.sid_hash)
-        with redis_errors():
+        with redis_errors(self._client):
             alive = await self._refresh(keys=[key], args=[repr(session.last_seen_at), _ms(ttl_s)])
         return "" if alive else None
 
     async def remove(self, session_id: str, session: Session, *, ttl_s: float) -> None:
         """Delete the session and its entry in the user's index."""
-        with redis_errors():
+        with redis_errors(self._client):
             async with self._client.pipeline(transaction=True) as pipe:
                 pipe.delete(self.session_key(session.sid_hash))
                 pipe.zrem(self.user_key(session.username), session.sid_hash)
@@ -112,7 +112,7 @@ class RedisSessionStore:
     async def remove_user(self, username: str) -> int:
         """Delete every indexed session of ``username``; how many still existed."""
         user_key = self.user_key(username)
-        with redis_errors():
+        with redis_errors(self._client):
             # Read and drop the index atomically: a login racing with this call is either
             # ended here or indexed afresh, never lost from the index while its session lives.
             async with self._client.pipeline(transaction=True) as pipe:
@@ -128,7 +128,7 @@ class RedisSessionStore:
         """Every username with a session index (to end the sessions of removed users)."""
         pattern = "".join(f"[{c}]" if c in "*?[]\\" else c for c in self.user_key("")) + "*"
         start = len(self.user_key(""))
-        with redis_errors():
+        with redis_errors(self._client):
             return {text(key)[start:] async for key in self._client.scan_iter(match=pattern)}
 
     def count(self) -> int | None:
@@ -137,7 +137,7 @@ class RedisSessionStore:
     async def ping(self) -> bool:
         """True when Redis answers PING."""
         try:
-            with redis_errors():
+            with redis_errors(self._client):
                 return bool(await self._client.ping())
         except SessionStoreUnavailable:
             return False
