@@ -145,6 +145,10 @@ class UpstreamSettings:
     allow_get_body: bool = False
     """Forward a body on GET/HEAD/OPTIONS/TRACE (refused with 400 otherwise): only for upstreams
     known to read such bodies; one that ignores them reads the body as the next request."""
+    keepalive_after_body: bool = False
+    """Keep the connection open after a request that carried a body. False: such a request
+    says ``Connection: close``, so an upstream that leaves a body unread never parses it as a
+    request; true only for upstreams that read or discard every body."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

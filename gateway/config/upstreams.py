@@ -12,7 +12,7 @@ from gateway.config.reader import Section, join
 from gateway.config.settings import UpstreamSettings
 
 KEYS = ("url", "connect_timeout", "read_timeout", "preserve_host", "max_connections",
-        "allow_get_body")
+        "allow_get_body", "keepalive_after_body")
 
 # Names appear in metrics labels, logs and the default JWT audience: keep them plain.
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
@@ -52,6 +52,7 @@ def build_upstreams(root: Section) -> tuple[dict[str, UpstreamSettings], set[str
             preserve_host=section.get("preserve_host", False, values.boolean),
             max_connections=section.get("max_connections", 100, values.integer(minimum=1)),
             allow_get_body=section.get("allow_get_body", False, values.boolean),
+            keepalive_after_body=section.get("keepalive_after_body", False, values.boolean),
         )
     names = {name for name in raw if isinstance(name, str) and NAME.fullmatch(name)}
     return upstreams, names

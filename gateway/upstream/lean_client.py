@@ -1032,7 +1032,11 @@ def _serialise_head(request: UpstreamRequest, pool: _Pool) -> tuple[bytes, bool]
             "NUL in a name or value",
             reason="bad_request_header",
         )
-    close_after = request.body is not None and method in _BODY_IGNORED
+    # SECURITY: a response to HEAD has no body; an upstream that sends one anyway (do_HEAD =
+    # do_GET) would have its late bytes read as the next request's response.
+    close_after = method == "HEAD"
+    if request.body is not None:
+        close_after |= method in _BODY_IGNORED or not pool.settings.keepalive_after_body
     lowered = block.lower()
     if "content-length" in lowered or "transfer-encoding" in lowered or "connection" in lowered:
         close_after |= _check_hop_headers(headers, pool)
@@ -1042,6 +1046,11 @@ def _serialise_head(request: UpstreamRequest, pool: _Pool) -> tuple[bytes, bool]
         framing = "Transfer-Encoding: chunked\r\n"
     else:
         framing = f"Content-Length: {request.content_length}\r\n"
+    if request.body is not None and not pool.settings.keepalive_after_body:
+        # SECURITY: request smuggling. An upstream that answers without reading the whole body
+        # (many hand-written handlers do) would parse the rest as its next request on this
+        # connection, whoever it came from: told to close after its answer, it never does.
+        framing += "Connection: close\r\n"
     head = f"{method} {target} HTTP/1.1\r\n{block}{framing}\r\n"
     try:
         # Header values decoded by aiohttp's server with surrogateescape go back out byte-exact.

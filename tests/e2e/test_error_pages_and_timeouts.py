@@ -190,7 +190,8 @@ async def test_a_client_that_reads_nothing_frees_its_upstream_connection(
 async def test_own_responses_say_server_gateway_without_a_version(
     gateway: GatewayProcess, path: str
 ) -> None:
-    async with aiohttp.ClientSession() as http, http.get(
-        gateway.base + path, allow_redirects=False
-    ) as resp:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(gateway.base + path, allow_redirects=False) as resp,
+    ):
         assert resp.headers.getall("Server") == ["gateway"]

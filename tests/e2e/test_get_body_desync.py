@@ -120,3 +120,41 @@ async def test_the_next_user_gets_their_own_response_and_keeps_their_token(
     # The upstream never saw a smuggled request, nor a request carrying alice's token in X-User.
     assert set(legacy.paths()) <= {"/mine"}
     assert all(entry["x_user"] is None for entry in legacy.received)
+
+
+@pytest.mark.parametrize("method", ["POST", "DELETE"])
+async def test_a_body_the_upstream_never_reads_is_never_run_as_a_request(
+    gateway: GatewayProcess, legacy: KeepAliveHttpServer, method: str
+) -> None:
+    # Found attacking the fixed gateway: the same smuggling through a POST (or DELETE) body, sent
+    # to a handler that ignores it. The upstream is told to close after its answer instead.
+    smuggled = (
+        b"GET /admin/secret HTTP/1.1\r\nHost: legacy\r\nRemote-User: alice\r\n"
+        b"X-WEBAUTH-USER: alice\r\nX-Ignore: "
+    )
+    for _ in range(3):
+        answer = await raw_exchange(
+            gateway.port,
+            request_bytes(method, "/static/ping", {"Content-Length": str(len(smuggled))}, smuggled),
+        )
+        assert status_and_body(answer)[0] == 200
+        answer = await raw_exchange(gateway.port, request_bytes("GET", "/static/next", {}))
+        status, payload = status_and_body(answer)
+        assert status == 200 and json.loads(payload)["path"] == "/static/next"
+    assert "/admin/secret" not in legacy.paths()
+
+
+async def test_a_late_body_to_head_never_answers_the_next_request(tmp_path: Path) -> None:
+    with KeepAliveHttpServer(head_writes_body=True).running() as naive:
+        document = config(
+            tmp_path,
+            upstreams={"legacy": {"url": naive.url, "max_connections": 1}},
+            routes=routes("legacy"),
+        )
+        async with running(tmp_path, document) as gateway:
+            for _ in range(10):
+                answer = await raw_exchange(gateway.port, request_bytes("HEAD", "/static/h", {}))
+                assert status_and_body(answer)[0] == 200
+                answer = await raw_exchange(gateway.port, request_bytes("GET", "/static/v", {}))
+                status, payload = status_and_body(answer)
+                assert status == 200 and json.loads(payload)["path"] == "/static/v"

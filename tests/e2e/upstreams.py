@@ -13,6 +13,7 @@ from __future__ import annotations
 import http.server
 import json
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -86,10 +87,16 @@ class _IgnoresBodies(http.server.BaseHTTPRequestHandler):
         # Like many legacy handlers: never reads a body it does not expect.
         self._answer()
 
-    do_HEAD = do_GET
     do_OPTIONS = do_GET
+    do_DELETE = do_GET  # a DELETE body is ignored too
+
+    def do_HEAD(self) -> None:
+        self._answer()
 
     def do_POST(self) -> None:
+        if self.path.startswith("/ping"):
+            self._answer()  # a handler that never looks at the body it was sent
+            return
         length = int(self.headers.get("Content-Length") or 0)
         self.rfile.read(length)
         self._answer()
@@ -111,6 +118,15 @@ class _IgnoresBodies(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)
+        elif server.head_writes_body:
+            # A naive handler writes a body to HEAD too, a little late; here one that reads as
+            # a whole response, as an attacker reflecting input into it would make it.
+            time.sleep(0.05)
+            forged = b'{"path": "/forged"}'
+            self.wfile.write(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
+                + str(len(forged)).encode() + b"\r\n\r\n" + forged
+            )
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
@@ -119,9 +135,11 @@ class _IgnoresBodies(http.server.BaseHTTPRequestHandler):
 class KeepAliveHttpServer:
     """``http.server.ThreadingHTTPServer`` on a free port, in a thread."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, head_writes_body: bool = False) -> None:
         self.received: list[dict[str, Any]] = []
         self.lock = threading.Lock()
+        self.head_writes_body = head_writes_body
+        """Answer HEAD with a body too (``do_HEAD = do_GET``), as naive handlers do."""
         self.port = free_port()
         self._server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), _IgnoresBodies)
         self._server.owner = self  # type: ignore[attr-defined]

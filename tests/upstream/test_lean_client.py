@@ -616,7 +616,8 @@ async def test_request_head_is_what_aiohttp_sends(
     byte for byte: the client adds nothing of its own but framing."""
     got: list[Received] = []
     server = await raw_server(_capturing(got))
-    up = settings(server.url + "/base")
+    # Framing compared as is: keep-alive after a body (Connection: close otherwise, see below).
+    up = settings(server.url + "/base", keepalive_after_body=True)
     chunks, length = BODIES[body]
     headers = [("Host", "app.example"), ("X-Mixed-Case", "v"), ("cookie", "a=1; b=2")]
     target = "/a/b%20c/?q=1&q=2&e=%20x+y&&flag"
@@ -963,8 +964,13 @@ async def test_responses_without_body(
     resp = await client.send(request(up, "/empty", method=method))
     assert resp.body_complete == b""
     assert await read_body(resp) == b""
-    # Nothing was left on the connection: it is reused for the next request.
-    assert await fetch(client, request(up, "/next")) == (200, b"0:/next")
+    if method == "HEAD":
+        # SECURITY: never reused after HEAD (a body sent anyway could come after the next
+        # request was written): the next request goes on a connection of its own.
+        assert await fetch(client, request(up, "/next")) == (200, b"1:/next")
+    else:
+        # Nothing was left on the connection: it is reused for the next request.
+        assert await fetch(client, request(up, "/next")) == (200, b"0:/next")
 
 
 async def test_close_delimited_body_ends_at_eof_and_is_not_reused(
@@ -1229,13 +1235,34 @@ async def test_upstream_closing_before_the_head_is_aborted(
 
 
 @pytest.mark.parametrize("method", ["GET", "POST"])
+async def test_a_body_the_upstream_ignores_is_never_read_as_a_request(
+    body_ignoring_server: ThreadingHTTPServer, client: LeanUpstreamClient, method: str
+) -> None:
+    """A keep-alive upstream ignores the request body, which holds a whole second request. Told
+    to close after its answer (the default), it never parses that body at all."""
+    port = body_ignoring_server.server_address[1]
+    up = settings(f"http://127.0.0.1:{port}")
+    smuggled = b"GET /smuggled HTTP/1.1\r\nHost: upstream.test\r\n\r\n"
+    resp = await client.send(
+        request(up, "/first", method=method, body=[smuggled], length=len(smuggled))
+    )
+    assert await read_body(resp) == b"/first"
+    resp.release()
+    for i in range(3):
+        assert await fetch(client, request(up, f"/next{i}")) == (200, f"/next{i}".encode())
+    await asyncio.sleep(0.05)
+    assert "/smuggled" not in seen_paths(body_ignoring_server)
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
 async def test_body_read_as_a_second_request_never_answers_another_request(
     body_ignoring_server: ThreadingHTTPServer, client: LeanUpstreamClient, method: str
 ) -> None:
-    """A keep-alive upstream ignores the request body, which holds a whole second request: its
-    answer arrives on the connection after the first one and must reach nobody."""
+    """The same upstream wrongly trusted with ``keepalive_after_body``: it answers the smuggled
+    request too; that answer arrives on the connection after the first one and reaches
+    nobody."""
     port = body_ignoring_server.server_address[1]
-    up = settings(f"http://127.0.0.1:{port}")
+    up = settings(f"http://127.0.0.1:{port}", keepalive_after_body=True)
     smuggled = b"GET /smuggled HTTP/1.1\r\nHost: upstream.test\r\n\r\n"
     resp = await client.send(
         request(up, "/first", method=method, body=[smuggled], length=len(smuggled))
@@ -1367,6 +1394,56 @@ async def test_head_answered_with_a_body(
     assert await read_body(resp) == b""
     await wait_until(lambda: server.conns[0].eof.is_set())
     assert await fetch(client, request(up, "/second")) == (200, b"1:/second")
+
+
+async def test_a_late_body_to_head_never_answers_the_next_request(
+    raw_server: Callable[[RawHandler], Awaitable[RawServer]], client: LeanUpstreamClient
+) -> None:
+    # An upstream whose HEAD handler writes a body (do_HEAD = do_GET), a little late: the next
+    # request, sent at once, must not take that body for its own response.
+    async def handler(conn: RawConn) -> None:
+        while (received := await conn.request()) is not None:
+            if received.method == "HEAD":
+                await conn.send(response(headers=["Content-Length: 45"], length=False))
+                await asyncio.sleep(0.02)
+                await conn.send(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nforged")
+            else:
+                await conn.send(echo(received, conn))
+
+    server = await raw_server(handler)
+    up = settings(server.url)
+    for _ in range(5):
+        resp = await client.send(request(up, "/probe", method="HEAD"))
+        assert await read_body(resp) == b""
+        resp.release()
+        status, body = await fetch(client, request(up, "/victim"))
+        assert status == 200 and body.endswith(b":/victim"), body
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "PATCH", "DELETE"])
+async def test_a_request_with_a_body_asks_the_upstream_to_close(
+    raw_server: Callable[[RawHandler], Awaitable[RawServer]],
+    client: LeanUpstreamClient,
+    method: str,
+) -> None:
+    # SECURITY: an upstream that answers without reading the body would read it as the next
+    # request on the connection (request smuggling): by default it is told to close instead,
+    # and the connection is not reused.
+    got: list[Received] = []
+    server = await raw_server(_capturing(got))
+    up = settings(server.url)
+    resp = await client.send(request(up, "/x", method=method, body=[b"abc"], length=3))
+    await read_body(resp)
+    resp.release()
+    assert b"\r\nConnection: close\r\n" in got[-1].head
+    assert idle(client) == 0
+    # With keepalive_after_body the connection stays (for upstreams that read every body).
+    trusting = settings(server.url, name="trusting", keepalive_after_body=True)
+    resp = await client.send(request(trusting, "/x", method="POST", body=[b"abc"], length=3))
+    await read_body(resp)
+    resp.release()
+    assert b"Connection" not in got[-1].head
+    assert idle(client, "trusting") == 1
 
 
 async def test_connection_close_from_either_side_is_never_reused(
