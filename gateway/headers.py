@@ -44,6 +44,9 @@ _REQUEST_DROP: frozenset[str] = HOP_BY_HOP | {
     "x-http-method",
     "x-method-override",
     "x-original-url",
+    "x-original-uri",
+    "x-original-method",
+    "x-override-url",
     "x-rewrite-url",
     # SECURITY: identity headers that legacy apps and their auth-proxy modes trust (Apache's
     # REMOTE_USER, Grafana's X-WEBAUTH-USER, oauth2-proxy's X-Forwarded-User...): only the
@@ -52,8 +55,10 @@ _REQUEST_DROP: frozenset[str] = HOP_BY_HOP | {
     "x-remote-user",
 }
 # SECURITY: spoofable identity and chain headers, in any case and with ``_`` for ``-``
-# (X-Forwarded-User, -Email, -Preferred-Username, -Groups are among the X-Forwarded-* ones).
-_REQUEST_DROP_PREFIXES = ("x-auth-", "x-forwarded-", "x-webauth-", "proxy-")
+# (X-Forwarded-User, -Email, -Preferred-Username, -Groups are among the X-Forwarded-* ones;
+# Remote-Groups, -Email, -Name are Authelia's set; X-Remote-Group and X-Remote-Extra-* the
+# Kubernetes request-header authentication's).
+_REQUEST_DROP_PREFIXES = ("x-auth-", "x-forwarded-", "x-webauth-", "remote-", "x-remote-", "proxy-")
 
 # Handshake headers the upstream WebSocket client generates itself.
 _WEBSOCKET_DROP: frozenset[str] = frozenset(

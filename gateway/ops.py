@@ -35,6 +35,7 @@ _SECRET_NAMES = frozenset(
 )
 _SECRET_VALUE = re.compile(r"[A-Za-z0-9_\-+/=.~%]{24,}")
 _QUERY_SPLIT = re.compile(r"[&;]")
+_NAME_PARTS = re.compile(r"[^a-z0-9]+")
 
 
 def method_label(method: str) -> str:
@@ -42,10 +43,12 @@ def method_label(method: str) -> str:
     return method if method in _METHODS else "OTHER"
 
 
-def redact_query(query: str) -> str:
+def redact_query(query: str, _depth: int = 0) -> str:
     """The query as sent, with every value that could be a secret replaced by ``REDACTED``.
 
-    Split on ``&`` and on ``;`` (which some servers also treat as a separator)."""
+    Split on ``&`` and on ``;`` (which some servers also treat as a separator). A value is a
+    secret by its name (``token``, ``user[pass]``...), by its looks (a long token-like string),
+    or when it holds a URL or query that has one (``rd=/reset?token=...``)."""
     if not query:
         return ""
     parts = []
@@ -53,17 +56,50 @@ def redact_query(query: str) -> str:
         _QUERY_SPLIT.split(query), [*_QUERY_SPLIT.findall(query), ""], strict=True
     ):
         key, equals, value = part.partition("=")
-        name = unquote(key)
-        if equals and (
-            name.lower() in _SECRET_NAMES
-            or _SECRET_KEY.search(name)
-            or _SECRET_VALUE.fullmatch(value)
-        ):
+        if equals and (_secret_name(unquote(key)) or _secret_value(value, _depth)):
             value = "REDACTED"
         elif not equals and _SECRET_VALUE.fullmatch(key):
             key = "REDACTED"  # a bare token: ?eyJhbGciOi...
         parts.append(f"{key}{equals}{value}{separator}")
     return "".join(parts)
+
+
+def redact_path(path: str) -> str:
+    """The path as sent, with the values of secret ``;parameters`` (``;jsessionid=...``)
+    replaced by ``REDACTED``."""
+    if ";" not in path:
+        return path
+    segments = []
+    for segment in path.split("/"):
+        name, *params = segment.split(";")
+        kept = [name]
+        for param in params:
+            key, equals, value = param.partition("=")
+            secret = equals and (_secret_name(unquote(key)) or _SECRET_VALUE.fullmatch(value))
+            kept.append(f"{key}=REDACTED" if secret else param)
+        segments.append(";".join(kept))
+    return "/".join(segments)
+
+
+def _secret_name(name: str) -> bool:
+    lowered = name.lower()
+    if lowered in _SECRET_NAMES or _SECRET_KEY.search(lowered):
+        return True
+    # Structured names: user[pass], form.pw, auth-state.
+    return any(part in _SECRET_NAMES for part in _NAME_PARTS.split(lowered))
+
+
+def _secret_value(value: str, depth: int) -> bool:
+    if _SECRET_VALUE.fullmatch(value):
+        return True
+    if depth >= 2:
+        return False
+    decoded = unquote(value)
+    if "=" not in decoded:
+        return False
+    # A URL or a query inside the value (a return path, a redirect_uri) with a secret of its own.
+    inner = decoded.partition("?")[2] if "?" in decoded else decoded
+    return redact_query(inner, depth + 1) != inner
 
 
 def record(
@@ -85,7 +121,7 @@ def record(
     if log_format == "off":
         return
     raw_path, _, query = request.raw_path.partition("?")
-    path = raw_path[:2048] + ("?" + redact_query(query) if query else "")
+    path = redact_path(raw_path[:2048]) + ("?" + redact_query(query) if query else "")
     sent = trace.sent
     if log_format == "json":
         access_log.info(

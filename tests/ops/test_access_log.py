@@ -211,6 +211,16 @@ RANDOM_40 = secrets.token_urlsafe(30)  # 40 characters
             None,
         ),
         ("passenger=2&stately=yes", "passenger=2&stately=yes", None),
+        # found attacking the gateway: secrets nested in other values, structured names
+        ("rd=/reset?token=eyJhbGci", "rd=REDACTED", "eyJhbGci"),
+        (
+            "redirect_uri=https%3A%2F%2Fapp%2Fcb%3Fcode%3DSplxlOBeZQQYbYS6WxSbIA",
+            "redirect_uri=REDACTED",
+            "SplxlOBe",
+        ),
+        ("next=/y%3Fpassword%3Dhunter2", "next=REDACTED", "hunter2"),
+        ("user%5Bpass%5D=hunter2", "user%5Bpass%5D=REDACTED", "hunter2"),
+        ("next=/a%3Fpage%3D2&q=a=b", "next=/a%3Fpage%3D2&q=a=b", None),
         ("q=" + JWT, "q=REDACTED", JWT[:30]),
         ("ref=" + RANDOM_40, "ref=REDACTED", RANDOM_40),
         ("page=2&sort=name", "page=2&sort=name", None),
@@ -237,6 +247,15 @@ async def test_secret_looking_query_values_are_redacted(
     assert entry["path"] == f"/public/x?{logged}"
     if secret is not None:
         assert secret not in everything_logged(all_logs.records)
+
+
+async def test_secret_path_parameters_are_redacted(upstream, make_gateway, tmp_path, all_logs):
+    client = await make_gateway(ops_settings(upstream.url, tmp_path, access_log="json"))
+    status, _, _ = await raw_request(client.port, "/public/x;jsessionid=8F3A12CD/y;v=1?a=1")
+    assert status == 200
+    [entry] = access_entries(all_logs.records)
+    assert entry["path"] == "/public/x;jsessionid=REDACTED/y;v=1?a=1"
+    assert "8F3A12CD" not in everything_logged(all_logs.records)
 
 
 async def test_no_secret_is_ever_logged(aiohttp_server, upstream, make_gateway, tmp_path, all_logs):
