@@ -203,7 +203,11 @@ def _refused(request: web.BaseRequest, exc: GatewayError, trace: Trace) -> web.S
         metrics.UPSTREAM_ERRORS.labels(trace.upstream, exc.reason).inc()
     if exc.reason == "client_aborted":
         trace.outcome = "client_aborted"  # gone mid-upload: nobody reads the answer
-    return pages.error_response(request, exc)
+    response = pages.error_response(request, exc)
+    if exc.reason in ("client_stalled", "bad_body"):
+        trace.outcome = exc.reason
+        response.force_close()  # the rest of its body is not worth waiting for
+    return response
 
 
 async def _send(
@@ -290,6 +294,7 @@ async def _pipeline(
         sockets=runtime.sockets,
         close_connection=holder.closing,
         send_timeout_s=settings.server.timeouts.send_s,
+        body_timeout_s=settings.server.timeouts.body_s,
     )
     if identity is not None:
         ctx.add_headers = identity_headers(runtime, route, identity, now=now)

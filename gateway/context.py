@@ -68,6 +68,8 @@ class RequestContext:
     """Where a relayed WebSocket of a signed-in user is registered while it is open."""
     close_connection: bool = False
     """Draining: the response says ``Connection: close``."""
+    body_timeout_s: float = 60.0
+    """``server.timeouts.body``: how long the client may send no request-body bytes."""
     send_timeout_s: float = 60.0
     """``server.timeouts.send``: how long the client may accept no response bytes."""
     set_cookie: str | None = None

@@ -41,6 +41,9 @@ SERVER_HEADER = "gateway"
 MAX_FIELD_SIZE = 16384
 """Longest request header line: room for big cookies and tokens (aiohttp's default is 8190)."""
 
+LINGER_S = 2.0
+"""How long the rest of a refused request's body is read (and dropped) before closing."""
+
 DRAIN_QUIET_S = 0.5
 """While draining, a keep-alive connection idle this long is closed (a client that sends its next
 request sooner is answered, with ``Connection: close``)."""
@@ -233,6 +236,9 @@ class Listener:
             self._serve,
             head_timeout=timeouts.request_header_s,
             keepalive_timeout=timeouts.keepalive_s,
+            # After an answer given before the body was all read (413, 408...): read and drop
+            # the rest this long so the answer is not lost to a reset (aiohttp's default: 10 s).
+            lingering_time=LINGER_S,
             max_field_size=MAX_FIELD_SIZE,
             access_log=None,
         )

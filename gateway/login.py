@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import json
 import logging
@@ -13,7 +14,14 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from gateway import metrics, pages
-from gateway.errors import BadRequest, Forbidden, NotFound, PayloadTooLarge, Unauthenticated
+from gateway.errors import (
+    BadRequest,
+    ClientStalled,
+    Forbidden,
+    NotFound,
+    PayloadTooLarge,
+    Unauthenticated,
+)
 from gateway.forwarded import foreign_origin, resolve_client
 from gateway.identity.cookies import (
     csrf_token,
@@ -66,16 +74,20 @@ def _check_origin(request: web.BaseRequest, runtime: Runtime) -> None:
         raise _CsrfFailure(f"POST from foreign origin {origin[:100]!r}", reason="foreign_origin")
 
 
-async def _read_small_body(request: web.BaseRequest) -> bytes:
+async def _read_small_body(request: web.BaseRequest, timeout_s: float) -> bytes:
     length = request.content_length
     if length is not None and length > MAX_FORM_BYTES:
         raise PayloadTooLarge(f"login body of {length} bytes", reason="login_body_too_large")
     await send_continue(request)
     data = bytearray()
-    async for chunk in request.content.iter_any():
-        data += chunk
-        if len(data) > MAX_FORM_BYTES:
-            raise PayloadTooLarge("login body too large", reason="login_body_too_large")
+    try:
+        async with asyncio.timeout(timeout_s):
+            async for chunk in request.content.iter_any():
+                data += chunk
+                if len(data) > MAX_FORM_BYTES:
+                    raise PayloadTooLarge("login body too large", reason="login_body_too_large")
+    except TimeoutError:
+        raise ClientStalled("login body not sent in time", reason="client_stalled") from None
     return bytes(data)
 
 
@@ -171,7 +183,7 @@ async def login_submit(request: web.BaseRequest, runtime: Runtime) -> web.Stream
     settings = runtime.settings
     _check_origin(request, runtime)
     as_json = _is_json(request)
-    body = await _read_small_body(request)
+    body = await _read_small_body(request, runtime.settings.server.timeouts.body_s)
     fields = _parse_json(body) if as_json else _parse_form(body)
     rd = safe_redirect(fields.get("rd"))
     if not as_json and not csrf_valid(request, settings, fields.get("csrf", "")):
@@ -305,7 +317,7 @@ async def logout_submit(request: web.BaseRequest, runtime: Runtime) -> web.Strea
     """POST: end the session server-side, expire the cookie, Clear-Site-Data."""
     _check_origin(request, runtime)
     as_json = _is_json(request)
-    body = await _read_small_body(request)
+    body = await _read_small_body(request, runtime.settings.server.timeouts.body_s)
     # SECURITY: a cross-site page can post a form but cannot send application/json without a
     # CORS preflight we never grant, so JSON needs no token; forms do.
     if not as_json and not csrf_valid(request, runtime.settings, _parse_form(body).get("csrf", "")):
@@ -358,7 +370,7 @@ async def api_token(request: web.BaseRequest, runtime: Runtime) -> web.StreamRes
     if not _is_json(request):
         raise BadRequest("expected application/json credentials", reason="bad_json")
     _check_origin(request, runtime)
-    fields = _parse_json(await _read_small_body(request))
+    fields = _parse_json(await _read_small_body(request, runtime.settings.server.timeouts.body_s))
     user = await _authenticate(request, runtime, fields["username"], fields["password"])
     if user is None:
         return _failure_json()

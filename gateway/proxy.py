@@ -159,7 +159,7 @@ async def forward(
     length = request.content_length
     if limit is not None and length is not None and length > limit:
         raise PayloadTooLarge(f"Content-Length {length} over the route's max_body {limit}")
-    body = _RequestBody(request, limit) if request.body_exists else None
+    body = _RequestBody(request, limit, ctx.body_timeout_s) if request.body_exists else None
     upstream_request = UpstreamRequest(
         upstream=ctx.upstream,
         method=request.method,
@@ -184,11 +184,12 @@ async def forward(
 class _RequestBody:
     """The client's body as the upstream client's async iterable: streamed, counted, capped."""
 
-    __slots__ = ("_limit", "_request", "error", "response_started")
+    __slots__ = ("_limit", "_request", "_timeout_s", "error", "response_started")
 
-    def __init__(self, request: web.BaseRequest, limit: int | None) -> None:
+    def __init__(self, request: web.BaseRequest, limit: int | None, timeout_s: float) -> None:
         self._request = request
         self._limit = limit
+        self._timeout_s = timeout_s
         self.error: GatewayError | None = None
         self.response_started = False
 
@@ -199,14 +200,25 @@ class _RequestBody:
             # a client still waiting for one sends its body when its own wait times out.
             await send_continue(request)
         limit = self._limit
+        content = request.content
         received = 0
         try:
-            async for chunk in request.content.iter_any():
+            while True:
+                # A client that sends nothing for timeouts.body must not hold the upstream
+                # connection (and its pool permit) until the upstream gives up.
+                async with asyncio.timeout(self._timeout_s):
+                    chunk = await content.readany()
+                if not chunk:
+                    break
                 received += len(chunk)
                 if limit is not None and received > limit:
                     self.error = PayloadTooLarge(f"request body over the route's max_body {limit}")
                     break
                 yield chunk
+        except TimeoutError:
+            self.error = ClientStalled(
+                f"client sent no body bytes for {self._timeout_s:g}s", reason="client_stalled"
+            )
         except ConnectionError as exc:
             self.error = BadRequest(f"client went away mid-body: {exc!r}", reason="client_aborted")
         except HttpProcessingError as exc:

@@ -10,7 +10,7 @@ from gateway.config.settings import AccessLog, ClientTimeouts, ServerSettings
 
 KEYS = ("listen", "public_url", "admin_listen", "trusted_proxies", "workers", "shutdown_grace",
         "data_dir", "access_log", "timeouts")
-TIMEOUT_KEYS = ("request_header", "keepalive", "send")
+TIMEOUT_KEYS = ("request_header", "keepalive", "body", "send")
 _TIMEOUT = values.duration(positive=True, maximum=3600)
 
 DEFAULT_LISTEN = ("0.0.0.0", 8080)  # noqa: S104 - a reverse proxy is meant to be reachable
@@ -55,6 +55,7 @@ def _timeouts(section: Section) -> ClientTimeouts:
     return ClientTimeouts(
         request_header_s=section.get("request_header", defaults.request_header_s, _TIMEOUT),
         keepalive_s=section.get("keepalive", defaults.keepalive_s, _TIMEOUT),
+        body_s=section.get("body", defaults.body_s, _TIMEOUT),
         send_s=section.get("send", defaults.send_s, _TIMEOUT),
     )
 

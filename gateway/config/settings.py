@@ -30,6 +30,8 @@ class ClientTimeouts:
     """The whole request head (request line and headers) must arrive within this."""
     keepalive_s: float = 75.0
     """An idle keep-alive connection is closed after this."""
+    body_s: float = 60.0
+    """A client that sends no request-body bytes this long is dropped (408)."""
     send_s: float = 60.0
     """A client that accepts no response bytes this long is dropped (its upstream freed)."""
 

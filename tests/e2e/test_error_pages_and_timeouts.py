@@ -49,6 +49,8 @@ async def upstream() -> AsyncIterator[str]:
             except ConnectionError:
                 pass
             return response
+        if request.method == "POST":
+            await request.read()  # an upstream that waits for the whole body
         return web.Response(text=f"ok {request.path}")
 
     app = web.Application()
@@ -67,7 +69,9 @@ async def gateway(tmp_path: Path, upstream: str) -> AsyncIterator[GatewayProcess
         tmp_path,
         upstreams={"app": {"url": upstream, "max_connections": 1, "connect_timeout": "2s"}},
         routes=ROUTES,
-        server={"timeouts": {"request_header": "1s", "keepalive": "2s", "send": "1s"}},
+        server={
+            "timeouts": {"request_header": "1s", "keepalive": "2s", "send": "1s", "body": "1s"}
+        },
     )
     async with running(tmp_path, document) as process:
         yield process
@@ -182,6 +186,25 @@ async def test_a_client_that_reads_nothing_frees_its_upstream_connection(
                 statuses.append(resp.status)
     writer.close()
     assert statuses == [200, 200, 200]
+
+
+async def test_a_client_silent_mid_body_gets_408_and_frees_its_upstream(
+    gateway: GatewayProcess,
+) -> None:
+    # Found attacking the gateway: two clients sending 3 bytes of a 100 kB body, then nothing,
+    # held max_connections upstream connections for good (everyone else: 504 pool_timeout).
+    reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
+    writer.write(
+        b"POST /files/upload HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100000\r\n\r\nabc"
+    )
+    await writer.drain()
+    started = time.monotonic()
+    answer = await asyncio.wait_for(reader.read(), 10)  # EOF: the gateway gives up on it
+    writer.close()
+    assert head(answer)[0] == 408
+    assert time.monotonic() - started < 4
+    async with aiohttp.ClientSession() as http, http.get(f"{gateway.base}/files/small") as resp:
+        assert resp.status == 200
 
 
 @pytest.mark.parametrize(
