@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 from urllib.parse import quote
 
@@ -24,6 +24,7 @@ from gateway.errors import BadRequest, Forbidden, GatewayError, Unauthenticated,
 from gateway.forwarded import foreign_origin, resolve_client, valid_host
 from gateway.identity.resolve import (
     ANONYMOUS,
+    Identity,
     Resolved,
     bearer_token,
     resolve_bearer,
@@ -42,6 +43,7 @@ from gateway.revoke import (
 )
 from gateway.routing import matching_path, normalise_path
 from gateway.runtime import Runtime, RuntimeHolder
+from gateway.tokens import InvalidBearer
 from gateway.upstream import ClientFactory
 
 log = logging.getLogger("gateway")
@@ -194,6 +196,32 @@ async def handle(request: web.BaseRequest, holder: RuntimeHolder) -> web.StreamR
     return response
 
 
+def _still_valid(
+    request: web.BaseRequest, holder: RuntimeHolder, identity: Identity
+) -> Callable[[], Awaitable[bool]]:
+    """For an open WebSocket: whether the identity it was opened with still counts (the
+    session lives, the bearer token has not expired, the user's credentials are unchanged)."""
+
+    async def check() -> bool:
+        runtime, now = holder.current, time.time()
+        try:
+            if identity.session is None:  # an API bearer token
+                token = bearer_token(request)
+                if token is None:
+                    return False
+                resolve_bearer(runtime, token, now=now)  # raises InvalidBearer once expired
+                return True
+            resolved = await resolve_identity(request, runtime, now=now)
+        except InvalidBearer:
+            return False
+        except SessionStoreUnavailable:
+            return True  # cannot tell now: an outage of the store does not end every socket
+        found = resolved.identity
+        return found is not None and found.sid_hash == identity.sid_hash
+
+    return check
+
+
 def _refused(request: web.BaseRequest, exc: GatewayError, trace: Trace) -> web.StreamResponse:
     if not isinstance(exc, SessionStoreUnavailable):  # reported once per interval by the store
         log.warning(
@@ -298,6 +326,10 @@ async def _pipeline(
     )
     if identity is not None:
         ctx.add_headers = identity_headers(runtime, route, identity, now=now)
+        if route.websocket and is_websocket_upgrade(request):
+            ctx.sid_hash = identity.sid_hash
+            ctx.recheck_s = runtime.sessions.refresh_interval_s
+            ctx.still_valid = _still_valid(request, holder, identity)
     return await forward(
         request, ctx, runtime.upstream_client, public_url=settings.server.public_url
     )

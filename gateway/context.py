@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from gateway.config.settings import RouteSettings, UpstreamSettings
@@ -66,6 +67,11 @@ class RequestContext:
     """Username for logs once identity is resolved."""
     sockets: OpenWebSockets
     """Where a relayed WebSocket of a signed-in user is registered while it is open."""
+    sid_hash: str | None = None
+    """The session (or API token) the identity came from: a WebSocket is registered under it."""
+    still_valid: Callable[[], Awaitable[bool]] | None = None
+    """For a WebSocket: checked every ``recheck_s``; the socket is closed when it says no."""
+    recheck_s: float = 60.0
     close_connection: bool = False
     """Draining: the response says ``Connection: close``."""
     body_timeout_s: float = 60.0

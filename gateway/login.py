@@ -292,8 +292,10 @@ async def _end_session(
         return
     ended = await runtime.sessions.delete(value)
     if ended is not None:
-        # Tokens minted for the session must not outlive it in the cache.
+        # Tokens minted for the session must not outlive it in the cache, nor its WebSockets.
         runtime.tokens.drop_session(ended.sid_hash)
+        sid_hash = ended.sid_hash
+        await runtime.sockets.close_where(lambda entry: entry.sid_hash == sid_hash)
     if clear_cookie:
         headers.add("Set-Cookie", expired_session_cookie(runtime.settings))
 

@@ -26,7 +26,7 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Final
 
@@ -468,11 +468,16 @@ async def _forward_websocket(
                 await client_ws.close(code=code, message=reason)
                 await upstream_ws.close(code=WSCloseCode.GOING_AWAY)
 
-            entry = ctx.sockets.add(ctx.user, ctx.route.name, end)
+            entry = ctx.sockets.add(ctx.user, ctx.route.name, end, ctx.sid_hash)
+            watch = None
+            if ctx.still_valid is not None:
+                watch = asyncio.create_task(_watch(ctx.still_valid, ctx.recheck_s, entry.end))
             try:
                 await _relay_websocket(request, relay, client_ws, upstream_ws)
             finally:
                 ctx.sockets.discard(entry)
+                if watch is not None:
+                    watch.cancel()
             return client_ws
     except WebSocketRefused as exc:
         # The upstream said no (401/403/404...): pass its status and headers on, without a body.
@@ -483,6 +488,21 @@ async def _forward_websocket(
                 exc.headers, extra_drop=_REFUSED_DROP, own_cookies=ctx.strip_cookies
             ),
         )
+
+
+async def _watch(
+    still_valid: Callable[[], Awaitable[bool]],
+    every_s: float,
+    end: Callable[[int, bytes], Awaitable[None]],
+) -> None:
+    """Close a WebSocket once the session it was opened with ends (expiry, logout elsewhere),
+    checked every ``every_s``."""
+    while True:
+        await asyncio.sleep(every_s)
+        if not await still_valid():
+            with contextlib.suppress(ConnectionError):
+                await end(WSCloseCode.POLICY_VIOLATION, b"session ended")
+            return
 
 
 async def _relay_websocket(

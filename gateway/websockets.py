@@ -26,6 +26,8 @@ class OpenWebSocket:
     username: str | None
     route: str
     end: Ender
+    sid_hash: str | None = None
+    """The session (or API token) it was opened with."""
 
 
 class OpenWebSockets:
@@ -40,8 +42,10 @@ class OpenWebSockets:
     def __len__(self) -> int:
         return len(self._open)
 
-    def add(self, username: str | None, route: str, end: Ender) -> OpenWebSocket:
-        entry = OpenWebSocket(username, route, end)
+    def add(
+        self, username: str | None, route: str, end: Ender, sid_hash: str | None = None
+    ) -> OpenWebSocket:
+        entry = OpenWebSocket(username, route, end, sid_hash)
         self._open.add(entry)
         return entry
 

@@ -352,3 +352,41 @@ async def test_a_user_removed_while_no_gateway_ran_gets_no_session_back(
     setup.write()
     async with running(tmp_path, setup.document) as third:
         assert await status(third, "/x", cookie=cookie) == 401
+
+
+async def test_signing_out_closes_the_sessions_websockets(
+    gateway: GatewayProcess, setup: Setup
+) -> None:
+    cookie = await login(gateway.base, "alice")
+    other = await login(gateway.base, "alice")  # another session of the same user stays open
+    http, ws = await open_socket(gateway, cookie)
+    http2, ws2 = await open_socket(gateway, other)
+    async with (
+        aiohttp.ClientSession() as client,
+        client.post(
+            gateway.base + "/.gateway/logout",
+            json={},
+            headers={"Cookie": f"gw_session={cookie}", "Origin": gateway.base},
+        ) as resp,
+    ):
+        assert resp.status == 204
+    assert await closed_with(ws) == 1008
+    await ws2.send_str("still here")
+    assert (await ws2.receive_str()) == "still here"
+    for session in (http, http2):
+        await session.close()
+
+
+async def test_a_websocket_closes_when_its_session_expires(
+    tmp_path: Path, upstream: AppUpstream
+) -> None:
+    setup = Setup(
+        tmp_path, upstream, {"backend": "memory", "idle_timeout": "2s", "absolute_timeout": "2s"}
+    )
+    async with running(tmp_path, setup.document) as gateway:
+        cookie = await login(gateway.base, "alice")
+        http, ws = await open_socket(gateway, cookie)
+        started = asyncio.get_running_loop().time()
+        assert await closed_with(ws, timeout=6) == 1008
+        assert 1.5 < asyncio.get_running_loop().time() - started < 4
+        await http.close()
