@@ -40,6 +40,7 @@ from gateway.revoke import (
     ensure_admin_token,
     forget_removed_users,
     listen_for_revocations,
+    load_revocations,
 )
 from gateway.routing import matching_path, normalise_path
 from gateway.runtime import Runtime, RuntimeHolder
@@ -114,11 +115,13 @@ class Gateway:
         self.holder = RuntimeHolder(runtime, admin_token=admin_token)
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def start(self) -> None:
-        """Start the background work of a serving process (call inside its event loop): end the
-        stored sessions of users removed while nobody ran, and, with the redis backend, listen
-        for ``gateway sessions revoke`` from other processes."""
+    async def start(self) -> None:
+        """Before serving (inside the serving process's loop): take in the revocations other
+        processes saved (redis); then, in the background, end the stored sessions of users
+        removed while nobody ran and, with the redis backend, listen for ``gateway sessions
+        revoke`` from other processes."""
         holder = self.holder
+        await load_revocations(holder.current)
         self._spawn(forget_removed_users(holder.current))
         if holder.current.redis is not None:
 

@@ -148,9 +148,10 @@ _COOKIE_CANNOT_REVOKE = (
     "gateway sessions revoke: the cookie session backend keeps no sessions on the server: each\n"
     "session lives sealed in its browser's cookie, so a user's sessions cannot be found to end\n"
     "them. To end {user}'s sessions now, on every replica:\n"
-    "  - set `disabled: true` on the user (or give them a new password_hash) and reload every\n"
-    "    gateway process (SIGHUP): every session and API token begun with the old credentials\n"
-    "    is refused;\n"
+    "  - give the user a new password_hash and reload every gateway process (SIGHUP): every\n"
+    "    session and API token begun with the old credentials is refused, for good;\n"
+    "  - or set `disabled: true` and reload: refused while the user stays disabled (enabled\n"
+    "    again, a restarted process takes their unexpired cookies back);\n"
     "  - or rotate session.cookie.secret_file and reload: this ends EVERYONE's sessions.\n"
     "Use session.backend redis to revoke one user's sessions without either."
 )

@@ -27,6 +27,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from gateway.access import Decision, decide
+from gateway.config.settings import Settings
 from gateway.identity.redis_client import text
 from gateway.identity.revocation import changed_credentials
 from gateway.identity.sessions import SessionStoreUnavailable
@@ -41,6 +42,22 @@ admin listener (created by ``gateway run``, mode 0600)."""
 _FEED_RETRY_S = 2.0
 
 
+def revocation_ttl_s(settings: Settings) -> float:
+    """How long a revocation must be remembered: the longest anything it ends could live."""
+    return max(settings.session.absolute_timeout_s, settings.tokens.api_tokens.ttl_s)
+
+
+async def load_revocations(runtime: Runtime) -> None:
+    """At start-up: the revocations other processes saved (redis), so a replica started after
+    ``gateway sessions revoke`` refuses the revoked user's earlier API tokens too."""
+    try:
+        saved = await runtime.sessions.revocations()
+    except SessionStoreUnavailable:
+        return
+    for username, at in saved.items():
+        runtime.revocations.revoke(username, at)
+
+
 def revocation_channel(key_prefix: str) -> str:
     return f"{key_prefix}revoked"
 
@@ -53,8 +70,10 @@ async def end_users(runtime: Runtime, usernames: Iterable[str], *, now: float) -
     for username in names:
         runtime.revocations.revoke(username, now)
     ended = 0
+    ttl_s = revocation_ttl_s(runtime.settings)
     for username in names:
         try:
+            await runtime.sessions.save_revocation(username, now, ttl_s=ttl_s)
             ended += await runtime.sessions.delete_user(username)
         except SessionStoreUnavailable:
             log.warning(

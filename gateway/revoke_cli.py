@@ -8,6 +8,8 @@
 
 from __future__ import annotations
 
+import time
+
 import aiohttp
 from redis.exceptions import RedisError
 
@@ -15,7 +17,7 @@ from gateway.config.settings import Settings
 from gateway.identity.redis_client import create_redis_client
 from gateway.identity.sessions.base import SessionStoreUnavailable
 from gateway.identity.sessions.redis import RedisSessionStore
-from gateway.revoke import ADMIN_TOKEN_NAME, publish_revocation
+from gateway.revoke import ADMIN_TOKEN_NAME, publish_revocation, revocation_ttl_s
 
 _TIMEOUT = aiohttp.ClientTimeout(total=10)
 
@@ -41,6 +43,8 @@ async def _in_redis(settings: Settings, username: str) -> int:
             absolute_timeout_s=settings.session.absolute_timeout_s,
         )
         ended = await store.remove_user(username)
+        # Remembered in Redis for replicas that start later; told to the running ones.
+        await store.save_revocation(username, time.time(), ttl_s=revocation_ttl_s(settings))
         await publish_revocation(client, redis.key_prefix, username)
         return ended
     except (SessionStoreUnavailable, RedisError, OSError) as exc:

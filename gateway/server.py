@@ -105,13 +105,13 @@ async def _serve_async(settings: Settings, *, reuse_port: bool) -> None:
     main = Listener(gateway.handle, server.timeouts)
     listeners = [main]
     try:
+        await gateway.start()
         await main.start(server.listen_host, server.listen_port, reuse_port=reuse_port)
         if server.admin_listen is not None:
             admin = Listener(gateway.handle_admin, server.timeouts)
             listeners.append(admin)
             host, port = server.admin_listen
             await admin.start(host, port, reuse_port=reuse_port)
-        gateway.start()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, stop.set)

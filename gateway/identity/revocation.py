@@ -26,8 +26,8 @@ class Revocations:
     def __init__(self) -> None:
         self._since: dict[str, float] = {}
 
-    def revoke(self, username: str, now: float) -> None:
-        self._since[username] = max(now, self._since.get(username, now))
+    def revoke(self, username: str, at: float) -> None:
+        self._since[username] = max(at, self._since.get(username, at))
 
     def since(self, username: str) -> float:
         return self._since.get(username, float("-inf"))

@@ -390,3 +390,28 @@ async def test_a_websocket_closes_when_its_session_expires(
         assert await closed_with(ws, timeout=6) == 1008
         assert 1.5 < asyncio.get_running_loop().time() - started < 4
         await http.close()
+
+
+async def test_a_revocation_in_redis_outlives_a_restart(
+    tmp_path: Path, upstream: AppUpstream, redis_url: str, redis_prefix: str
+) -> None:
+    # Found attacking the gateway: revocations lived in process memory only, so a replica
+    # started (or restarted) after `gateway sessions revoke` took the user's API token again.
+    setup = Setup(
+        tmp_path,
+        upstream,
+        {"backend": "redis", "redis": {"url": redis_url, "key_prefix": redis_prefix}},
+    )
+    async with running(tmp_path, setup.document) as gateway:
+        token = await api_token(gateway, "bob")
+        assert await status(gateway, "/api/x", token=token) == 200
+        result = await asyncio.to_thread(revoke, setup, tmp_path, "bob")
+        assert result.returncode == 0, result.stderr
+        assert await status(gateway, "/api/x", token=token) == 401
+    async with running(tmp_path, setup.document) as restarted:
+        assert await status(restarted, "/api/x", token=token) == 401
+        # A token's iat is in whole seconds: one issued within the second of the revocation
+        # cannot be told from one issued before it, and is refused too.
+        await asyncio.sleep(1.1)
+        fresh = await api_token(restarted, "bob")
+        assert await status(restarted, "/api/x", token=fresh) == 200

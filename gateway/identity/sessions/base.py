@@ -103,6 +103,15 @@ class SessionStore(Protocol):
         """End every session of a user; how many were ended (stateless stores: 0)."""
         ...
 
+    async def save_revocation(self, username: str, at: float, *, ttl_s: float) -> None:
+        """Remember, where the store is shared and lasting (redis), that ``username``'s sessions
+        and tokens begun before ``at`` are refused (for ``ttl_s``); others keep nothing."""
+        ...
+
+    async def revocations(self) -> dict[str, float]:
+        """What :meth:`save_revocation` remembered: username -> time (empty where nothing is)."""
+        ...
+
     async def known_users(self) -> set[str]:
         """Usernames that have sessions here, where the store can list them (else empty)."""
         ...

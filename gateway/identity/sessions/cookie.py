@@ -137,6 +137,12 @@ class CookieSessionStore:
         """Always 0: stateless sessions of a user cannot be found, hence not ended here."""
         return 0
 
+    async def save_revocation(self, username: str, at: float, *, ttl_s: float) -> None:
+        """Nothing lasting to keep it in: the process remembers it (Revocations)."""
+
+    async def revocations(self) -> dict[str, float]:
+        return {}
+
     async def known_users(self) -> set[str]:
         return set()  # nothing is kept: the sessions are out there, in cookies
 

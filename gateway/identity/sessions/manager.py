@@ -76,6 +76,12 @@ class SessionManager:
         """End every session of ``username`` the store can find; how many."""
         return await self.store.remove_user(username)
 
+    async def save_revocation(self, username: str, at: float, *, ttl_s: float) -> None:
+        await self.store.save_revocation(username, at, ttl_s=ttl_s)
+
+    async def revocations(self) -> dict[str, float]:
+        return await self.store.revocations()
+
     async def known_users(self) -> set[str]:
         """Usernames with sessions in the store, where it can list them."""
         return await self.store.known_users()

@@ -66,6 +66,12 @@ class MemorySessionStore:
             del self._sessions[sid_hash]
         return len(hashes)
 
+    async def save_revocation(self, username: str, at: float, *, ttl_s: float) -> None:
+        """Nothing lasting to keep it in: the process remembers it (Revocations)."""
+
+    async def revocations(self) -> dict[str, float]:
+        return {}
+
     async def known_users(self) -> set[str]:
         return set(self._by_user)
 

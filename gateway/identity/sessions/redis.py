@@ -18,6 +18,7 @@ Any Redis failure raises :class:`SessionStoreUnavailable` (fail closed).
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 from redis.asyncio import Redis
@@ -124,9 +125,35 @@ class RedisSessionStore:
             deleted: int = await self._client.delete(*(self.session_key(text(m)) for m in members))
         return deleted
 
+    def revocation_key(self, username: str) -> str:
+        return f"{self._prefix}r:{username}"
+
+    async def save_revocation(self, username: str, at: float, *, ttl_s: float) -> None:
+        """``P r:<username>`` = the time, for replicas that start (or restart) later."""
+        key = self.revocation_key(username)
+        with redis_errors(self._client):
+            # Never move a revocation back in time: keep the later of the two.
+            previous = await self._client.get(key)
+            if previous is None or float(text(previous)) < at:
+                await self._client.set(key, repr(at), px=_ms(ttl_s))
+
+    async def revocations(self) -> dict[str, float]:
+        start = len(self.revocation_key(""))
+        pattern = _glob_escape(self.revocation_key("")) + "*"
+        found: dict[str, float] = {}
+        with redis_errors(self._client):
+            keys = [text(key) async for key in self._client.scan_iter(match=pattern)]
+            if keys:
+                values = await self._client.mget(keys)
+                for key, value in zip(keys, values, strict=True):
+                    if value is not None:
+                        with contextlib.suppress(ValueError):
+                            found[key[start:]] = float(text(value))
+        return found
+
     async def known_users(self) -> set[str]:
         """Every username with a session index (to end the sessions of removed users)."""
-        pattern = "".join(f"[{c}]" if c in "*?[]\\" else c for c in self.user_key("")) + "*"
+        pattern = _glob_escape(self.user_key("")) + "*"
         start = len(self.user_key(""))
         with redis_errors(self._client):
             return {text(key)[start:] async for key in self._client.scan_iter(match=pattern)}
@@ -144,6 +171,10 @@ class RedisSessionStore:
 
     async def close(self) -> None:
         """Nothing to close: the client belongs to whoever created it."""
+
+
+def _glob_escape(value: str) -> str:
+    return "".join(f"[{c}]" if c in "*?[]\\" else c for c in value)
 
 
 def _parse(sid_hash: str, raw: list[str | bytes | None]) -> Session | None:
