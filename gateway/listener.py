@@ -41,6 +41,9 @@ SERVER_HEADER = "gateway"
 MAX_FIELD_SIZE = 16384
 """Longest request header line: room for big cookies and tokens (aiohttp's default is 8190)."""
 
+READ_CHUNK = 64 * 1024
+"""Largest read from a client socket (and the request body reader's limit)."""
+
 LINGER_S = 2.0
 """How long the rest of a refused request's body is read (and dropped) before closing."""
 
@@ -89,6 +92,11 @@ class GatewayConnection(RequestHandler):
         return self._gw_active == 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if hasattr(transport, "max_size"):
+            # asyncio reads up to 256 KiB per recv: per connection that much more than the
+            # body reader's limit can sit in memory. Smaller reads bound what many slow or
+            # aborted uploads hold at once.
+            transport.max_size = READ_CHUNK
         super().connection_made(transport)
         self._gw_arm(self._gw_head_timeout)
 
@@ -239,6 +247,7 @@ class Listener:
             # After an answer given before the body was all read (413, 408...): read and drop
             # the rest this long so the answer is not lost to a reset (aiohttp's default: 10 s).
             lingering_time=LINGER_S,
+            read_bufsize=READ_CHUNK,
             max_field_size=MAX_FIELD_SIZE,
             access_log=None,
         )
