@@ -154,6 +154,7 @@ class KeySet:
 
 # --- loading ---------------------------------------------------------------------------------
 
+
 def load_keyset(tokens: TokenSettings, data_dir: Path, *, generate: bool = True) -> KeySet:
     """Parse every configured key once, or use the key generated into ``data_dir``.
 
@@ -243,15 +244,11 @@ def _parse_pem(data: bytes, *, source: str, kid: str | None = None) -> SigningKe
     private_key, alg, jwk = _supported(key, source)
     kid = kid if kid is not None else jwk_thumbprint(jwk)
     members = {name: value for name, value in jwk.items() if name != "kty"}
-    public = MappingProxyType(
-        {"kty": jwk["kty"], "use": "sig", "alg": alg, "kid": kid, **members}
-    )
+    public = MappingProxyType({"kty": jwk["kty"], "use": "sig", "alg": alg, "kid": kid, **members})
     return SigningKey(kid=kid, alg=alg, private_key=private_key, public_jwk=public, source=source)
 
 
-def _supported(
-    key: object, source: str
-) -> tuple[PrivateKey, AsymmetricAlgorithm, dict[str, str]]:
+def _supported(key: object, source: str) -> tuple[PrivateKey, AsymmetricAlgorithm, dict[str, str]]:
     """A supported key with its algorithm and RFC 7638 required public members; else refused."""
     if isinstance(key, ed25519.Ed25519PrivateKey):
         raw = key.public_key().public_bytes(
@@ -264,23 +261,31 @@ def _supported(
                 f"{source}: EC key on curve {key.curve.name}: only P-256 (ES256) is supported"
             )
         numbers = key.public_key().public_numbers()
-        return key, "ES256", {
-            "crv": "P-256",
-            "kty": "EC",
-            "x": b64url(numbers.x.to_bytes(32, "big")),
-            "y": b64url(numbers.y.to_bytes(32, "big")),
-        }
+        return (
+            key,
+            "ES256",
+            {
+                "crv": "P-256",
+                "kty": "EC",
+                "x": b64url(numbers.x.to_bytes(32, "big")),
+                "y": b64url(numbers.y.to_bytes(32, "big")),
+            },
+        )
     if isinstance(key, rsa.RSAPrivateKey):
         if key.key_size < MIN_RSA_BITS:
             raise _Refused(
                 f"{source}: RSA key of {key.key_size} bits: at least {MIN_RSA_BITS} are required"
             )
         rsa_numbers = key.public_key().public_numbers()
-        return key, "RS256", {
-            "e": b64url(_unsigned_bytes(rsa_numbers.e)),
-            "kty": "RSA",
-            "n": b64url(_unsigned_bytes(rsa_numbers.n)),
-        }
+        return (
+            key,
+            "RS256",
+            {
+                "e": b64url(_unsigned_bytes(rsa_numbers.e)),
+                "kty": "RSA",
+                "n": b64url(_unsigned_bytes(rsa_numbers.n)),
+            },
+        )
     if isinstance(key, dsa.DSAPrivateKey):
         kind = "DSA keys are not supported"
     elif isinstance(key, ed448.Ed448PrivateKey):
@@ -320,6 +325,7 @@ def _material_digest(key: SigningKey) -> bytes:
 
 
 # --- the generated key -----------------------------------------------------------------------
+
 
 def _generated_keyset(path: Path, *, generate: bool) -> KeySet:
     try:

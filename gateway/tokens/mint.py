@@ -94,9 +94,7 @@ class TokenMinter:
         be the gateway's issuer, which only API tokens carry (:class:`ValueError`).
         ``iat = nbf = floor(now)``; the TTL is rounded up to whole seconds (:func:`lifetime_s`).
         """
-        return self.issue_upstream(
-            user, session, audience=audience, ttl_s=ttl_s, now=now
-        ).token
+        return self.issue_upstream(user, session, audience=audience, ttl_s=ttl_s, now=now).token
 
     def issue_upstream(
         self, user: User, session: SessionRef, *, audience: str, ttl_s: float, now: float
@@ -127,9 +125,7 @@ class TokenMinter:
         claims[CREDENTIAL_STAMP_CLAIM] = user.stamp
         return self._api.sign(claims), ttl
 
-    def _registered(
-        self, user: User, *, audience: str, ttl_s: float, now: float
-    ) -> dict[str, Any]:
+    def _registered(self, user: User, *, audience: str, ttl_s: float, now: float) -> dict[str, Any]:
         issued_at = int(now)
         return {
             "iss": self.settings.issuer,

@@ -52,6 +52,7 @@ def tokens(tmp_path: Path) -> Tokens:
 
 # --- TokenCache ------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize(
     ("now", "hit"),
     [
@@ -63,8 +64,15 @@ def tokens(tmp_path: Path) -> Tokens:
         (T0 + 60, False),  # expired
         (T0 - 1, False),  # clock went backwards: the token is not yet valid
     ],
-    ids=["issued", "half-second", "just-over-a-fifth-left", "a-fifth-left", "almost-expired",
-         "expired", "before-iat"],
+    ids=[
+        "issued",
+        "half-second",
+        "just-over-a-fifth-left",
+        "a-fifth-left",
+        "almost-expired",
+        "expired",
+        "before-iat",
+    ],
 )
 def test_cached_token_is_served_while_more_than_a_fifth_of_its_lifetime_remains(
     now: float, hit: bool
@@ -129,6 +137,7 @@ def test_max_entries_must_be_positive() -> None:
 
 # --- Tokens: cache + minter + counters -------------------------------------------------------
 
+
 def test_repeated_requests_mint_once_per_session_and_audience(tokens: Tokens) -> None:
     counters = Counters()
     first = tokens.upstream_token(user(), session(), audience="app", ttl_s=60, now=NOW)
@@ -189,8 +198,9 @@ def test_a_reload_with_the_same_keys_keeps_the_cache(tmp_path: Path, tokens: Tok
 def test_a_reload_with_a_new_signing_key_drops_the_cache(tmp_path: Path) -> None:
     old = key_file(tmp_path, "EdDSA", "old.pem")
     new = key_file(tmp_path, "ES256", "new.pem")
-    tokens = Tokens(load_keyset(token_settings(SigningKeySettings(file=old)), tmp_path),
-                    token_settings())
+    tokens = Tokens(
+        load_keyset(token_settings(SigningKeySettings(file=old)), tmp_path), token_settings()
+    )
     first = tokens.upstream_token(user(), session(), audience="app", ttl_s=60, now=NOW)
     rotated = load_keyset(
         token_settings(SigningKeySettings(file=new), SigningKeySettings(file=old)), tmp_path

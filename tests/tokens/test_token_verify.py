@@ -33,9 +33,18 @@ from tests.tokens.token_helpers import (
 
 T0 = int(NOW)
 DESCRIPTIONS = {
-    "token too large", "malformed token", "unsupported token header", "unknown signing key",
-    "algorithm not allowed", "invalid signature", "invalid audience", "invalid issuer",
-    "missing claim", "invalid token", "token expired", "token not yet valid",
+    "token too large",
+    "malformed token",
+    "unsupported token header",
+    "unknown signing key",
+    "algorithm not allowed",
+    "invalid signature",
+    "invalid audience",
+    "invalid issuer",
+    "missing claim",
+    "invalid token",
+    "token expired",
+    "token not yet valid",
     "token issued in the future",
 }
 
@@ -48,8 +57,14 @@ def keyset(tmp_path: Path) -> KeySet:
 def claims(**changes: Any) -> dict[str, Any]:
     """The claims of a valid API token, with ``changes`` (``None`` removes a claim)."""
     base: dict[str, Any] = {
-        "iss": ISSUER, "sub": "alice", "aud": ISSUER, "iat": T0, "nbf": T0, "exp": T0 + 3600,
-        "jti": "3q2-7wAAAAAAAAAAAAAAAA", "cst": "c3RhbXAtb2YtYWxpY2U",
+        "iss": ISSUER,
+        "sub": "alice",
+        "aud": ISSUER,
+        "iat": T0,
+        "nbf": T0,
+        "exp": T0 + 3600,
+        "jti": "3q2-7wAAAAAAAAAAAAAAAA",
+        "cst": "c3RhbXAtb2YtYWxpY2U",
     }
     base.update(changes)
     return {name: value for name, value in base.items() if value is not None}
@@ -88,6 +103,7 @@ def refused(token: str, keyset: KeySet, **kwargs: Any) -> InvalidBearer:
 
 # --- what passes -----------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("alg", ["EdDSA", "ES256", "RS256"])
 def test_api_token_minted_by_the_gateway_is_accepted(tmp_path: Path, alg: str) -> None:
     keyset = keyset_of(tmp_path, alg)
@@ -103,10 +119,13 @@ def test_token_signed_by_an_older_key_still_in_the_set_is_accepted(tmp_path: Pat
     old = key_file(tmp_path, "ES256", "old.pem")
     before = load_keyset(token_settings(SigningKeySettings(file=old)), tmp_path)
     token, _ = TokenMinter(before, token_settings()).mint_api(user(), now=NOW)
-    after = load_keyset(token_settings(
-        SigningKeySettings(file=key_file(tmp_path, "EdDSA", "new.pem")),
-        SigningKeySettings(file=old),
-    ), tmp_path)
+    after = load_keyset(
+        token_settings(
+            SigningKeySettings(file=key_file(tmp_path, "EdDSA", "new.pem")),
+            SigningKeySettings(file=old),
+        ),
+        tmp_path,
+    )
     assert verify(token, after).subject == "alice"
 
 
@@ -117,6 +136,7 @@ def test_leeway_tolerates_a_little_clock_skew(keyset: KeySet) -> None:
 
 
 # --- attacks ---------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("signature", ["", "c2ln"], ids=["empty-signature", "any-signature"])
 def test_alg_none_is_refused(keyset: KeySet, signature: str) -> None:
@@ -134,8 +154,9 @@ def test_hs256_signed_with_our_public_key_is_refused(tmp_path: Path, alg: str) -
     public = keyset.signing.verification_key
     assert not isinstance(public, bytes)
     secrets = [
-        public.public_bytes(serialization.Encoding.PEM,
-                            serialization.PublicFormat.SubjectPublicKeyInfo),
+        public.public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        ),
         keyset.jwks_json,
     ]
     for secret in secrets:
@@ -149,10 +170,13 @@ def test_hs256_signed_with_our_public_key_is_refused(tmp_path: Path, alg: str) -
 def test_hs256_signed_with_our_hmac_secret_is_refused(tmp_path: Path) -> None:
     # HMAC secrets are shared with (legacy) upstreams: a token they can make is no credential.
     secret = b"s" * 32
-    keyset = load_keyset(token_settings(
-        SigningKeySettings(hmac_secret=secret, kid="legacy"),
-        SigningKeySettings(file=key_file(tmp_path, "EdDSA")),
-    ), tmp_path)
+    keyset = load_keyset(
+        token_settings(
+            SigningKeySettings(hmac_secret=secret, kid="legacy"),
+            SigningKeySettings(file=key_file(tmp_path, "EdDSA")),
+        ),
+        tmp_path,
+    )
     token = sign({"alg": "HS256", "typ": "JWT", "kid": "legacy"}, claims(), secret, "HS256")
     assert refused(token, keyset).reason == "bearer_alg"
 
@@ -161,11 +185,13 @@ def test_rs256_es256_mixup_is_refused(tmp_path: Path) -> None:
     keyset = keyset_of(tmp_path, "ES256", "RS256")
     es_key, rs_key = keyset.keys
     # Signed by our RSA key but claiming the EC key's kid (and the other way round).
-    token = sign({"alg": "RS256", "typ": "JWT", "kid": es_key.kid}, claims(),
-                 rs_key.private_key, "RS256")
+    token = sign(
+        {"alg": "RS256", "typ": "JWT", "kid": es_key.kid}, claims(), rs_key.private_key, "RS256"
+    )
     assert refused(token, keyset).reason == "bearer_alg"
-    token = sign({"alg": "ES256", "typ": "JWT", "kid": rs_key.kid}, claims(),
-                 es_key.private_key, "ES256")
+    token = sign(
+        {"alg": "ES256", "typ": "JWT", "kid": rs_key.kid}, claims(), es_key.private_key, "ES256"
+    )
     assert refused(token, keyset).reason == "bearer_alg"
 
 
@@ -222,8 +248,13 @@ def test_upstream_token_replayed_as_bearer_is_refused(keyset: KeySet) -> None:
 
 @pytest.mark.parametrize(
     "extra",
-    [{"crit": ["exp"], "exp": 1}, {"crit": ["b64"], "b64": True}, {"crit": ["x-custom"]},
-     {"crit": []}, {"crit": "b64"}],
+    [
+        {"crit": ["exp"], "exp": 1},
+        {"crit": ["b64"], "b64": True},
+        {"crit": ["x-custom"]},
+        {"crit": []},
+        {"crit": "b64"},
+    ],
     ids=["unknown-extension", "b64-extension", "absent-extension", "empty", "not-a-list"],
 )
 def test_crit_header_is_refused(keyset: KeySet, extra: dict[str, Any]) -> None:
@@ -285,7 +316,9 @@ def test_jku_pointing_elsewhere_is_ignored_and_nothing_is_fetched(
     attacker_jwk = jwt.algorithms.OKPAlgorithm.to_jwk(attacker.public_key(), as_dict=True)
     for kid in ("attacker-key", keyset.signing.kid):
         header = {
-            "alg": "EdDSA", "typ": "JWT", "kid": kid,
+            "alg": "EdDSA",
+            "typ": "JWT",
+            "kid": kid,
             "jku": "https://evil.example.com/jwks.json",
             "x5u": "https://evil.example.com/cert.pem",
             "jwk": attacker_jwk,
@@ -305,7 +338,9 @@ def test_token_signed_by_another_ed25519_key_reusing_our_kid_is_refused(keyset: 
 @pytest.mark.parametrize("missing", ["iss", "sub", "aud", "iat", "nbf", "exp", "jti", "cst"])
 def test_token_missing_a_required_claim_is_refused(keyset: KeySet, missing: str) -> None:
     assert refused(ours(keyset, **{missing: None}), keyset).reason in (
-        "bearer_claims", "bearer_audience", "bearer_issuer",
+        "bearer_claims",
+        "bearer_audience",
+        "bearer_issuer",
     )
 
 
@@ -321,12 +356,35 @@ def test_claims_of_the_wrong_type_are_refused(keyset: KeySet, changes: dict[str,
 @pytest.mark.parametrize(
     "token",
     [
-        "", "abc", "a.b", "a.b.c.d", "a..c", ".b.c", "a.b.", "a b.c.d", "a.b.c=", "a.b.c\n",
-        "eyJhbGciOiJFZERTQSJ9.e30.c2ln", "bm90IGpzb24.e30.c2ln", "W10.e30.c2ln",
+        "",
+        "abc",
+        "a.b",
+        "a.b.c.d",
+        "a..c",
+        ".b.c",
+        "a.b.",
+        "a b.c.d",
+        "a.b.c=",
+        "a.b.c\n",
+        "eyJhbGciOiJFZERTQSJ9.e30.c2ln",
+        "bm90IGpzb24.e30.c2ln",
+        "W10.e30.c2ln",
     ],
-    ids=["empty", "one-segment", "two-segments", "four-segments", "empty-payload",
-         "empty-header", "empty-signature", "space", "padding", "newline",
-         "header-without-kid", "header-not-json", "header-not-object"],
+    ids=[
+        "empty",
+        "one-segment",
+        "two-segments",
+        "four-segments",
+        "empty-payload",
+        "empty-header",
+        "empty-signature",
+        "space",
+        "padding",
+        "newline",
+        "header-without-kid",
+        "header-not-json",
+        "header-not-object",
+    ],
 )
 def test_malformed_token_is_refused(keyset: KeySet, token: str) -> None:
     assert refused(token, keyset).reason in ("bearer_malformed", "bearer_no_kid")
