@@ -23,6 +23,8 @@ from typing import Any, Literal, TypeAlias
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
+from jwt.algorithms import Algorithm as JwtAlgorithm
+from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
 from gateway.config.settings import SigningKeySettings, TokenSettings
 
@@ -44,6 +46,17 @@ MAX_KEY_FILE_BYTES = 64 * 1024
 _SUPPORTED = "use Ed25519 (EdDSA), EC P-256 (ES256) or RSA of at least 2048 bits (RS256)"
 _HMAC_KID_DOMAIN = b"gateway/hs256-kid/v1\x00"
 _FINGERPRINT_DOMAIN = b"gateway/keyset-fingerprint/v1\x00"
+_JWK_ALGORITHMS: Mapping[AsymmetricAlgorithm, type[JwtAlgorithm]] = {
+    "EdDSA": OKPAlgorithm,
+    "ES256": ECAlgorithm,
+    "RS256": RSAAlgorithm,
+}
+_THUMBPRINT_MEMBERS: Mapping[str, tuple[str, ...]] = {
+    "OKP": ("crv", "kty", "x"),
+    "EC": ("crv", "kty", "x", "y"),
+    "RSA": ("e", "kty", "n"),
+}
+"""RFC 7638 section 3.2: the required members of each key type, in lexicographic order."""
 
 
 class KeyConfigError(Exception):
@@ -241,51 +254,30 @@ def _parse_pem(data: bytes, *, source: str, kid: str | None = None) -> SigningKe
         raise _Refused(
             f"{source}: not a PEM private key; create one with `gateway keys generate`"
         ) from None
-    private_key, alg, jwk = _supported(key, source)
-    kid = kid if kid is not None else jwk_thumbprint(jwk)
-    members = {name: value for name, value in jwk.items() if name != "kty"}
-    public = MappingProxyType({"kty": jwk["kty"], "use": "sig", "alg": alg, "kid": kid, **members})
+    private_key, alg = _supported(key, source)
+    members = _public_members(private_key, alg)
+    kid = kid if kid is not None else jwk_thumbprint(members)
+    rest = {name: value for name, value in members.items() if name != "kty"}
+    public = MappingProxyType({"kty": members["kty"], "use": "sig", "alg": alg, "kid": kid, **rest})
     return SigningKey(kid=kid, alg=alg, private_key=private_key, public_jwk=public, source=source)
 
 
-def _supported(key: object, source: str) -> tuple[PrivateKey, AsymmetricAlgorithm, dict[str, str]]:
-    """A supported key with its algorithm and RFC 7638 required public members; else refused."""
+def _supported(key: object, source: str) -> tuple[PrivateKey, AsymmetricAlgorithm]:
+    """A supported key with its algorithm; anything else is refused."""
     if isinstance(key, ed25519.Ed25519PrivateKey):
-        raw = key.public_key().public_bytes(
-            serialization.Encoding.Raw, serialization.PublicFormat.Raw
-        )
-        return key, "EdDSA", {"crv": "Ed25519", "kty": "OKP", "x": b64url(raw)}
+        return key, "EdDSA"
     if isinstance(key, ec.EllipticCurvePrivateKey):
         if not isinstance(key.curve, ec.SECP256R1):
             raise _Refused(
                 f"{source}: EC key on curve {key.curve.name}: only P-256 (ES256) is supported"
             )
-        numbers = key.public_key().public_numbers()
-        return (
-            key,
-            "ES256",
-            {
-                "crv": "P-256",
-                "kty": "EC",
-                "x": b64url(numbers.x.to_bytes(32, "big")),
-                "y": b64url(numbers.y.to_bytes(32, "big")),
-            },
-        )
+        return key, "ES256"
     if isinstance(key, rsa.RSAPrivateKey):
         if key.key_size < MIN_RSA_BITS:
             raise _Refused(
                 f"{source}: RSA key of {key.key_size} bits: at least {MIN_RSA_BITS} are required"
             )
-        rsa_numbers = key.public_key().public_numbers()
-        return (
-            key,
-            "RS256",
-            {
-                "e": b64url(_unsigned_bytes(rsa_numbers.e)),
-                "kty": "RSA",
-                "n": b64url(_unsigned_bytes(rsa_numbers.n)),
-            },
-        )
+        return key, "RS256"
     if isinstance(key, dsa.DSAPrivateKey):
         kind = "DSA keys are not supported"
     elif isinstance(key, ed448.Ed448PrivateKey):
@@ -295,13 +287,18 @@ def _supported(key: object, source: str) -> tuple[PrivateKey, AsymmetricAlgorith
     raise _Refused(f"{source}: {kind}; {_SUPPORTED}")
 
 
+def _public_members(key: PrivateKey, alg: AsymmetricAlgorithm) -> dict[str, str]:
+    """The RFC 7638 required members of the key's public JWK, serialised by pyjwt."""
+    # SECURITY: given a private key, to_jwk includes the private members ("d", ...): only
+    # ever hand it the public half.
+    jwk = _JWK_ALGORITHMS[alg].to_jwk(key.public_key(), as_dict=True)
+    # pyjwt also writes key_ops (RSA); the JWKS keeps its members: kty, crv/x/y or n/e.
+    return {name: jwk[name] for name in _THUMBPRINT_MEMBERS[jwk["kty"]]}
+
+
 def jwk_thumbprint(jwk: Mapping[str, str]) -> str:
     """RFC 7638 thumbprint: base64url SHA-256 of the required members as canonical JSON."""
-    required = {
-        "OKP": ("crv", "kty", "x"),
-        "EC": ("crv", "kty", "x", "y"),
-        "RSA": ("e", "kty", "n"),
-    }[jwk["kty"]]
+    required = _THUMBPRINT_MEMBERS[jwk["kty"]]
     canonical = json.dumps(
         {name: jwk[name] for name in required}, separators=(",", ":"), sort_keys=True
     )
@@ -311,10 +308,6 @@ def jwk_thumbprint(jwk: Mapping[str, str]) -> str:
 def b64url(data: bytes) -> str:
     """base64url without padding (RFC 7515 section 2)."""
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def _unsigned_bytes(number: int) -> bytes:
-    return number.to_bytes(max(1, (number.bit_length() + 7) // 8), "big")
 
 
 def _material_digest(key: SigningKey) -> bytes:
@@ -391,8 +384,7 @@ def generate_private_key(alg: AsymmetricAlgorithm = "EdDSA") -> tuple[bytes, str
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
-    _key, _alg, jwk = _supported(key, "(generated)")
-    return pem, jwk_thumbprint(jwk)
+    return pem, jwk_thumbprint(_public_members(key, alg))
 
 
 def write_private_key(
