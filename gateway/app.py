@@ -21,7 +21,8 @@ from gateway.access import Decision, decide
 from gateway.config.settings import RouteSettings, Settings
 from gateway.context import ClientInfo, RequestContext, Trace
 from gateway.errors import BadRequest, Forbidden, GatewayError, Unauthenticated, UpstreamError
-from gateway.forwarded import foreign_origin, resolve_client, valid_host
+from gateway.forwarded import foreign_origin, resolve_client
+from gateway.hosts import valid_host
 from gateway.identity.resolve import (
     ANONYMOUS,
     Identity,
@@ -34,6 +35,7 @@ from gateway.identity.sessions import SessionStoreUnavailable
 from gateway.identity.upstream import identity_headers
 from gateway.identity.users import UserDirectory
 from gateway.listener import SERVER_HEADER
+from gateway.paths import matching_path, normalise_path
 from gateway.proxy import check_expectation, forward, is_websocket_upgrade
 from gateway.revoke import (
     end_users,
@@ -42,7 +44,6 @@ from gateway.revoke import (
     listen_for_revocations,
     load_revocations,
 )
-from gateway.routing import matching_path, normalise_path
 from gateway.runtime import Runtime, RuntimeHolder
 from gateway.tokens import InvalidBearer
 from gateway.upstream import ClientFactory

@@ -86,7 +86,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_hash_password(args: argparse.Namespace) -> int:
     """Read a password (no echo on a TTY, else one line from stdin); print an argon2id hash."""
-    from gateway.identity.passwords import hash_password
+    from gateway.passwords import hash_password
 
     if sys.stdin.isatty():
         password = getpass.getpass("Password: ")

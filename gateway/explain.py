@@ -27,8 +27,8 @@ from gateway.errors import BadRequest
 from gateway.identity.sessions.base import Session
 from gateway.identity.upstream import token_audience_ttl, x_auth_headers
 from gateway.identity.users import User, UsersError, load_users
-from gateway.proxy import strip_route_prefix
-from gateway.routing import RouteTable, matching_path, normalise_path
+from gateway.paths import matching_path, normalise_path, strip_route_prefix
+from gateway.routing import RouteTable
 from gateway.tokens import GENERATED_KEY_NAME, KeyConfigError, TokenMinter, load_keyset
 
 __all__ = ["STAND_IN_SID_HASH", "explain"]

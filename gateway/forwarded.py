@@ -32,6 +32,7 @@ from aiohttp import web
 from gateway.config.settings import IPNetwork
 from gateway.context import ClientInfo
 from gateway.headers import last_value, list_items
+from gateway.hosts import valid_host
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -39,17 +40,6 @@ UNKNOWN = "unknown"
 """Client address used when the peer is not an IP socket (closed transport, unix socket)."""
 
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
-# A host, IPv4 or bracketed IPv6 literal, with an optional port. Nothing that could smuggle a path,
-# userinfo or whitespace into the upstream's URL building.
-_LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
-_HOST = re.compile(
-    rf"(?:{_LABEL}\.)*{_LABEL}\.?(?::[0-9]{{1,5}})?|\[[0-9A-Fa-f:.]{{2,45}}\](?::[0-9]{{1,5}})?"
-)
-
-
-def valid_host(host: str) -> bool:
-    """A well-formed ``host[:port]`` (DNS name, IPv4 or bracketed IPv6), nothing else."""
-    return len(host) <= 260 and _HOST.fullmatch(host) is not None
 
 
 def new_request_id() -> str:

@@ -52,6 +52,7 @@ from gateway.headers import (
     list_items,
     normalised_names,
 )
+from gateway.paths import strip_route_prefix
 from gateway.upstream.base import (
     UpstreamClient,
     UpstreamRequest,
@@ -306,23 +307,6 @@ def _abort(request: web.BaseRequest, ctx: RequestContext, error: GatewayError) -
     transport = request.transport
     if transport is not None:
         transport.abort()
-
-
-def strip_route_prefix(path: str, strip: str | None, ignore_case: bool) -> tuple[str, str]:
-    """``(upstream path, prefix removed)``: ``/api`` turns ``/api/v1/x`` into ``/v1/x`` and
-    ``/api`` into ``/``; a path outside the prefix (segment-wise) is left alone."""
-    if not strip:
-        return path, ""
-    prefix = strip.rstrip("/")
-    if not prefix:
-        return path, ""
-    size = len(prefix)
-    head = path[:size]
-    if (head.lower() == prefix.lower() if ignore_case else head == prefix) and (
-        len(path) == size or path[size] == "/"
-    ):
-        return path[size:] or "/", head
-    return path, ""
 
 
 def _upstream_headers(

@@ -101,7 +101,7 @@ def test_usage_errors_exit_2(argv, capsys):
 def test_hash_password_reads_one_line_from_stdin_and_prints_an_argon2id_hash(monkeypatch, capsys):
     import io
 
-    from gateway.identity.passwords import verify_password
+    from gateway.passwords import verify_password
 
     monkeypatch.setattr("sys.stdin", io.StringIO("correct horse\nignored second line\n"))
     assert main(["hash-password"]) == 0

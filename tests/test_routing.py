@@ -10,7 +10,8 @@ import pytest
 
 from gateway.config.settings import AccessSettings, MatchSettings, RouteSettings
 from gateway.errors import BadRequest, NotFound
-from gateway.routing import RouteTable, matching_path, normalise_path, shadowed_routes
+from gateway.paths import matching_path, normalise_path
+from gateway.routing import RouteTable, shadowed_routes
 
 
 def exact(path: str, **match: Any) -> dict[str, Any]:

@@ -3,26 +3,15 @@
 from __future__ import annotations
 
 import ipaddress
-import re
 from typing import Any
 from urllib.parse import SplitResult, urlsplit
 
 from gateway.config.errors import describe
 from gateway.config.settings import IPNetwork
 from gateway.config.values import Invalid, string
+from gateway.hosts import is_host_name
 
-# Underscores are not valid in DNS names but are common in Docker/Compose service names.
-_HOSTNAME = re.compile(r"[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?)*\.?")
 _LISTEN_HELP = '"host:port", e.g. "0.0.0.0:8080", "[::1]:8080" or ":8080" (all IPv4 interfaces)'
-
-
-def is_host(host: str) -> bool:
-    """A DNS-ish host name or an IP address (IPv6 without brackets)."""
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return bool(_HOSTNAME.fullmatch(host.lower())) and len(host) <= 253
-    return True
 
 
 def listen_address(value: Any) -> tuple[str, int]:
@@ -41,7 +30,7 @@ def listen_address(value: Any) -> tuple[str, int]:
         raise Invalid(f'{describe(value)}: put an IPv6 address in brackets, e.g. "[::1]:8080"')
     elif not host:
         host = "0.0.0.0"  # noqa: S104 - an empty host explicitly asks for every interface
-    elif not is_host(host):
+    elif not is_host_name(host):
         raise Invalid(f"{describe(value)}: {describe(host)} is not a host name or IP address")
     if not port.isdigit() or not 0 <= int(port) <= 65535:
         raise Invalid(f"{describe(value)}: the port must be a number from 0 to 65535")
@@ -62,7 +51,7 @@ def _http_url(value: Any) -> tuple[SplitResult, str]:
         # SECURITY: credentials in a URL end up in logs and error pages.
         raise Invalid("the URL must not contain credentials (user:password@)")
     host = parts.hostname or ""
-    if not host or not is_host(host):
+    if not host or not is_host_name(host):
         raise Invalid(f"{describe(value)}: the URL needs a valid host")
     try:
         port = parts.port

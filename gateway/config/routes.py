@@ -11,7 +11,6 @@ from gateway.config.errors import describe
 from gateway.config.reader import Section
 from gateway.config.settings import (
     DEFAULT_IDENTITY_HEADERS,
-    HOST_PATTERN,
     IDENTITY_CLAIMS,
     AccessKind,
     AccessSettings,
@@ -22,6 +21,9 @@ from gateway.config.settings import (
 )
 from gateway.config.tokens import TOKEN_TTL
 from gateway.config.upstreams import NAME, NAME_RULE
+from gateway.errors import BadRequest
+from gateway.hosts import HostPattern
+from gateway.paths import normalise_path
 
 KEYS = ("name", "match", "upstream", "access", "token", "accept_bearer", "unauthenticated",
         "identity_headers", "strip_prefix", "max_body", "websocket")
@@ -107,21 +109,13 @@ def _match(route: Section) -> MatchSettings:
 
 
 def _host(value: Any) -> str:
-    host = values.string(value).strip().lower()
-    if not HOST_PATTERN.fullmatch(host):
-        raise values.Invalid(
-            f'expected a host such as "app.example.com" or "*.example.com" (one label), '
-            f"got {describe(value)}"
-        )
-    return host
+    try:
+        return str(HostPattern.parse(values.string(value)))
+    except ValueError as exc:
+        raise values.Invalid(f"{exc}, got {describe(value)}") from None
 
 
 def _path(value: Any) -> str:
-    # Imported here: gateway.routing imports gateway.config.settings, so a top-level import
-    # would be circular.
-    from gateway.errors import BadRequest
-    from gateway.routing import normalise_path
-
     path = values.string(value)
     if not path.startswith("/"):
         raise values.Invalid(f'must start with "/", got {describe(value)}')

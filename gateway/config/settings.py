@@ -8,7 +8,6 @@ atomic reload that builds a whole new :class:`Settings`. Units are in the names 
 from __future__ import annotations
 
 import ipaddress
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -219,8 +218,3 @@ class Settings:
     source: Path | None = None
     warnings: tuple[str, ...] = ()
     """Non-fatal findings from validation, shown by ``gateway check`` and logged at start-up."""
-
-
-# Compiled once here so the loader and routing agree on what a valid host pattern is.
-_LABEL = r"[a-z0-9]([a-z0-9-]*[a-z0-9])?"
-HOST_PATTERN = re.compile(rf"^(\*\.)?{_LABEL}(\.{_LABEL})*(:\d+)?$")

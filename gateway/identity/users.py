@@ -23,10 +23,10 @@ from typing import Any, TypeVar
 
 import yaml
 
+from gateway import passwords
 from gateway.config.errors import describe
 from gateway.config.settings import UsersSettings
 from gateway.config.values import Invalid, boolean, did_you_mean, string_list, text
-from gateway.identity import passwords
 
 MAX_USERNAME_LENGTH = 256
 """Longest username (characters) accepted in configuration or looked up at login."""
@@ -196,7 +196,7 @@ def load_users(settings: UsersSettings) -> UserDirectory:
     """Read ``users.inline``, ``users.file`` and ``users.htpasswd`` into a :class:`UserDirectory`.
 
     Every problem is collected and raised together as :class:`UsersError`: unsupported or
-    damaged password hashes (see :func:`~gateway.identity.passwords.check_hash_format`), bad
+    damaged password hashes (see :func:`~gateway.passwords.check_hash_format`), bad
     usernames (empty, longer than :data:`MAX_USERNAME_LENGTH`, holding whitespace, control
     characters or ``:``), wrong types and unknown keys in the users file, non-bcrypt htpasswd
     entries, and a username defined twice in any sources (also when the two differ only in

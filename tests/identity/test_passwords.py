@@ -9,8 +9,8 @@ import pytest
 from argon2 import PasswordHasher, extract_parameters
 from argon2.exceptions import VerifyMismatchError
 
-from gateway.identity import passwords
-from gateway.identity.passwords import (
+from gateway import passwords
+from gateway.passwords import (
     PasswordScheme,
     check_hash_format,
     dummy_hash,

@@ -11,10 +11,11 @@ import bcrypt
 import pytest
 from argon2 import PasswordHasher
 
+from gateway import passwords
 from gateway.config.settings import UserEntry, UsersSettings
-from gateway.identity import passwords, users
-from gateway.identity.passwords import dummy_hash, hash_password
+from gateway.identity import users
 from gateway.identity.users import User, UserDirectory, UsersError, load_users
+from gateway.passwords import dummy_hash, hash_password
 
 # Pre-generated, cheap hashes keep the loading tests fast; hash_password's real parameters are
 # used by the authentication tests below.

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from gateway.config.settings import ThrottleSettings, UserEntry
-from gateway.identity.passwords import hash_password
+from gateway.passwords import hash_password
 from tests.login.login_harness import (
     COOKIE,
     CSRF_COOKIE,

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from gateway.config.settings import ThrottleSettings, UserEntry
-from gateway.identity.passwords import hash_password
+from gateway.passwords import hash_password
 from tests.login.login_harness import JSON, LOGIN, Browser, gateway_settings
 
 THROTTLE = ThrottleSettings(max_failures=3, window_s=300, lockout_s=900)
