@@ -44,7 +44,11 @@ def test_header_is_alg_typ_kid_and_pyjwt_verifies_the_token(tmp_path: Path, alg:
     assert header_of(token) == {"alg": alg, "typ": "JWT", "kid": keys.signing.kid}
     public, _alg = keys.verification(keys.signing.kid) or (None, None)
     claims = jwt.decode(
-        token, public, algorithms=[alg], audience="app", issuer=ISSUER,
+        token,
+        public,
+        algorithms=[alg],
+        audience="app",
+        issuer=ISSUER,
         options={"verify_exp": False, "verify_iat": False, "verify_nbf": False},
     )
     assert claims == payload_of(token)
@@ -81,17 +85,18 @@ def test_jti_is_128_random_url_safe_bits_and_unique(keyset: KeySet) -> None:
 def test_sid_is_a_one_way_hash_of_the_session(keyset: KeySet) -> None:
     session_id = "the-cookie-value"
     one = session("5e" * 32)
-    sid = payload_of(
-        minter(keyset).mint_upstream(user(), one, audience="app", ttl_s=60, now=NOW)
-    )["sid"]
+    sid = payload_of(minter(keyset).mint_upstream(user(), one, audience="app", ttl_s=60, now=NOW))[
+        "sid"
+    ]
     assert sid == session_claim(one.sid_hash)
     assert sid not in (one.sid_hash, session_id)
     assert one.sid_hash not in sid and sid.lower() != one.sid_hash
     assert re.fullmatch(r"[A-Za-z0-9_-]{43}", sid)
     again = minter(keyset).mint_upstream(user(), one, audience="other", ttl_s=5, now=NOW + 9)
     assert payload_of(again)["sid"] == sid  # stable per session: upstreams can correlate
-    other = minter(keyset).mint_upstream(user(), session("77" * 32), audience="app", ttl_s=60,
-                                         now=NOW)
+    other = minter(keyset).mint_upstream(
+        user(), session("77" * 32), audience="app", ttl_s=60, now=NOW
+    )
     assert payload_of(other)["sid"] != sid
 
 
@@ -116,9 +121,12 @@ def test_exp_is_iat_plus_the_ttl_in_whole_seconds(
         pytest.param(("email",), user(email=None), {}, id="email-none-omitted"),
         pytest.param(("name",), user(), {"name": "Alice Example"}, id="name-only"),
         pytest.param(("roles",), user(roles=frozenset()), {"roles": []}, id="no-roles-empty-list"),
-        pytest.param(("name", "email", "roles"),
-                     user(name=None, email=None, roles=frozenset({"b", "a"})),
-                     {"roles": ["a", "b"]}, id="all-with-none-values"),
+        pytest.param(
+            ("name", "email", "roles"),
+            user(name=None, email=None, roles=frozenset({"b", "a"})),
+            {"roles": ["a", "b"]},
+            id="all-with-none-values",
+        ),
     ],
 )
 def test_identity_claims_follow_tokens_claims(
@@ -144,23 +152,30 @@ def test_first_key_signs_after_rotation(tmp_path: Path) -> None:
 
 def test_hmac_signing_key_mints_hs256_tokens(tmp_path: Path) -> None:
     secret = b"k" * 32
-    keys = load_keyset(token_settings(SigningKeySettings(hmac_secret=secret, kid="legacy")),
-                       tmp_path)
+    keys = load_keyset(
+        token_settings(SigningKeySettings(hmac_secret=secret, kid="legacy")), tmp_path
+    )
     token = TokenMinter(keys, token_settings()).mint_upstream(
         user(), session(), audience="app", ttl_s=60, now=NOW
     )
     assert header_of(token) == {"alg": "HS256", "typ": "JWT", "kid": "legacy"}
-    claims = jwt.decode(token, secret, algorithms=["HS256"], audience="app",
-                        options={"verify_exp": False, "verify_iat": False, "verify_nbf": False})
+    claims = jwt.decode(
+        token,
+        secret,
+        algorithms=["HS256"],
+        audience="app",
+        options={"verify_exp": False, "verify_iat": False, "verify_nbf": False},
+    )
     assert claims["sub"] == "alice"
 
 
 # --- API tokens ------------------------------------------------------------------------------
 
+
 def test_api_token_is_for_the_gateway_itself(keyset: KeySet) -> None:
-    settings = dataclasses.replace(token_settings(), api_tokens=ApiTokenSettings(
-        enabled=True, ttl_s=3600.0
-    ))
+    settings = dataclasses.replace(
+        token_settings(), api_tokens=ApiTokenSettings(enabled=True, ttl_s=3600.0)
+    )
     token, expires_in = TokenMinter(keyset, settings).mint_api(user(), now=NOW + 0.4)
     claims = payload_of(token)
     assert expires_in == 3600
@@ -175,10 +190,13 @@ def test_api_token_is_for_the_gateway_itself(keyset: KeySet) -> None:
 
 
 def test_api_tokens_are_signed_by_the_first_asymmetric_key(tmp_path: Path) -> None:
-    keys = load_keyset(token_settings(
-        SigningKeySettings(hmac_secret=b"k" * 32, kid="legacy"),
-        SigningKeySettings(file=key_file(tmp_path, "ES256")),
-    ), tmp_path)
+    keys = load_keyset(
+        token_settings(
+            SigningKeySettings(hmac_secret=b"k" * 32, kid="legacy"),
+            SigningKeySettings(file=key_file(tmp_path, "ES256")),
+        ),
+        tmp_path,
+    )
     token, _ = TokenMinter(keys, token_settings()).mint_api(user(), now=NOW)
     assert header_of(token)["alg"] == "ES256"
     assert header_of(token)["kid"] == keys.keys[1].kid
