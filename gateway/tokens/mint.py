@@ -1,13 +1,11 @@
 """Minting JWTs: for upstreams (per session and audience) and for API clients (bearer tokens).
 
-The JOSE header of each key is serialised once; per token only the claims are encoded and signed,
-with pyjwt's algorithm objects and the key objects parsed at load (never a PEM parse per token).
+pyjwt encodes and signs, with the key objects parsed once at load (never a PEM parse per token).
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import secrets
 from typing import Any, NamedTuple, Protocol
@@ -51,25 +49,6 @@ class Minted(NamedTuple):
     expires_at: int
 
 
-class _Signer:
-    """One key with its header serialised once: ``sign(claims)`` is all a token costs."""
-
-    __slots__ = ("_algorithm", "_header", "_key", "kid")
-
-    def __init__(self, key: SigningKey) -> None:
-        self.kid = key.kid
-        self._key = key.private_key
-        self._algorithm = jwt.get_algorithm_by_name(key.alg)
-        header = {"alg": key.alg, "typ": "JWT", "kid": key.kid}
-        self._header = b64url(json.dumps(header, separators=(",", ":")).encode("utf-8"))
-
-    def sign(self, claims: dict[str, Any]) -> str:
-        payload = json.dumps(claims, separators=(",", ":"), ensure_ascii=False)
-        signing_input = f"{self._header}.{b64url(payload.encode('utf-8'))}"
-        signature = self._algorithm.sign(signing_input.encode("ascii"), self._key)
-        return f"{signing_input}.{b64url(signature)}"
-
-
 class TokenMinter:
     """Signs tokens with a :class:`KeySet` under one ``tokens:`` configuration; immutable.
 
@@ -80,9 +59,8 @@ class TokenMinter:
     def __init__(self, keyset: KeySet, tokens: TokenSettings) -> None:
         self.keyset = keyset
         self.settings = tokens
-        self._upstream = _Signer(keyset.signing)
-        api_key = keyset.api_signing
-        self._api = _Signer(api_key) if api_key is not None else None
+        self._upstream = keyset.signing
+        self._api = keyset.api_signing
         self._claims = frozenset(tokens.claims)
 
     def mint_upstream(
@@ -107,7 +85,7 @@ class TokenMinter:
         claims = self._registered(user, audience=audience, ttl_s=ttl_s, now=now)
         claims["sid"] = session_claim(session.sid_hash)
         claims.update(self._identity(user))
-        return Minted(self._upstream.sign(claims), claims["iat"], claims["exp"])
+        return Minted(_sign(claims, self._upstream), claims["iat"], claims["exp"])
 
     def mint_api(self, user: User, *, now: float) -> tuple[str, int]:
         """A bearer token for an API client and its ``expires_in`` (seconds).
@@ -123,7 +101,7 @@ class TokenMinter:
         ttl = lifetime_s(self.settings.api_tokens.ttl_s)
         claims = self._registered(user, audience=self.settings.issuer, ttl_s=ttl, now=now)
         claims[CREDENTIAL_STAMP_CLAIM] = user.stamp
-        return self._api.sign(claims), ttl
+        return _sign(claims, self._api), ttl
 
     def _registered(self, user: User, *, audience: str, ttl_s: float, now: float) -> dict[str, Any]:
         issued_at = int(now)
@@ -146,3 +124,8 @@ class TokenMinter:
         if "roles" in self._claims:
             claims["roles"] = sorted(user.roles)
         return claims
+
+
+def _sign(claims: dict[str, Any], key: SigningKey) -> str:
+    """The compact JWS of ``claims``; header ``{"alg", "kid", "typ": "JWT"}``."""
+    return jwt.encode(claims, key.private_key, algorithm=key.alg, headers={"kid": key.kid})

@@ -5,9 +5,11 @@ from __future__ import annotations
 import dataclasses
 import re
 from pathlib import Path
+from typing import Any
 
 import jwt
 import pytest
+from cryptography.hazmat.primitives import serialization
 
 from gateway.config.settings import ApiTokenSettings, SigningKeySettings
 from gateway.identity.users import User
@@ -52,6 +54,31 @@ def test_header_is_alg_typ_kid_and_pyjwt_verifies_the_token(tmp_path: Path, alg:
         options={"verify_exp": False, "verify_iat": False, "verify_nbf": False},
     )
     assert claims == payload_of(token)
+
+
+@pytest.mark.parametrize("alg", ALGORITHMS)
+def test_minting_never_parses_a_pem_key(
+    tmp_path: Path, alg: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    keys = keyset_of(tmp_path, alg)  # parsed here, once
+
+    def must_not_parse(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("parsed a PEM key while minting")
+
+    monkeypatch.setattr(serialization, "load_pem_private_key", must_not_parse)
+    monkeypatch.setattr(jwt.algorithms, "load_pem_private_key", must_not_parse)
+    mint = minter(keys)
+    for _ in range(3):
+        mint.mint_upstream(user(), session(), audience="app", ttl_s=60, now=NOW)
+    mint.mint_api(user(), now=NOW)
+
+
+def test_non_ascii_identity_claims_round_trip(keyset: KeySet) -> None:
+    account = user(name="Zoë Ünal-Łukasiewicz", email="zoë@exämple.com")
+    token = minter(keyset).mint_upstream(account, session(), audience="app", ttl_s=60, now=NOW)
+    assert token.isascii()
+    claims = payload_of(token)
+    assert (claims["name"], claims["email"]) == (account.name, account.email)
 
 
 def test_upstream_claims_are_exactly_the_contract(keyset: KeySet) -> None:
