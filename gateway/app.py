@@ -18,7 +18,8 @@ from aiohttp import hdrs, web
 
 from gateway import endpoints, metrics, ops, pages
 from gateway.access import Decision, decide
-from gateway.config.settings import RouteSettings, Settings
+from gateway.bundle import Bundle
+from gateway.config.settings import RouteSettings
 from gateway.context import ClientInfo, RequestContext, Trace
 from gateway.errors import BadRequest, Forbidden, GatewayError, Unauthenticated, UpstreamError
 from gateway.forwarded import foreign_origin, resolve_client
@@ -33,7 +34,6 @@ from gateway.identity.resolve import (
 )
 from gateway.identity.sessions import SessionStoreUnavailable
 from gateway.identity.upstream import identity_headers
-from gateway.identity.users import UserDirectory
 from gateway.listener import SERVER_HEADER
 from gateway.paths import matching_path, normalise_path
 from gateway.proxy import check_expectation, forward, is_websocket_upgrade
@@ -102,17 +102,12 @@ class Gateway:
     request handlers of the main listener (:meth:`handle`) and the admin listener
     (:meth:`handle_admin`). Served by :class:`gateway.listener.Listener`."""
 
-    def __init__(
-        self,
-        settings: Settings,
-        *,
-        users: UserDirectory | None = None,
-        client_factory: ClientFactory | None = None,
-    ) -> None:
+    def __init__(self, bundle: Bundle, *, client_factory: ClientFactory | None = None) -> None:
+        settings = bundle.settings
         admin_token = None
         if settings.server.admin_listen is not None:
             admin_token = ensure_admin_token(settings.server.data_dir)
-        runtime = Runtime.build(settings, users, client_factory=client_factory)
+        runtime = Runtime.build(bundle, client_factory=client_factory)
         self.holder = RuntimeHolder(runtime, admin_token=admin_token)
         self._tasks: set[asyncio.Task[None]] = set()
 

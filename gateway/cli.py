@@ -4,6 +4,7 @@ sessions revoke``."""
 from __future__ import annotations
 
 import argparse
+import asyncio
 import getpass
 import os
 import sys
@@ -12,36 +13,59 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from gateway import __version__
+from gateway.bundle import Bundle, build
 from gateway.config import ConfigError, load_settings
 from gateway.config.settings import Settings
+from gateway.demo import demo_main
 from gateway.describe import describe_access, describe_match
-from gateway.routing import shadowed_routes
+from gateway.explain import explain
+from gateway.ops import MULTIPROC_ENV
+from gateway.passwords import hash_password
+from gateway.revoke_cli import RevokeError, revoke_user
+from gateway.server import serve
+from gateway.tokens import generate_private_key, write_private_key
 
 
 def _config_path(arg: str | None) -> Path:
     return Path(arg or os.environ.get("GATEWAY_CONFIG") or "config.yaml")
 
 
-def _load(arg: str | None) -> Settings | None:
+def _load_settings(arg: str | None) -> Settings | None:
+    """The configuration file alone (the YAML, checked), without the files it names."""
     path = _config_path(arg)
     try:
         return load_settings(path)
     except ConfigError as exc:
-        print(f"{path}: invalid configuration ({len(exc.issues)} error(s)):", file=sys.stderr)
-        for issue in exc.issues:
-            print(f"  {issue}", file=sys.stderr)
+        _print_issues(path, exc)
         return None
 
 
-def all_warnings(settings: Settings) -> list[str]:
-    return [*settings.warnings, *shadowed_routes(settings.routes)]
+def _build(settings: Settings, *, generate_key: bool = False) -> Bundle | None:
+    """The configuration whole: the users and keys it names read and checked too."""
+    try:
+        return build(settings, generate_key=generate_key)
+    except ConfigError as exc:
+        _print_issues(settings.source or _config_path(None), exc)
+        return None
+
+
+def _load(arg: str | None) -> Bundle | None:
+    settings = _load_settings(arg)
+    return None if settings is None else _build(settings)
+
+
+def _print_issues(path: Path, exc: ConfigError) -> None:
+    print(f"{path}: invalid configuration ({len(exc.issues)} error(s)):", file=sys.stderr)
+    for issue in exc.issues:
+        print(f"  {issue}", file=sys.stderr)
 
 
 def cmd_check(args: argparse.Namespace) -> int:
     """Validate the configuration and print the route table and warnings."""
-    settings = _load(args.config)
-    if settings is None:
+    bundle = _load(args.config)
+    if bundle is None:
         return 1
+    settings = bundle.settings
     rows = [("NAME", "MATCH", "ACCESS", "UPSTREAM")]
     for route in settings.routes:
         upstream = settings.upstreams[route.upstream]
@@ -56,7 +80,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
     for row in rows:
         print("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:3])) + "  " + row[3])
-    warnings = all_warnings(settings)
+    warnings = bundle.warnings
     for warning in warnings:
         print(f"warning: {warning}")
     print(f"configuration OK: {len(settings.routes)} route(s), {len(warnings)} warning(s)")
@@ -68,10 +92,7 @@ _OWNS_METRICS_DIR = "GATEWAY_OWNS_METRICS_DIR"
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Serve (see :mod:`gateway.server`)."""
-    from gateway.ops import MULTIPROC_ENV
-    from gateway.server import serve
-
-    settings = _load(args.config)
+    settings = _load_settings(args.config)
     if settings is None:
         return 1
     if settings.server.workers > 1 and MULTIPROC_ENV not in os.environ:
@@ -81,13 +102,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         os.environ[MULTIPROC_ENV] = tempfile.mkdtemp(prefix="gateway-metrics-")
         os.environ[_OWNS_METRICS_DIR] = "1"
         os.execv(sys.executable, [sys.executable, "-m", "gateway", *sys.argv[1:]])  # noqa: S606
-    return serve(settings, warnings=all_warnings(settings))
+    # Before any worker starts, so that a generated key is created once and shared.
+    bundle = _build(settings, generate_key=True)
+    if bundle is None:
+        return 1
+    return serve(bundle)
 
 
 def cmd_hash_password(args: argparse.Namespace) -> int:
     """Read a password (no echo on a TTY, else one line from stdin); print an argon2id hash."""
-    from gateway.passwords import hash_password
-
     if sys.stdin.isatty():
         password = getpass.getpass("Password: ")
         if getpass.getpass("Again: ") != password:
@@ -108,8 +131,6 @@ def cmd_hash_password(args: argparse.Namespace) -> int:
 
 def cmd_keys_generate(args: argparse.Namespace) -> int:
     """Write a new private signing key (PEM, mode 0600) and print its kid."""
-    from gateway.tokens import generate_private_key, write_private_key
-
     pem, kid = generate_private_key(args.alg)
     if args.out is None:
         sys.stdout.write(pem.decode("ascii"))
@@ -131,13 +152,11 @@ def cmd_keys_generate(args: argparse.Namespace) -> int:
 
 def cmd_explain(args: argparse.Namespace) -> int:
     """Which route matches, the decision, the upstream URL and the JWT claims for one request."""
-    from gateway.explain import explain
-
-    settings = _load(args.config)
-    if settings is None:
+    bundle = _load(args.config)
+    if bundle is None:
         return 1
     try:
-        sys.stdout.write(explain(settings, args.method, args.url, user=args.user))
+        sys.stdout.write(explain(bundle, args.method, args.url, user=args.user))
     except ValueError as exc:
         print(f"gateway explain: {exc}", file=sys.stderr)
         return 1
@@ -160,11 +179,7 @@ _COOKIE_CANNOT_REVOKE = (
 def cmd_sessions_revoke(args: argparse.Namespace) -> int:
     """End every session of a user (memory: through the admin listener; redis: in Redis, for
     every replica; cookie: impossible, and says what to do instead)."""
-    import asyncio
-
-    from gateway.revoke_cli import RevokeError, revoke_user
-
-    settings = _load(args.config)
+    settings = _load_settings(args.config)
     if settings is None:
         return 1
     if settings.session.backend == "cookie":
@@ -181,8 +196,6 @@ def cmd_sessions_revoke(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Serve config.example.yaml in front of the bundled demo upstream."""
-    from gateway.demo import demo_main
-
     return demo_main()
 
 

@@ -37,12 +37,12 @@ from yarl import URL
 import gateway
 from gateway.access import Decision, decide
 from gateway.app import Gateway
+from gateway.bundle import Bundle, build
 from gateway.config import ConfigError, load_settings
 from gateway.config.settings import AccessSettings, Settings
-from gateway.identity.users import User, UserDirectory, UsersError, load_users
+from gateway.identity.users import User, UserDirectory
 from gateway.listener import Listener
 from gateway.routing import RouteTable
-from gateway.tokens import KeyConfigError
 
 __all__ = [
     "DEMO_PASSWORDS",
@@ -160,9 +160,11 @@ async def run_demo(
         )
         await _serve(stack, upstream, upstream_host, upstream_port_, "the demo upstream")
         try:
-            gateway = Gateway(settings)
-        except (KeyConfigError, UsersError) as exc:
-            raise DemoError(f"{path}: {exc}") from None
+            bundle = build(settings, generate_key=True)
+        except ConfigError as exc:
+            issues = "; ".join(str(issue) for issue in exc.issues)
+            raise DemoError(f"{path}: invalid configuration: {issues}") from None
+        gateway = Gateway(bundle)
         stack.push_async_callback(gateway.close)
         listener = Listener(gateway.handle, server.timeouts)
         stack.push_async_callback(listener.stop)
@@ -171,7 +173,7 @@ async def run_demo(
             await listener.start(host, port)
         except OSError as exc:
             raise _listen_error(exc, host, port, "the gateway") from None
-        _print_banner(out, settings, path, upstream_url)
+        _print_banner(out, bundle, path, upstream_url)
         if handle_signals:
             loop = asyncio.get_running_loop()
             for signum in (signal.SIGINT, signal.SIGTERM):
@@ -244,12 +246,9 @@ def _listen_error(exc: OSError, host: str, port: int, what: str) -> DemoError:
     return DemoError(f"{what} cannot listen on {host}:{port}: {exc.strerror or exc}")
 
 
-def _print_banner(out: TextIO, settings: Settings, config: Path, upstream_url: URL) -> None:
-    public_url = settings.server.public_url
-    try:
-        users = load_users(settings.users)
-    except UsersError:  # the gateway loaded them already; a race with an edit is harmless here
-        users = UserDirectory()
+def _print_banner(out: TextIO, bundle: Bundle, config: Path, upstream_url: URL) -> None:
+    public_url = bundle.settings.server.public_url
+    users = bundle.users
     lines = [
         f"gateway demo: open {public_url}/",
         f"  config     {config}",
@@ -262,7 +261,7 @@ def _print_banner(out: TextIO, settings: Settings, config: Path, upstream_url: U
         password = DEMO_PASSWORDS.get(user.username, "(password not known to the demo)")
         roles = ", ".join(sorted(user.roles)) or "none"
         lines.append(f"  {user.username:<{width}} / {password:<12} roles: {roles}")
-    table = RouteTable(settings.routes)
+    table = bundle.routes
     host = URL(public_url).host_port_subcomponent or ""
     tries = [(public_url + path, _who_may(table, host, path, users)) for path in TRY_PATHS]
     tries.append((f"{public_url}/.gateway/logout", "sign out"))

@@ -20,16 +20,16 @@ import jwt
 
 from gateway.access import Decision, decide
 from gateway.app import RESERVED_PREFIX, is_reserved, login_location
-from gateway.config.settings import RouteSettings, Settings
+from gateway.bundle import Bundle
+from gateway.config.settings import RouteSettings
 from gateway.config.values import HTTP_TOKEN, did_you_mean
 from gateway.describe import describe_access, describe_match
 from gateway.errors import BadRequest
 from gateway.identity.sessions.base import Session
 from gateway.identity.upstream import token_audience_ttl, x_auth_headers
-from gateway.identity.users import User, UsersError, load_users
+from gateway.identity.users import User
 from gateway.paths import matching_path, normalise_path, strip_route_prefix
-from gateway.routing import RouteTable
-from gateway.tokens import GENERATED_KEY_NAME, KeyConfigError, TokenMinter, load_keyset
+from gateway.tokens import GENERATED_KEY_NAME, TokenMinter
 
 __all__ = ["STAND_IN_SID_HASH", "explain"]
 
@@ -44,7 +44,7 @@ Lines = list[tuple[str, str]]
 
 
 def explain(
-    settings: Settings,
+    bundle: Bundle,
     method: str,
     url: str,
     *,
@@ -67,11 +67,12 @@ def explain(
     Raises :class:`ValueError` with a message for the user: a malformed method or URL, an
     unknown ``user``, users or signing keys that cannot be loaded.
     """
+    settings = bundle.settings
     method = method.upper()
     if not HTTP_TOKEN.fullmatch(method):
         raise ValueError(f"invalid HTTP method {method!r}")
     target = _parse_url(url, settings.server.public_url)
-    caller = _find_user(settings, user) if user is not None else None
+    caller = _find_user(bundle, user) if user is not None else None
     lines: Lines = [("request", f"{method} {target.display}")]
 
     try:
@@ -90,8 +91,7 @@ def explain(
                                 "never proxied)"))
         return _render(lines)
 
-    routes = RouteTable(settings.routes)
-    route = routes.match(method, target.host, matching_path(path))
+    route = bundle.routes.match(method, target.host, matching_path(path))
     if route is None:
         lines.append(("host", target.host))
         lines.append(("result", "404: no route matches"))
@@ -131,7 +131,7 @@ def explain(
     if caller is None:
         lines.append(("token", "none: an anonymous caller is forwarded without identity"))
         return _render(lines)
-    lines.extend(_identity_lines(settings, route, caller, time.time() if now is None else now))
+    lines.extend(_identity_lines(bundle, route, caller, time.time() if now is None else now))
     return _render(lines)
 
 
@@ -177,11 +177,8 @@ def _parse_url(url: str, public_url: str) -> _Target:
     return _Target(display, host, raw_path, query)
 
 
-def _find_user(settings: Settings, username: str) -> User:
-    try:
-        users = load_users(settings.users)
-    except UsersError as exc:
-        raise ValueError(f"cannot load the users:\n{exc}") from None
+def _find_user(bundle: Bundle, username: str) -> User:
+    users = bundle.users
     found = users.get(username)
     if found is None:
         known = users.usernames()
@@ -209,13 +206,11 @@ def _unauthenticated(route: RouteSettings, method: str, path: str, query: str) -
     ]
 
 
-def _identity_lines(settings: Settings, route: RouteSettings, user: User, now: float) -> Lines:
+def _identity_lines(bundle: Bundle, route: RouteSettings, user: User, now: float) -> Lines:
+    settings = bundle.settings
     tokens = settings.tokens
-    try:
-        # generate=False: nothing is written; without a key file yet, an in-memory key signs.
-        keyset = load_keyset(tokens, settings.server.data_dir, generate=False)
-    except KeyConfigError as exc:
-        raise ValueError(f"cannot load the signing keys:\n{exc}") from None
+    # Loaded without generate_key: without a key file yet, an in-memory key signs.
+    keyset = bundle.keys
     minter = TokenMinter(keyset, tokens)
     stand_in = Session(
         sid_hash=STAND_IN_SID_HASH, username=user.username, created_at=now, last_seen_at=now

@@ -8,11 +8,10 @@ import time
 from pathlib import Path
 
 from gateway import metrics
-from gateway.config import ConfigError, load_settings
-from gateway.identity.users import UsersError
+from gateway.bundle import load
+from gateway.config import ConfigError
 from gateway.revoke import after_reload
 from gateway.runtime import Runtime, RuntimeHolder
-from gateway.tokens import KeyConfigError
 
 log = logging.getLogger("gateway.reload")
 
@@ -25,9 +24,9 @@ async def reload(holder: RuntimeHolder, source: Path) -> bool:
     """
     old = holder.current
     try:
-        settings = await asyncio.to_thread(load_settings, source)
-        new = await asyncio.to_thread(Runtime.build, settings, previous=old)
-    except (ConfigError, KeyConfigError, UsersError) as exc:
+        bundle = await asyncio.to_thread(load, source, generate_key=True)
+        new = Runtime.build(bundle, previous=old)
+    except ConfigError as exc:
         metrics.CONFIG_RELOADS.labels("failure").inc()
         log.error(
             "reload refused, still serving the previous configuration: %s",

@@ -170,6 +170,27 @@ class RouteTable:
             raise NotFound(f"no route for {method} {host} {path[:_LOG_LIMIT]!r}")
         return route
 
+    def shadowed(self) -> list[str]:
+        """Warnings for routes that can never match because an earlier route accepts all they
+        would.
+
+        One warning per shadowed route, naming the first earlier route that shadows it, e.g.
+        ``routes[3] "api": never matches: route "everything-else" (routes[1]) matches every
+        request it would``. Conservative: a route is reported only when that is certain (regex
+        against regex is only compared for identical patterns).
+        """
+        warnings: list[str] = []
+        for later in self._compiled:
+            for earlier in self._compiled[: later.index]:
+                if _covers(earlier, later):
+                    warnings.append(
+                        f'routes[{later.index}] "{later.route.name}": never matches: route '
+                        f'"{earlier.route.name}" (routes[{earlier.index}]) matches every '
+                        "request it would"
+                    )
+                    break
+        return warnings
+
 
 # --------------------------------------------------------------------------------------------
 # Shadowed routes
@@ -177,26 +198,8 @@ class RouteTable:
 
 
 def shadowed_routes(routes: Sequence[RouteSettings]) -> list[str]:
-    """Warnings for routes that can never match because an earlier route accepts all they would.
-
-    One warning per shadowed route, naming the first earlier route that shadows it, e.g.
-    ``routes[3] "api": never matches: route "everything-else" (routes[1]) matches every request
-    it would``. Conservative: a route is reported only when that is certain (regex against regex
-    is only compared for identical patterns). Raises ValueError for an invalid pattern, like
-    :class:`RouteTable`.
-    """
-    compiled = [_CompiledRoute.build(i, r) for i, r in enumerate(routes)]
-    warnings: list[str] = []
-    for later in compiled:
-        for earlier in compiled[: later.index]:
-            if _covers(earlier, later):
-                warnings.append(
-                    f'routes[{later.index}] "{later.route.name}": never matches: route '
-                    f'"{earlier.route.name}" (routes[{earlier.index}]) matches every request '
-                    "it would"
-                )
-                break
-    return warnings
+    """:meth:`RouteTable.shadowed` of ``routes``."""
+    return RouteTable(routes).shadowed()
 
 
 def _covers(a: _CompiledRoute, b: _CompiledRoute) -> bool:

@@ -1,4 +1,5 @@
-"""Everything a request needs, built from one :class:`Settings` and replaced whole on reload."""
+"""Everything a request needs, built from one :class:`~gateway.bundle.Bundle` and replaced whole
+on reload."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
+from gateway.bundle import Bundle
 from gateway.config.settings import Settings
 from gateway.headers import normalised_names
 from gateway.identity.cookies import csrf_cookie_name
@@ -14,9 +16,9 @@ from gateway.identity.redis_client import shared_redis_client
 from gateway.identity.revocation import Revocations
 from gateway.identity.sessions import SessionManager, create_sessions
 from gateway.identity.throttle import Throttle, create_throttle
-from gateway.identity.users import UserDirectory, load_users
+from gateway.identity.users import UserDirectory
 from gateway.routing import RouteTable
-from gateway.tokens import Tokens, load_keyset
+from gateway.tokens import Tokens
 from gateway.upstream import ClientFactory, create_client
 from gateway.upstream.base import UpstreamClient
 from gateway.websockets import OpenWebSockets
@@ -51,21 +53,18 @@ class Runtime:
     @classmethod
     def build(
         cls,
-        settings: Settings,
-        users: UserDirectory | None = None,
+        bundle: Bundle,
         *,
         previous: Runtime | None = None,
         client_factory: ClientFactory | None = None,
     ) -> Runtime:
-        """Build without network I/O: connections open on first use (Redis, upstreams).
+        """Build without I/O: connections open on first use (Redis, upstreams).
 
-        Reads the users' files and the signing keys (generating one into ``data_dir`` when
-        none is configured). With ``previous`` (a reload), what did not change is carried over
-        rather than rebuilt: the session store and throttle (so nobody is signed out), the
-        upstream connection pools, and the token cache (emptied if the signing key changed).
+        With ``previous`` (a reload), what did not change is carried over rather than rebuilt:
+        the session store and throttle (so nobody is signed out), the upstream connection pools,
+        and the token cache (emptied if the signing key changed).
         """
-        keyset = load_keyset(settings.tokens, settings.server.data_dir)
-        users = users if users is not None else load_users(settings.users)
+        settings, keyset, users = bundle.settings, bundle.keys, bundle.users
         old = previous.settings if previous is not None else None
         if previous is not None and old is not None and old.session == settings.session:
             redis, sessions = previous.redis, previous.sessions
@@ -94,7 +93,7 @@ class Runtime:
         )
         return cls(
             settings=settings,
-            routes=RouteTable(settings.routes),
+            routes=bundle.routes,
             upstream_client=upstream_client,
             users=users,
             sessions=sessions,

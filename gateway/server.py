@@ -23,13 +23,13 @@ from types import FrameType
 from prometheus_client import multiprocess
 
 from gateway.app import Gateway
-from gateway.config import ConfigError, load_settings
+from gateway.bundle import Bundle, load
+from gateway.config import ConfigError
 from gateway.config.settings import Settings
 from gateway.listener import Listener
 from gateway.ops import MULTIPROC_ENV
 from gateway.reload import Reloader
 from gateway.runtime import RuntimeHolder
-from gateway.tokens import KeyConfigError, load_keyset
 from gateway.websockets import GOING_AWAY
 
 log = logging.getLogger("gateway")
@@ -98,9 +98,10 @@ _SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGHUP})
 _DRAIN_POLL_S = 0.02
 
 
-async def _serve_async(settings: Settings, *, reuse_port: bool) -> None:
+async def _serve_async(bundle: Bundle, *, reuse_port: bool) -> None:
+    settings = bundle.settings
     server = settings.server
-    gateway = Gateway(settings)
+    gateway = Gateway(bundle)
     holder = gateway.holder
     main = Listener(gateway.handle, server.timeouts)
     listeners = [main]
@@ -160,32 +161,29 @@ async def _drain(holder: RuntimeHolder, listeners: list[Listener]) -> None:
         await asyncio.sleep(_DRAIN_POLL_S)
 
 
-def _run_worker(settings: Settings, reuse_port: bool) -> None:
-    asyncio.run(_serve_async(settings, reuse_port=reuse_port))
+def _run_worker(bundle: Bundle, reuse_port: bool) -> None:
+    asyncio.run(_serve_async(bundle, reuse_port=reuse_port))
 
 
-def _worker_main(settings: Settings) -> None:
-    setup_logging(settings)
+def _worker_main(bundle: Bundle) -> None:
+    setup_logging(bundle.settings)
     try:
-        _run_worker(settings, reuse_port=True)
+        _run_worker(bundle, reuse_port=True)
     except OSError as exc:
         log.error("worker %d cannot listen: %s", os.getpid(), exc, extra={"reason": "listen"})
         raise SystemExit(1) from None
 
 
-def serve(settings: Settings, *, warnings: list[str]) -> int:
-    """Serve until SIGINT/SIGTERM. Returns the process exit code."""
+def serve(bundle: Bundle) -> int:
+    """Serve until SIGINT/SIGTERM. Returns the process exit code.
+
+    ``bundle`` is loaded with ``generate_key`` before any worker starts, so that a generated key
+    is created once and shared; workers are forked with it and read nothing again."""
+    settings = bundle.settings
     setup_logging(settings)
-    for warning in warnings:
+    for warning in bundle.warnings:
         log.warning("config: %s", warning, extra={"reason": "config_warning"})
     server = settings.server
-    try:
-        # Before any worker starts, so that a generated key is created once and shared.
-        load_keyset(settings.tokens, server.data_dir)
-    except KeyConfigError as exc:
-        for path, message in exc.issues:
-            log.error("%s: %s", path, message, extra={"reason": "keys"})
-        return 1
     log.info(
         "gateway listening on %s:%d for %s (%d worker(s))",
         server.listen_host,
@@ -195,31 +193,32 @@ def serve(settings: Settings, *, warnings: list[str]) -> int:
     )
     if server.workers == 1:
         try:
-            _run_worker(settings, reuse_port=False)
+            _run_worker(bundle, reuse_port=False)
         except OSError as exc:
             log.error("cannot listen: %s", exc, extra={"reason": "listen"})
             return 1
         return 0
-    return _supervise(settings)
+    return _supervise(bundle)
 
 
-def _supervise(settings: Settings) -> int:
+def _supervise(bundle: Bundle) -> int:
     try:
-        return _supervise_workers(settings)
+        return _supervise_workers(bundle)
     finally:
         metrics_dir = os.environ.get(MULTIPROC_ENV)
         if metrics_dir and os.environ.get("GATEWAY_OWNS_METRICS_DIR") == "1":
             shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
-def _supervise_workers(settings: Settings) -> int:
+def _supervise_workers(bundle: Bundle) -> int:
     ctx = multiprocessing.get_context("fork")
     stopping = False
     workers: dict[int, tuple[BaseProcess, float]] = {}
 
     # What a new or restarted worker starts with: the last configuration a SIGHUP loaded
     # successfully, the same as its siblings serve.
-    current = settings
+    settings = bundle.settings
+    current = bundle
     hup_pending = False
 
     def start_one() -> None:
@@ -261,9 +260,9 @@ def _supervise_workers(settings: Settings) -> int:
             hup_pending = False
             # The workers log a bad file's errors; new workers keep the last good settings.
             with contextlib.suppress(ConfigError):
-                current = load_settings(settings.source)
+                current = load(settings.source, generate_key=True)
         if stopping and deadline is None:
-            deadline = time.monotonic() + current.server.shutdown_grace_s + 5.0
+            deadline = time.monotonic() + current.settings.server.shutdown_grace_s + 5.0
         if deadline is not None and time.monotonic() > deadline:
             for proc, _ in workers.values():
                 proc.kill()

@@ -15,6 +15,7 @@ from aiohttp import web
 from yarl import URL
 
 from gateway.app import Gateway
+from gateway.bundle import build
 from gateway.config.settings import (
     AccessSettings,
     ClientTimeouts,
@@ -173,7 +174,7 @@ class GatewayClient:
         cookie_jar: aiohttp.abc.AbstractCookieJar | None = None,
         client_factory: ClientFactory | None = None,
     ) -> GatewayClient:
-        gateway = Gateway(settings, client_factory=client_factory)
+        gateway = Gateway(build(settings, generate_key=True), client_factory=client_factory)
         listener = Listener(gateway.handle, settings.server.timeouts)
         await listener.start("127.0.0.1", 0)
         closers = [gateway.close]

@@ -31,6 +31,7 @@ from argon2 import PasswordHasher
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from gateway.app import Gateway
+from gateway.bundle import build
 from gateway.config import load_settings
 from gateway.demo import (
     DEMO_PASSWORDS,
@@ -84,7 +85,7 @@ async def demo(aiohttp_server: Any, example_copy: Path) -> AsyncIterator[Demo]:
     jwks_url = f"http://127.0.0.1:{port}/.gateway/jwks.json"
     upstream = await aiohttp_server(demo_upstream_app(jwks_url, issuer=f"http://127.0.0.1:{port}"))
     settings = demo_settings(example_copy, gateway_port=port, upstream_port=upstream.port)
-    gateway = Gateway(settings)
+    gateway = Gateway(build(settings, generate_key=True))
     listener = Listener(gateway.handle, settings.server.timeouts)
     await listener.start("127.0.0.1", port)
     yield Demo(f"http://127.0.0.1:{port}", upstream)
@@ -206,7 +207,7 @@ def test_the_example_config_is_found_next_to_the_package():
 
 def test_the_demo_passwords_match_the_example_users():
     settings = load_settings(REPO / "config.example.yaml")
-    hashes = {user.username: user.password_hash for user in settings.users.inline}
+    hashes = {user.username: user.password_hash for user in settings.users.entries}
     assert set(hashes) == set(DEMO_PASSWORDS)
     for username, password in DEMO_PASSWORDS.items():
         assert PasswordHasher().verify(hashes[username], password)

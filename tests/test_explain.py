@@ -8,18 +8,17 @@ from typing import Any
 
 import pytest
 
-from gateway.config import load_settings
-from gateway.config.settings import Settings
+from gateway.bundle import Bundle, load
 from gateway.explain import explain
-from gateway.tokens import generate_private_key, load_keyset
+from gateway.tokens import generate_private_key
 
 REPO = Path(__file__).resolve().parents[1]
 NOW = 1_750_000_000.0
 
 
 @pytest.fixture(scope="module")
-def example() -> Settings:
-    return load_settings(REPO / "config.example.yaml")
+def example() -> Bundle:
+    return load(REPO / "config.example.yaml")
 
 
 def field(report: str, key: str) -> str:
@@ -48,9 +47,9 @@ def json_block(report: str, key: str) -> dict[str, Any]:
     return data
 
 
-def small_config(tmp_path: Path, example: Settings, routes: str, **extra: str) -> Settings:
+def small_config(tmp_path: Path, example: Bundle, routes: str, **extra: str) -> Bundle:
     """A small configuration in ``tmp_path`` with the example's users (alice admin, bob staff)."""
-    alice, bob = example.users.inline
+    alice, bob = example.settings.users.entries
     tokens = extra.get("tokens", "")
     (tmp_path / "config.yaml").write_text(
         f"""
@@ -73,7 +72,7 @@ routes:
 {routes}
 """
     )
-    return load_settings(tmp_path / "config.yaml")
+    return load(tmp_path / "config.yaml")
 
 
 # --- the example configuration ---------------------------------------------------------------
@@ -236,7 +235,7 @@ def test_no_secret_is_ever_printed(example):
         for path in ("/", "/admin", "/api/v1/x", "/static/x")
         for user in ("alice", "bob", None)
     ]
-    for user in example.users.inline:
+    for user in example.settings.users.entries:
         assert all(user.password_hash not in report for report in reports)
     assert all("argon2" not in report for report in reports)
 
@@ -344,4 +343,4 @@ def test_a_configured_key_signs_and_its_kid_is_shown(tmp_path, example):
     assert set(claims) == {"iss", "sub", "aud", "iat", "nbf", "exp", "jti", "sid", "roles"}
     assert claims["aud"] == "reports"
     assert field(report, "sends") == "X-Token: <the JWT below>"
-    assert load_keyset(settings.tokens, settings.server.data_dir, generate=False).signing.kid == kid
+    assert settings.keys.signing.kid == kid

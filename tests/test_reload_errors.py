@@ -8,6 +8,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from gateway import reload as reload_module
+from gateway.bundle import build
 from gateway.runtime import Runtime, RuntimeHolder
 from tests.support import route, settings
 
@@ -31,7 +32,7 @@ async def test_an_unexpected_build_error_is_refused_logged_and_counted(
 ):
     config = tmp_path / "config.yaml"
     config.write_text(CONFIG % tmp_path)
-    running = Runtime.build(settings("http://127.0.0.1:9000", [route("old")]))
+    running = Runtime.build(build(settings("http://127.0.0.1:9000", [route("old")])))
     holder = RuntimeHolder(running)
 
     def broken(*args, **kwargs):

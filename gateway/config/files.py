@@ -1,4 +1,4 @@
-"""Files the configuration names: secrets (``*_file`` keys) and files read later (keys, users)."""
+"""Files the configuration names: where they are, and secrets (``*_file`` keys) read now."""
 
 from __future__ import annotations
 
@@ -47,13 +47,3 @@ def read_secret_text(path: Path) -> str:
         return content.decode("utf-8")
     except UnicodeDecodeError:
         raise Invalid(f"{path} is not UTF-8 text") from None
-
-
-def check_readable(path: Path) -> Path:
-    """``path`` if it is a file this process can open; its content is parsed by its owner later."""
-    try:
-        with path.open("rb"):
-            pass
-    except OSError as exc:
-        raise Invalid(f"cannot read {path}: {exc.strerror or exc}") from None
-    return path

@@ -117,7 +117,7 @@ def _warn(ctx: Context, settings: Settings) -> None:
             ctx.warn(f"upstreams.{name}", "not used by any route")
     users = settings.users
     needs_login = any(route.access.kind in ("authenticated", "rules") for route in settings.routes)
-    if needs_login and users.file is None and users.htpasswd is None and not users.inline:
+    if needs_login and not users.entries:
         ctx.warn("users", "no users are configured, so nobody can sign in")
 
 

@@ -122,10 +122,16 @@ class Section:
 
     def path_to(self, key: str, check: Callable[[Path], T]) -> T | None:
         """The file named by ``key`` (relative to the config's directory) through ``check``."""
-        name = self.get(key, None, _file_name)
-        if name is None:
+        path = self.file(key)
+        if path is None:
             return None
-        return self.convert(self.at(key), files.resolve(self.ctx.base_dir, name), None, check)
+        return self.convert(self.at(key), path, None, check)
+
+    def file(self, key: str) -> Path | None:
+        """The file named by ``key``, relative to the config's directory (read later, by whoever
+        parses it, which reports a file it cannot read)."""
+        name = self.get(key, None, _file_name)
+        return None if name is None else files.resolve(self.ctx.base_dir, name)
 
     def exclusive(self, first: str, second: str) -> bool:
         """Report when both ``first`` and ``second`` are given; ``True`` when at most one is."""

@@ -93,7 +93,8 @@ class UserEntry:
 class UsersSettings:
     file: Path | None = None
     htpasswd: Path | None = None
-    inline: tuple[UserEntry, ...] = ()
+    entries: tuple[UserEntry, ...] = ()
+    """Every user of every source, in order (inline, file, htpasswd), each username once."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

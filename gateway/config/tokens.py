@@ -1,7 +1,8 @@
-"""The ``tokens:`` section: the JWTs minted for upstreams.
+"""The ``tokens:`` section: the JWTs minted for upstreams and API clients.
 
-Key files are parsed with the code that signs with them (:func:`gateway.tokens.load_keyset`), so a
-weak or unsupported key fails here, naming its file, instead of at start-up.
+Only the shape is checked here; the key files are parsed once, by the code that signs with them,
+when the configuration is loaded whole (:func:`gateway.bundle.build`), which reports a weak or
+unsupported key naming its file.
 """
 
 from __future__ import annotations
@@ -37,13 +38,8 @@ _RESERVED_HEADERS = frozenset({
 
 
 def build_tokens(root: Section, server: ServerSettings) -> TokenSettings:
-    """Validate ``tokens:``; the issuer defaults to ``server.public_url``.
-
-    The keys are then loaded as the gateway will load them, without writing anything: a
-    missing generated key in ``server.data_dir`` is fine, an unusable one is reported.
-    """
+    """Validate ``tokens:``; the issuer defaults to ``server.public_url``."""
     section = root.section("tokens", KEYS)
-    issues_before = len(section.ctx.issues)
     api = section.section("api_tokens", API_TOKEN_KEYS)
     tokens = TokenSettings(
         issuer=section.get("issuer", server.public_url, values.text),
@@ -56,29 +52,7 @@ def build_tokens(root: Section, server: ServerSettings) -> TokenSettings:
             ttl_s=api.get("ttl", 3600.0, TOKEN_TTL),
         ),
     )
-    if len(section.ctx.issues) == issues_before:
-        # The shape is right: now the key material (reading it again would repeat errors).
-        _check_keys(section, tokens, server)
     return tokens
-
-
-def _check_keys(section: Section, tokens: TokenSettings, server: ServerSettings) -> None:
-    from gateway.tokens.keys import KeyConfigError, load_keyset  # gateway.tokens imports config
-
-    try:
-        keyset = load_keyset(tokens, server.data_dir, generate=False)
-    except KeyConfigError as exc:
-        for path, message in exc.issues:
-            section.ctx.error(path, message)
-        return
-    if tokens.api_tokens.enabled and keyset.api_signing is None:
-        # SECURITY: an HMAC secret is shared with upstreams; a token it signs must not be a
-        # credential the gateway accepts, so API tokens need a key only the gateway holds.
-        section.ctx.error(
-            section.at("api_tokens.enabled"),
-            "API tokens need a private key (signing_keys: - file: ...), not only HMAC secrets, "
-            "which upstreams also hold",
-        )
 
 
 def _header(value: Any) -> str:
@@ -127,7 +101,7 @@ def _signing_keys(section: Section) -> tuple[SigningKeySettings, ...]:
             section.ctx.error(path, f"needs exactly one of file or hmac_secret_file, got {found}")
             continue
         keys.append(SigningKeySettings(
-            file=entry.path_to("file", files.check_readable),
+            file=entry.file("file"),
             hmac_secret=entry.path_to(
                 "hmac_secret_file",
                 lambda p: files.read_secret(p, min_bytes=MIN_HMAC_SECRET_BYTES),

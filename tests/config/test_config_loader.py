@@ -8,6 +8,7 @@ import pytest
 import yaml
 from argon2 import PasswordHasher
 
+from gateway.bundle import build
 from gateway.config import (
     ConfigError,
     ConfigIssue,
@@ -36,8 +37,9 @@ def minimal() -> dict[str, Any]:
 
 def load(document: dict[str, Any] | str, env: dict[str, str] | None = None,
          base_dir: Path | None = None) -> Settings:
+    """Through the whole loader: the keys and users the configuration names are read too."""
     text = document if isinstance(document, str) else yaml.safe_dump(document, sort_keys=False)
-    return load_settings_from_text(text, env=env or {}, base_dir=base_dir)
+    return build(load_settings_from_text(text, env=env or {}, base_dir=base_dir)).settings
 
 
 def problems(document: dict[str, Any] | str, env: dict[str, str] | None = None,
@@ -70,7 +72,7 @@ def test_example_config_loads_clean_from_repo_root(monkeypatch: pytest.MonkeyPat
 def test_example_demo_users_have_real_argon2id_hashes(username: str, password: str,
                                                       roles: tuple[str, ...]) -> None:
     settings = load_settings(REPO_ROOT / "config.example.yaml", env={})
-    user = next(user for user in settings.users.inline if user.username == username)
+    user = next(user for user in settings.users.entries if user.username == username)
     assert user.password_hash.startswith("$argon2id$")
     assert PasswordHasher().verify(user.password_hash, password)
     assert user.roles == roles
@@ -352,4 +354,4 @@ def test_settings_are_immutable() -> None:
         settings.upstreams["evil"] = settings.upstreams["app"]  # type: ignore[index]
     assert isinstance(settings.routes, tuple)
     assert isinstance(settings.routes[0].access.roles, frozenset)
-    assert isinstance(settings.users.inline, tuple)
+    assert isinstance(settings.users.entries, tuple)

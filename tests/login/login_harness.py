@@ -122,7 +122,7 @@ def gateway_settings(
     return replace(
         base,
         session=session,
-        users=UsersSettings(inline=users),
+        users=UsersSettings(entries=users),
         login=LoginSettings(title=title, throttle=throttle),
     )
 
