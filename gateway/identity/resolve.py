@@ -78,7 +78,7 @@ def bearer_token(request: web.BaseRequest) -> str | None:
 
 def resolve_bearer(runtime: Runtime, token: str, *, now: float) -> Identity:
     """The identity behind an API client's bearer token, or :class:`InvalidBearer` (401)."""
-    claims = runtime.tokens.verify_bearer(token, now=now)
+    claims = runtime.tokens.verify_bearer(token)
     user = runtime.users.get(claims.subject)
     if user is None:
         # The user was removed since the token was issued: the token dies with them.

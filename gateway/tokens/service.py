@@ -67,12 +67,10 @@ class Tokens:
         metrics.TOKENS_MINTED.inc()
         return token
 
-    def verify_bearer(self, token: str, *, now: float, leeway_s: float = 0) -> ApiClaims:
-        """Verify an API client's bearer token against our keys and issuer (see
+    def verify_bearer(self, token: str, *, leeway_s: float = 0) -> ApiClaims:
+        """Verify an API client's bearer token against our keys and issuer, valid now (see
         :func:`~gateway.tokens.verify.verify_api_token`); raises ``InvalidBearer``."""
-        return verify_api_token(
-            token, self.keyset, issuer=self.settings.issuer, now=now, leeway_s=leeway_s
-        )
+        return verify_api_token(token, self.keyset, issuer=self.settings.issuer, leeway_s=leeway_s)
 
     def drop_session(self, sid_hash: str) -> int:
         """Forget the cached tokens of a session (logout); returns how many."""

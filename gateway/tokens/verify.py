@@ -24,6 +24,7 @@ MAX_BEARER_BYTES = 4096
 
 REQUIRED_CLAIMS = ("iss", "sub", "aud", "iat", "nbf", "exp", "jti")
 """Checked by pyjwt (before ``cst``, which is checked once the audience is known to be ours)."""
+_TIME_CLAIMS = ("iat", "nbf", "exp")
 
 # Compact JWS: three non-empty base64url segments, nothing else (no padding, no whitespace).
 _COMPACT = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
@@ -66,14 +67,12 @@ class ApiClaims:
         return f"api-{digest}"
 
 
-def verify_api_token(
-    token: str, keyset: KeySet, *, issuer: str, now: float, leeway_s: float = 0
-) -> ApiClaims:
+def verify_api_token(token: str, keyset: KeySet, *, issuer: str, leeway_s: float = 0) -> ApiClaims:
     """Verify an API client's bearer token; raises :class:`InvalidBearer` on any failure.
 
     Accepted only when signed by one of OUR asymmetric keys (looked up by ``kid``) with exactly
-    that key's algorithm, with ``iss`` and ``aud`` both equal to ``issuer`` and ``exp``, ``nbf``,
-    ``iat`` valid at ``now`` (give or take ``leeway_s``).
+    that key's algorithm, with ``iss`` and ``aud`` both equal to ``issuer`` and integer ``exp``,
+    ``nbf``, ``iat`` valid now (pyjwt reads the wall clock), give or take ``leeway_s``.
     """
     # SECURITY: cap the size before any decoding (base64/JSON of attacker data costs CPU).
     if len(token) > MAX_BEARER_BYTES:
@@ -83,8 +82,7 @@ def verify_api_token(
         raise InvalidBearer("malformed token", reason="bearer_malformed")
     header = _header(token)
     key, alg = _key_for(header, keyset)
-    claims = _decode(token, key, alg, issuer=issuer)
-    _validate_times(claims, now=now, leeway_s=leeway_s)
+    claims = _decode(token, key, alg, issuer=issuer, leeway_s=leeway_s)
     return ApiClaims(
         subject=claims["sub"],
         jti=claims["jti"],
@@ -127,7 +125,7 @@ def _key_for(header: Mapping[str, Any], keyset: KeySet) -> tuple[Any, str]:
     return key, key_alg
 
 
-def _decode(token: str, key: Any, alg: str, *, issuer: str) -> dict[str, Any]:
+def _decode(token: str, key: Any, alg: str, *, issuer: str, leeway_s: float) -> dict[str, Any]:
     try:
         claims: dict[str, Any] = jwt.decode(
             token,
@@ -137,6 +135,7 @@ def _decode(token: str, key: Any, alg: str, *, issuer: str) -> dict[str, Any]:
             # their route's audience, so one leaked or replayed by an upstream is refused here.
             audience=issuer,
             issuer=issuer,
+            leeway=leeway_s,
             options={
                 "require": list(REQUIRED_CLAIMS),
                 "strict_aud": True,
@@ -145,15 +144,24 @@ def _decode(token: str, key: Any, alg: str, *, issuer: str) -> dict[str, Any]:
                 "verify_iss": True,
                 "verify_sub": True,
                 "verify_jti": True,
-                # Times are checked below against the caller's clock (``now``).
-                "verify_exp": False,
-                "verify_nbf": False,
-                "verify_iat": False,
+                "verify_exp": True,
+                "verify_nbf": True,
+                # SECURITY: a token "issued" in the future was not issued by us with a sane clock.
+                "verify_iat": True,
                 "enforce_minimum_key_length": True,
             },
         )
     except jwt.InvalidSignatureError:
         raise InvalidBearer("invalid signature", reason="bearer_signature") from None
+    except jwt.ExpiredSignatureError:
+        raise InvalidBearer("token expired", reason="bearer_expired") from None
+    except jwt.ImmatureSignatureError as exc:
+        # pyjwt raises this one class for a future iat and a future nbf; its message names which.
+        if "(iat)" in str(exc):
+            raise InvalidBearer("token issued in the future", reason="bearer_iat_future") from None
+        raise InvalidBearer("token not yet valid", reason="bearer_not_yet_valid") from None
+    except jwt.InvalidIssuedAtError:  # an iat that is not a number
+        raise InvalidBearer("invalid token", reason="bearer_claims") from None
     except jwt.InvalidAudienceError:
         raise InvalidBearer("invalid audience", reason="bearer_audience") from None
     except jwt.InvalidIssuerError:
@@ -166,29 +174,14 @@ def _decode(token: str, key: Any, alg: str, *, issuer: str) -> dict[str, Any]:
         raise InvalidBearer("missing claim", reason="bearer_claims")
     if not isinstance(claims.get("cst"), str):
         raise InvalidBearer("missing claim", reason="bearer_claims")
+    _validate_integer_times(claims)
     return claims
 
 
-def _validate_times(claims: Mapping[str, Any], *, now: float, leeway_s: float) -> None:
-    times = [claims.get(name) for name in ("iat", "nbf", "exp")]
-    if not all(isinstance(value, int) and not isinstance(value, bool) for value in times):
-        raise InvalidBearer("invalid token", reason="bearer_claims")
-    _validate_exp(claims["exp"], now, leeway_s)
-    _validate_nbf(claims["nbf"], now, leeway_s)
-    _validate_iat(claims["iat"], now, leeway_s)
-
-
-def _validate_exp(exp: int, now: float, leeway_s: float) -> None:
-    if exp <= now - leeway_s:
-        raise InvalidBearer("token expired", reason="bearer_expired")
-
-
-def _validate_nbf(nbf: int, now: float, leeway_s: float) -> None:
-    if nbf > now + leeway_s:
-        raise InvalidBearer("token not yet valid", reason="bearer_not_yet_valid")
-
-
-def _validate_iat(iat: int, now: float, leeway_s: float) -> None:
-    # SECURITY: a token "issued" in the future was not issued by us with a sane clock.
-    if iat > now + leeway_s:
-        raise InvalidBearer("token issued in the future", reason="bearer_iat_future")
+def _validate_integer_times(claims: Mapping[str, Any]) -> None:
+    # pyjwt compares int(value), so it lets through 1.5, "1700000000" and true: times in our
+    # tokens are JSON integers, anything else was not minted here.
+    for name in _TIME_CLAIMS:
+        value = claims[name]
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise InvalidBearer("invalid token", reason="bearer_claims")

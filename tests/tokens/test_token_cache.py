@@ -7,10 +7,11 @@ import dataclasses
 from pathlib import Path
 
 import pytest
+import time_machine
 from prometheus_client import REGISTRY
 
 from gateway.config.settings import SigningKeySettings
-from gateway.tokens import TokenCache, Tokens, load_keyset
+from gateway.tokens import InvalidBearer, TokenCache, Tokens, load_keyset
 from tests.tokens.token_helpers import (
     ISSUER,
     NOW,
@@ -229,8 +230,14 @@ def test_api_tokens_are_counted_and_verify(tokens: Tokens) -> None:
     tokens = tokens.successor(tokens.keyset, settings)
     token, expires_in = tokens.api_token(user(), now=NOW)
     assert counters.minted == 1 and expires_in == 3600
-    claims = tokens.verify_bearer(token, now=NOW + 1)
-    assert claims.subject == "alice"
-    upstream = tokens.upstream_token(user(), claims, audience="app", ttl_s=60, now=NOW + 1)
-    assert payload_of(upstream)["sid"] != payload_of(token)["jti"]
-    assert tokens.upstream_token(user(), claims, audience="app", ttl_s=60, now=NOW + 2) == upstream
+    with time_machine.travel(NOW + 1, tick=False) as clock:
+        claims = tokens.verify_bearer(token)
+        assert claims.subject == "alice"
+        upstream = tokens.upstream_token(user(), claims, audience="app", ttl_s=60, now=NOW + 1)
+        assert payload_of(upstream)["sid"] != payload_of(token)["jti"]
+        again = tokens.upstream_token(user(), claims, audience="app", ttl_s=60, now=NOW + 2)
+        assert again == upstream
+        clock.shift(3600)  # one second past the API token's exp
+        with pytest.raises(InvalidBearer) as refused:
+            tokens.verify_bearer(token)
+        assert refused.value.reason == "bearer_expired"
