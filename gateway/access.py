@@ -15,7 +15,7 @@ class Decision(enum.Enum):
     """Needs an identity the caller has not shown: 401 or a redirect to the login page."""
 
 
-def decide(access: AccessSettings, username: str | None, roles: frozenset[str]) -> Decision:
+def decide_access(access: AccessSettings, username: str | None, roles: frozenset[str]) -> Decision:
     """Decide for one request. ``username`` is ``None`` for an anonymous caller."""
     if access.kind == "public":
         return Decision.ALLOW

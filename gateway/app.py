@@ -1,8 +1,13 @@
-"""Wiring: builds the aiohttp application from settings.
+"""The composition root of one process: :class:`Gateway` holds the current runtime and serves
+the main and admin listeners.
 
-The request pipeline, one stage per module:
-path normalisation + route match (routing) -> client resolution (forwarded) -> identity
-(identity.resolve) -> access decision (access) -> header rewrite and streaming (proxy).
+Every request of the main listener goes through one middleware, :func:`observe` (counted in
+flight, its errors mapped to answers, its own answers written, then its metrics and access-log
+line), around the pipeline :meth:`Gateway.serve`:
+
+    client (forwarded) -> where it goes (plan.locate) -> who is calling (the route's auth chain)
+    -> what to do (plan.decide) -> the gateway's endpoint, the login redirect, or the upstream
+    (proxy.forward, with the JWT and identity headers of tokens.upstream)
 """
 
 from __future__ import annotations
@@ -12,32 +17,23 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
-from urllib.parse import quote
 
 from aiohttp import hdrs, web
 
-from gateway import endpoints, metrics, ops, pages
-from gateway.access import Decision, decide
+from gateway import accesslog, endpoints, pages
+from gateway.auth import ANONYMOUS, Authenticated, Identity
 from gateway.bundle import Bundle
 from gateway.config.settings import RouteSettings
-from gateway.context import ClientInfo, RequestContext, Trace
-from gateway.errors import BadRequest, Forbidden, GatewayError, Unauthenticated, UpstreamError
-from gateway.forwarded import foreign_origin, resolve_client
-from gateway.hosts import valid_host
-from gateway.identity.resolve import (
-    ANONYMOUS,
-    Identity,
-    Resolved,
-    bearer_token,
-    resolve_bearer,
-    resolve_identity,
-)
-from gateway.identity.sessions import SessionStoreUnavailable
-from gateway.identity.upstream import identity_headers
+from gateway.context import RequestContext, Trace
+from gateway.errors import GatewayError, SessionStoreUnavailable, Unauthenticated
+from gateway.forwarded import ClientInfo, resolve_client
+from gateway.http import check_expectation
 from gateway.listener import SERVER_HEADER
-from gateway.paths import matching_path, normalise_path
-from gateway.proxy import check_expectation, forward, is_websocket_upgrade
+from gateway.ops import Health
+from gateway.plan import Caller, Facts, Forward, Login, Own, Refusal, decide, locate
+from gateway.proxy import forward
 from gateway.revoke import (
+    admin_token_matches,
     end_users,
     ensure_admin_token,
     forget_removed_users,
@@ -45,56 +41,11 @@ from gateway.revoke import (
     load_revocations,
 )
 from gateway.runtime import Runtime, RuntimeHolder
-from gateway.tokens import InvalidBearer
 from gateway.upstream import ClientFactory
 
 log = logging.getLogger("gateway")
 
-RESERVED_PREFIX = "/.gateway/"
-
-
-
-def is_reserved(path: str) -> bool:
-    """True for the gateway's own prefix, in any letter case."""
-    lowered = path[: len(RESERVED_PREFIX)].lower()
-    return lowered == RESERVED_PREFIX or path.lower() == RESERVED_PREFIX[:-1]
-
-
-def login_location(path: str, query: str) -> str:
-    """Where an anonymous browser is sent: the login page, returning to the original request."""
-    rd = path + ("?" + query if query else "")
-    return f"{RESERVED_PREFIX}login?rd={quote(rd, safe='')}"
-
-
-def _unauthenticated(
-    request: web.BaseRequest, route: RouteSettings, path: str, query: str
-) -> web.Response:
-    browser = request.method in ("GET", "HEAD") and pages.wants_html(request)
-    if route.unauthenticated == "redirect" or (route.unauthenticated == "auto" and browser):
-        location = login_location(path, query)
-        return web.Response(status=302, headers={"Location": location, "Cache-Control": "no-store"})
-    # The contract: whoever is not redirected gets the JSON answer, browsers included.
-    return pages.unauthenticated_json(Unauthenticated.public_message)
-
-
-async def _identity(
-    request: web.BaseRequest, runtime: Runtime, route: RouteSettings, now: float
-) -> Resolved:
-    if route.access.kind == "deny":
-        return ANONYMOUS  # nobody gets in: no need to ask the store
-    if route.accept_bearer:
-        token = bearer_token(request)
-        if token is not None:
-            # SECURITY: a bearer token that fails is a 401, never a fall-back to the cookie
-            # or to anonymous, and never passed through.
-            return Resolved(identity=resolve_bearer(runtime, token, now=now))
-    try:
-        return await resolve_identity(request, runtime, now=now)
-    except SessionStoreUnavailable:
-        if route.access.kind != "public":
-            raise  # SECURITY: fail closed: never anonymous-but-allowed on a protected route
-        # Forwarded anonymously. Not logged per request: the store's breaker reports outages.
-        return ANONYMOUS
+Pipeline = Callable[[web.BaseRequest, Runtime, ClientInfo, Trace], Awaitable[web.StreamResponse]]
 
 
 class Gateway:
@@ -107,8 +58,20 @@ class Gateway:
         admin_token = None
         if settings.server.admin_listen is not None:
             admin_token = ensure_admin_token(settings.server.data_dir)
-        runtime = Runtime.build(bundle, client_factory=client_factory)
+        health = Health(
+            store_ready=lambda: self.holder.current.sessions.ping(),
+            draining=lambda: self.holder.draining,
+            sessions=lambda: self.holder.current.sessions.count(),
+        )
+        runtime = Runtime.build(bundle, client_factory=client_factory, health=health)
         self.holder = RuntimeHolder(runtime, admin_token=admin_token)
+        self.admin = endpoints.Admin(
+            health,
+            revoke=lambda username: end_users(self.holder.current, [username], now=time.time()),
+            admin_token_matches=lambda header: (
+                admin_token is not None and admin_token_matches(admin_token, header)
+            ),
+        )
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
@@ -133,11 +96,11 @@ class Gateway:
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         """Every request of the main listener goes through here, and is counted and logged."""
-        return await handle(request, self.holder)
+        return await observe(request, self.holder, self.serve)
 
     async def handle_admin(self, request: web.BaseRequest) -> web.StreamResponse:
         """``server.admin_listen``: /healthz, /readyz and /metrics at its root."""
-        return await endpoints.admin(request, self.holder)
+        return await self.admin.handle(request)
 
     async def close(self) -> None:
         """Shutting down: nothing is in flight any more, so reloaded-away runtimes close too."""
@@ -147,87 +110,159 @@ class Gateway:
         await asyncio.gather(*holder.retiring, *self._tasks, return_exceptions=True)
         await holder.current.close()
 
+    async def serve(
+        self, request: web.BaseRequest, runtime: Runtime, client: ClientInfo, trace: Trace
+    ) -> web.StreamResponse:
+        """The pipeline: one request planned, its caller authenticated, then answered."""
+        settings = runtime.settings
+        check_expectation(request)
+        facts = Facts.of(request, client.host)
+        located = locate(facts, runtime.routes)
+        if isinstance(located, Refusal):
+            raise located.error
+        if isinstance(located, Own):
+            trace.route = "gateway"
+            return await endpoints.dispatch(runtime.endpoints, request, located.path, client)
+        route = located.route
+        trace.route, trace.upstream = route.name, route.upstream
+        now = time.time()
+        found = await _authenticate(request, runtime, route, now)
+        if found.set_cookie is not None:
+            trace.set_cookie = found.set_cookie
+        identity = found.identity
+        caller = None
+        if identity is not None:
+            trace.user = identity.user.username
+            user = identity.user
+            caller = Caller(user.username, user.roles, by_session=identity.session is not None)
+        decision = decide(located, facts, caller, public_url=settings.server.public_url)
+        if isinstance(decision, Refusal):
+            raise decision.error
+        if isinstance(decision, Login):
+            if decision.redirect is not None:
+                return web.Response(
+                    status=302,
+                    headers={"Location": decision.redirect, "Cache-Control": "no-store"},
+                )
+            return pages.unauthenticated_json(Unauthenticated.public_message)
+        ctx = self._context(request, facts, runtime, client, trace, decision, identity, now)
+        return await forward(
+            request, ctx, runtime.upstream_client, public_url=settings.server.public_url
+        )
 
-async def handle(request: web.BaseRequest, holder: RuntimeHolder) -> web.StreamResponse:
-    """One request through the pipeline, its answer written, then counted and logged as it
-    went: the status the client was sent, the bytes, and how it ended (``Trace.outcome``)."""
+    def _context(
+        self,
+        request: web.BaseRequest,
+        facts: Facts,
+        runtime: Runtime,
+        client: ClientInfo,
+        trace: Trace,
+        decision: Forward,
+        identity: Identity | None,
+        now: float,
+    ) -> RequestContext:
+        settings = runtime.settings
+        route = decision.route
+        ctx = RequestContext(
+            client=client,
+            trace=trace,
+            upstream_path=decision.upstream_path,
+            prefix=decision.prefix,
+            query=facts.query,
+            route=route,
+            upstream=settings.upstreams[route.upstream],
+            strip_headers=runtime.own_headers,
+            strip_cookies=runtime.own_cookies,
+            user=identity.user.username if identity is not None else None,
+            set_cookie=trace.set_cookie,
+            sockets=runtime.sockets,
+            close_connection=self.holder.closing,
+            send_timeout_s=settings.server.timeouts.send_s,
+            body_timeout_s=settings.server.timeouts.body_s,
+        )
+        if identity is not None:
+            ctx.add_headers = runtime.upstream_headers.for_caller(
+                route, identity.user, identity, now=now
+            )
+            if route.websocket and facts.websocket:
+                ctx.sid_hash = identity.sid_hash
+                ctx.recheck_s = runtime.sessions.refresh_interval_s
+                ctx.still_valid = self._still_valid(request, route.name, identity)
+        return ctx
+
+    def _still_valid(
+        self, request: web.BaseRequest, route: str, identity: Identity
+    ) -> Callable[[], Awaitable[bool]]:
+        """For an open WebSocket: whether the identity it was opened with still counts, asked
+        of the route's chain in the current runtime."""
+
+        async def check() -> bool:
+            runtime = self.holder.current
+            chain = runtime.chains.get(route)
+            if chain is None:
+                return False  # the route is gone (the reload also closes its sockets)
+            return await chain.still_valid(request, identity, now=time.time())
+
+        return check
+
+
+async def _authenticate(
+    request: web.BaseRequest, runtime: Runtime, route: RouteSettings, now: float
+) -> Authenticated:
+    try:
+        return await runtime.chain(route).authenticate(request, now=now)
+    except SessionStoreUnavailable:
+        if route.access.kind != "public":
+            raise  # SECURITY: fail closed: never anonymous-but-allowed on a protected route
+        # Forwarded anonymously. Not logged per request: the store's breaker reports outages.
+        return ANONYMOUS
+
+
+async def observe(
+    request: web.BaseRequest, holder: RuntimeHolder, pipeline: Pipeline
+) -> web.StreamResponse:
+    """The one middleware of the main listener: the request counted in flight on the runtime
+    it started on, a :class:`GatewayError` (or any exception) mapped to its answer, the
+    gateway's own answers written, then the metrics and access-log line of what the client was
+    sent and how the exchange ended (``Trace.outcome``)."""
     started = time.perf_counter()
-    runtime = holder.current
-    settings = runtime.settings
-    client = resolve_client(request, settings.server.trusted_proxies)
     trace = Trace()
     response: web.StreamResponse | None = None
-    runtime.inflight += 1
-    holder.inflight += 1
-    try:
+    with holder.serving() as runtime:
+        settings = runtime.settings
+        client = resolve_client(request, settings.server.trusted_proxies)
         try:
-            response = await _pipeline(request, holder, runtime, client, trace)
-        except GatewayError as exc:
-            response = _refused(request, exc, trace)
-        except Exception:
-            log.exception("unexpected error", extra={"reason": "internal", "status": 500})
-            response = pages.error_response(request, GatewayError("unexpected error"))
-        if not response.prepared:
-            await _send(request, response, holder, trace)
-    except asyncio.CancelledError:
-        # Only a shutdown cancels a handler (handler_cancellation is off): the grace ran out.
-        trace.outcome = "drain_cut"
-        raise
-    finally:
-        runtime.inflight -= 1
-        holder.inflight -= 1
-        if runtime.idle is not None and runtime.inflight == 0:
-            runtime.idle.set()
-        if holder.idle is not None and holder.inflight == 0:
-            holder.idle.set()
-        stream_error = trace.stream_error
-        if stream_error is not None and isinstance(stream_error, UpstreamError):
-            metrics.UPSTREAM_ERRORS.labels(trace.upstream, stream_error.reason).inc()
-        ops.record(
-            request,
-            response,
-            trace=trace,
-            client_ip=client.ip,
-            request_id=client.request_id,
-            started=started,
-            log_format=settings.server.access_log,
-        )
+            try:
+                response = await pipeline(request, runtime, client, trace)
+            except GatewayError as exc:
+                response = _refused(request, exc, trace)
+            except Exception:
+                log.exception("unexpected error", extra={"reason": "internal", "status": 500})
+                response = pages.error_response(request, GatewayError("unexpected error"))
+            if not response.prepared:
+                await _send(request, response, holder, trace)
+        except asyncio.CancelledError:
+            # Only a shutdown cancels a handler (handler_cancellation is off): the grace ran out.
+            trace.outcome = "drain_cut"
+            raise
+        finally:
+            accesslog.record(
+                request,
+                trace=trace,
+                client_ip=client.ip,
+                request_id=client.request_id,
+                started=started,
+                log_format=settings.server.access_log,
+            )
     return response
 
 
-def _still_valid(
-    request: web.BaseRequest, holder: RuntimeHolder, identity: Identity
-) -> Callable[[], Awaitable[bool]]:
-    """For an open WebSocket: whether the identity it was opened with still counts (the
-    session lives, the bearer token has not expired, the user's credentials are unchanged)."""
-
-    async def check() -> bool:
-        runtime, now = holder.current, time.time()
-        try:
-            if identity.session is None:  # an API bearer token
-                token = bearer_token(request)
-                if token is None:
-                    return False
-                resolve_bearer(runtime, token, now=now)  # raises InvalidBearer once expired
-                return True
-            resolved = await resolve_identity(request, runtime, now=now)
-        except InvalidBearer:
-            return False
-        except SessionStoreUnavailable:
-            return True  # cannot tell now: an outage of the store does not end every socket
-        found = resolved.identity
-        return found is not None and found.sid_hash == identity.sid_hash
-
-    return check
-
-
 def _refused(request: web.BaseRequest, exc: GatewayError, trace: Trace) -> web.StreamResponse:
-    if not isinstance(exc, SessionStoreUnavailable):  # reported once per interval by the store
-        log.warning(
-            "request refused: %s", exc, extra={"reason": exc.reason, "status": exc.status}
-        )
-    if isinstance(exc, UpstreamError):
-        metrics.UPSTREAM_ERRORS.labels(trace.upstream, exc.reason).inc()
+    """The error mapping: the log line (once per interval for a store outage, reported by the
+    store), the answer, and how the exchange ended."""
+    if not isinstance(exc, SessionStoreUnavailable):
+        log.warning("request refused: %s", exc, extra={"reason": exc.reason, "status": exc.status})
+    trace.error = exc
     if exc.reason == "client_aborted":
         trace.outcome = "client_aborted"  # gone mid-upload: nobody reads the answer
     response = pages.error_response(request, exc)
@@ -257,78 +292,3 @@ async def _send(
     body = response.body if isinstance(response, web.Response) else None
     if isinstance(body, bytes) and request.method != "HEAD":
         trace.sent = len(body)
-
-
-async def _pipeline(
-    request: web.BaseRequest,
-    holder: RuntimeHolder,
-    runtime: Runtime,
-    client: ClientInfo,
-    trace: Trace,
-) -> web.StreamResponse:
-    settings = runtime.settings
-    check_expectation(request)
-    if not valid_host(client.host):
-        # SECURITY: a malformed Host (admin.example.com:abc, a..b, "a, b") would skip a
-        # host-restricted route here yet be read as that host by the upstream or a vhost.
-        raise BadRequest("malformed Host header", reason="bad_host")
-    raw_path, _, query = request.raw_path.partition("?")
-    path = normalise_path(raw_path)
-    match_path = matching_path(path)
-    if is_reserved(match_path):
-        # SECURITY: the reserved prefix is matched after normalisation (and without case or
-        # ;parameters) so that /%2egateway/, //.gateway/ or /.gateway;/ never reach an upstream.
-        trace.route = "gateway"
-        return await endpoints.dispatch(request, holder, path)
-    route = runtime.routes.select(request.method, client.host, match_path)
-    trace.route, trace.upstream = route.name, route.upstream
-    now = time.time()
-    resolved = await _identity(request, runtime, route, now)
-    if resolved.set_cookie is not None:
-        trace.set_cookie = resolved.set_cookie
-    identity = resolved.identity
-    user = identity.user if identity is not None else None
-    if user is not None:
-        trace.user = user.username
-    decision = decide(
-        route.access,
-        user.username if user is not None else None,
-        user.roles if user is not None else frozenset(),
-    )
-    if decision is Decision.DENY:
-        raise Forbidden(f"route {route.name} denies access")
-    if identity is not None and identity.session is not None and is_websocket_upgrade(request):
-        # SECURITY: cross-site WebSocket hijacking: a browser sends the session cookie with a
-        # handshake any page starts (SameSite=None), and the same-origin policy does not apply.
-        origin = foreign_origin(request, settings.server.public_url)
-        if origin is not None:
-            raise Forbidden(
-                f"WebSocket from foreign origin {origin[:100]!r}", reason="websocket_origin"
-            )
-    if decision is Decision.LOGIN:
-        return _unauthenticated(request, route, path, query)
-    ctx = RequestContext(
-        client=client,
-        trace=trace,
-        path=path,
-        query=query,
-        route=route,
-        upstream=settings.upstreams[route.upstream],
-        strip_headers=runtime.own_headers,
-        strip_cookies=runtime.own_cookies,
-        user=user.username if user is not None else None,
-        set_cookie=resolved.set_cookie,
-        sockets=runtime.sockets,
-        close_connection=holder.closing,
-        send_timeout_s=settings.server.timeouts.send_s,
-        body_timeout_s=settings.server.timeouts.body_s,
-    )
-    if identity is not None:
-        ctx.add_headers = identity_headers(runtime, route, identity, now=now)
-        if route.websocket and is_websocket_upgrade(request):
-            ctx.sid_hash = identity.sid_hash
-            ctx.recheck_s = runtime.sessions.refresh_interval_s
-            ctx.still_valid = _still_valid(request, holder, identity)
-    return await forward(
-        request, ctx, runtime.upstream_client, public_url=settings.server.public_url
-    )

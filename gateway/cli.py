@@ -156,7 +156,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
     if bundle is None:
         return 1
     try:
-        sys.stdout.write(explain(bundle, args.method, args.url, user=args.user))
+        report = explain(bundle, args.method, args.url, user=args.user, headers=args.header)
+        sys.stdout.write(report)
     except ValueError as exc:
         print(f"gateway explain: {exc}", file=sys.stderr)
         return 1
@@ -225,6 +226,15 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("method", metavar="METHOD")
     explain.add_argument("url", metavar="URL", help="absolute URL, or a path on public_url")
     explain.add_argument("--user", help="decide for this user (default: anonymous)")
+    explain.add_argument(
+        "--header",
+        "-H",
+        action="append",
+        default=[],
+        metavar="'NAME: VALUE'",
+        help="a request header that takes part in the decision (Host, Accept, Origin, Upgrade, "
+        "Connection); repeat for more",
+    )
     explain.set_defaults(func=cmd_explain)
 
     hash_pw = sub.add_parser(

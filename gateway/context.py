@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from gateway.config.settings import RouteSettings, UpstreamSettings
 from gateway.errors import GatewayError
+from gateway.forwarded import ClientInfo
 from gateway.websockets import OpenWebSockets
 
 
@@ -25,33 +26,22 @@ class Trace:
     """How the exchange ended: ``ok``, or ``upstream_aborted`` / ``upstream_timeout`` (the
     upstream failed mid-body), ``client_aborted`` (the client went away), ``client_stalled``
     (it read nothing for ``server.timeouts.send``), ``drain_cut`` (shutdown_grace ran out)."""
-    stream_error: GatewayError | None = None
-    """Why a response was cut short after its head was sent."""
+    error: GatewayError | None = None
+    """Why the request failed: the error it was answered with, or the one that cut its response
+    short after the head was sent."""
     set_cookie: str | None = None
     """A ``Set-Cookie`` value the identity stage wants on whatever answer goes out."""
-
-
-@dataclass(slots=True, kw_only=True)
-class ClientInfo:
-    """Who is on the other end, as far as the trusted-proxy chain lets us believe."""
-
-    ip: str
-    """The client address: the peer, or the first untrusted X-Forwarded-For hop."""
-    proto: str
-    """``http`` or ``https`` as the client used it."""
-    host: str
-    """The Host the client asked for (before any ``preserve_host`` decision)."""
-    request_id: str
-    forwarded_for: str
-    """The X-Forwarded-For value to send upstream (existing trusted chain + the peer)."""
 
 
 @dataclass(slots=True, kw_only=True)
 class RequestContext:
     client: ClientInfo
     trace: Trace
-    path: str
-    """The normalised path (what routing matched and what the upstream receives)."""
+    upstream_path: str
+    """The path the upstream receives: the normalised path that routing matched, the route's
+    ``strip_prefix`` removed (:class:`gateway.plan.Forward`)."""
+    prefix: str
+    """What ``strip_prefix`` removed (``X-Forwarded-Prefix``), or ``""``."""
     query: str
     """The raw query string, without the ``?`` (never part of matching)."""
     route: RouteSettings

@@ -35,7 +35,7 @@ from aiohttp import web
 from yarl import URL
 
 import gateway
-from gateway.access import Decision, decide
+from gateway.access import Decision, decide_access
 from gateway.app import Gateway
 from gateway.bundle import Bundle, build
 from gateway.config import ConfigError, load_settings
@@ -284,7 +284,7 @@ def _who_may(table: RouteTable, host: str, path: str, users: UserDirectory) -> s
     allowed = [
         _why(user, access)
         for user in users
-        if decide(access, user.username, user.roles) is Decision.ALLOW
+        if decide_access(access, user.username, user.roles) is Decision.ALLOW
     ]
     who = ", ".join(allowed) if allowed else "none of the demo users"
     return f"{who} (route {route.name})"

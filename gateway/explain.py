@@ -1,11 +1,13 @@
-"""``gateway explain METHOD URL [--user NAME]``: what the gateway would do with one request.
+"""``gateway explain METHOD URL [--user NAME] [--header "Name: value" ...]``: what the gateway
+would do with one request.
 
-Everything is decided by the code that serves requests, never by a copy of it: the path is
-normalised by :func:`gateway.routing.normalise_path`, the route picked by
-:class:`gateway.routing.RouteTable`, access decided by :func:`gateway.access.decide`, the prefix
-stripped as :mod:`gateway.proxy` strips it, and the JWT minted by the real
-:class:`gateway.tokens.TokenMinter` (for a stand-in session, with keys loaded without writing
-anything to disk). Nothing is sent anywhere; no secret (password hash, key) is printed.
+Everything is decided by the pipeline that serves requests, never by a copy of it: the request's
+facts go through :func:`gateway.plan.locate` and :func:`gateway.plan.decide` exactly as
+``gateway run`` sends them (Host grammar, path normalisation, the reserved prefix, route
+matching, access, the WebSocket origin check, the login answer, the prefix stripped), and the JWT
+is minted by the real :class:`gateway.tokens.TokenMinter` (for a stand-in session, with keys
+loaded without writing anything to disk). Nothing is sent anywhere; no secret (password hash,
+key) is printed.
 """
 
 from __future__ import annotations
@@ -13,23 +15,33 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 from urllib.parse import urlsplit
 
 import jwt
+from multidict import CIMultiDict
 
-from gateway.access import Decision, decide
-from gateway.app import RESERVED_PREFIX, is_reserved, login_location
 from gateway.bundle import Bundle
 from gateway.config.settings import RouteSettings
 from gateway.config.values import HTTP_TOKEN, did_you_mean
 from gateway.describe import describe_access, describe_match
-from gateway.errors import BadRequest
+from gateway.headers import header_tokens
 from gateway.identity.sessions.base import Session
-from gateway.identity.upstream import token_audience_ttl, x_auth_headers
 from gateway.identity.users import User
-from gateway.paths import matching_path, normalise_path, strip_route_prefix
+from gateway.plan import (
+    RESERVED_PREFIX,
+    Caller,
+    Facts,
+    Login,
+    Own,
+    Refusal,
+    Routed,
+    decide,
+    locate,
+)
 from gateway.tokens import GENERATED_KEY_NAME, TokenMinter
+from gateway.tokens.upstream import token_audience_ttl, x_auth_headers
 
 __all__ = ["STAND_IN_SID_HASH", "explain"]
 
@@ -49,53 +61,76 @@ def explain(
     url: str,
     *,
     user: str | None = None,
+    headers: Sequence[str] = (),
     now: float | None = None,
 ) -> str:
-    """Describe what the gateway would do with ``METHOD URL`` for ``user`` (None: anonymous).
+    """Describe what the gateway would do with ``METHOD URL`` for ``user`` (None: anonymous;
+    else signed in with a session, as a browser is).
 
     ``url`` is an absolute ``http(s)://host[:port]/path?query`` URL (the Host routes match on is
     taken from it, without the scheme's default port, as browsers send it) or a path starting
     with ``/``, which is taken relative to ``server.public_url``. The path is taken byte-exact,
     as a client would send it (no client-side clean-up); a fragment is ignored, as clients never
-    send one. ``now`` (Unix time, default the current time) dates the JWT shown.
+    send one. ``headers`` (``"Name: value"``) are request headers that take part in the
+    decision: ``Host`` (instead of the URL's), ``Accept`` (a browser navigation),
+    ``Origin``, ``Upgrade`` and ``Connection`` (a WebSocket handshake). ``now`` (Unix time,
+    default the current time) dates the JWT shown.
 
     Returns the report: aligned ``key: value`` lines giving the normalised path (or the 400
-    refusing it), the route that matches (or 404), the decision (``allow``, ``deny (403)``,
-    ``login required`` with what an anonymous caller gets), the upstream URL that would be
-    called, the headers the gateway adds, and the JWT header and claims it would send.
+    refusing the request), the route that matches (or 404), the decision (``allow``, ``deny
+    (403)``, ``login required`` with what an anonymous caller gets), the upstream URL that would
+    be called, the headers the gateway adds, and the JWT header and claims it would send.
 
-    Raises :class:`ValueError` with a message for the user: a malformed method or URL, an
-    unknown ``user``, users or signing keys that cannot be loaded.
+    Raises :class:`ValueError` with a message for the user: a malformed method, URL or header,
+    an unknown ``user``.
     """
     settings = bundle.settings
     method = method.upper()
     if not HTTP_TOKEN.fullmatch(method):
         raise ValueError(f"invalid HTTP method {method!r}")
     target = _parse_url(url, settings.server.public_url)
+    sent = _parse_headers(headers)
     caller = _find_user(bundle, user) if user is not None else None
+    facts = _facts(method, target, sent)
     lines: Lines = [("request", f"{method} {target.display}")]
+    lines.extend((name.lower(), value) for name, value in sent.items())
 
-    try:
-        path = normalise_path(target.raw_path)
-    except BadRequest as exc:
-        lines.append(("path", target.raw_path))
-        lines.append(("result", f"400: {exc} ({exc.reason}); refused before any route is tried"))
+    located = locate(facts, bundle.routes)
+    if isinstance(located, Refusal):
+        error = located.error
+        if error.reason == "bad_host":
+            lines.append(("host", facts.host))
+            lines.append(
+                ("result", f"400: {error} ({error.reason}); refused before any route is tried")
+            )
+        elif error.status == 404:
+            lines.append(("path", facts.raw_path))
+            lines.append(("host", facts.host))
+            lines.append(("result", "404: no route matches"))
+        else:
+            lines.append(("path", facts.raw_path))
+            lines.append(
+                (
+                    "result",
+                    f"{error.status}: {error} ({error.reason}); refused before any route is tried",
+                )
+            )
         return _render(lines)
-    shown = path if path == target.raw_path else f"{path} (normalised from {target.raw_path})"
+    path = located.path
+    shown = path if path == facts.raw_path else f"{path} (normalised from {facts.raw_path})"
     lines.append(("path", shown))
-    if target.query:
-        lines.append(("query", f"{target.query} (never takes part in matching)"))
-
-    if is_reserved(matching_path(path)):
-        lines.append(("result", f"served by the gateway itself ({RESERVED_PREFIX} is reserved, "
-                                "never proxied)"))
+    if facts.query:
+        lines.append(("query", f"{facts.query} (never takes part in matching)"))
+    if isinstance(located, Own):
+        lines.append(
+            (
+                "result",
+                f"served by the gateway itself ({RESERVED_PREFIX} is reserved, never proxied)",
+            )
+        )
         return _render(lines)
 
-    route = bundle.routes.match(method, target.host, matching_path(path))
-    if route is None:
-        lines.append(("host", target.host))
-        lines.append(("result", "404: no route matches"))
-        return _render(lines)
+    route = located.route
     index = settings.routes.index(route)
     lines.append(("route", f"{route.name} (routes[{index}]: {describe_match(route.match)})"))
     lines.append(("access", describe_access(route.access)))
@@ -105,34 +140,77 @@ def explain(
         roles = ", ".join(sorted(caller.roles)) or "none"
         lines.append(("user", f"{caller.username} (roles: {roles})"))
 
-    decision = decide(
-        route.access,
-        caller.username if caller is not None else None,
-        caller.roles if caller is not None else frozenset(),
-    )
-    if decision is Decision.DENY:
-        lines.append(("decision", "deny (403)"))
+    who = Caller(caller.username, caller.roles, by_session=True) if caller is not None else None
+    decision = decide(located, facts, who, public_url=settings.server.public_url)
+    if isinstance(decision, Refusal):
+        error = decision.error
+        if error.reason == "websocket_origin":
+            lines.append(("decision", f"refused (403): {error}"))
+        else:
+            lines.append(("decision", "deny (403)"))
         lines.append(("token", "none: the request never reaches the upstream"))
         return _render(lines)
-    if decision is Decision.LOGIN:
+    if isinstance(decision, Login):
         lines.append(("decision", "login required"))
-        lines.extend(_unauthenticated(route, method, path, target.query))
+        public_url = settings.server.public_url
+        accept_given = "Accept" in sent
+        lines.extend(
+            _unauthenticated(route, located, facts, decision, public_url, accept_given=accept_given)
+        )
         lines.append(("token", "none: the request never reaches the upstream"))
         return _render(lines)
 
     lines.append(("decision", "allow"))
     upstream = settings.upstreams[route.upstream]
-    stripped, prefix = strip_route_prefix(path, route.strip_prefix, route.match.ignore_case)
-    upstream_url = upstream.url + stripped + ("?" + target.query if target.query else "")
+    upstream_url = (
+        upstream.url + decision.upstream_path + ("?" + facts.query if facts.query else "")
+    )
     lines.append(("upstream", f"{upstream.name}: {method} {upstream_url}"))
-    if prefix:
-        lines.append(("", f"strip_prefix {route.strip_prefix} removed; "
-                          f"X-Forwarded-Prefix: {prefix}"))
+    if decision.prefix:
+        lines.append(
+            (
+                "",
+                f"strip_prefix {route.strip_prefix} removed; X-Forwarded-Prefix: {decision.prefix}",
+            )
+        )
     if caller is None:
         lines.append(("token", "none: an anonymous caller is forwarded without identity"))
         return _render(lines)
     lines.extend(_identity_lines(bundle, route, caller, time.time() if now is None else now))
     return _render(lines)
+
+
+def _parse_headers(headers: Sequence[str]) -> CIMultiDict[str]:
+    parsed: CIMultiDict[str] = CIMultiDict()
+    for header in headers:
+        name, colon, value = header.partition(":")
+        name, value = name.strip(), value.strip()
+        if not colon or not HTTP_TOKEN.fullmatch(name):
+            raise ValueError(f'expected a header as "Name: value", got {header!r}')
+        if any(ord(char) < 0x20 and char != "\t" for char in value):
+            raise ValueError(f"control characters in the value of {name}")
+        parsed.add(name, value)
+    return parsed
+
+
+def _facts(method: str, target: _Target, sent: CIMultiDict[str]) -> Facts:
+    """The request's facts as the server reads them from the request line and headers."""
+    upgrade = sent.get("Upgrade")
+    websocket = (
+        method == "GET"
+        and upgrade is not None
+        and "websocket" in header_tokens((upgrade,))
+        and "upgrade" in header_tokens(sent.getall("Connection", ()))
+    )
+    return Facts(
+        method=method,
+        raw_path=target.raw_path,
+        query=target.query,
+        host=sent.get("Host", target.host),
+        browser="text/html" in sent.get("Accept", ""),
+        websocket=websocket,
+        origin=sent.get("Origin"),
+    )
 
 
 class _Target:
@@ -153,9 +231,7 @@ def _parse_url(url: str, public_url: str) -> _Target:
     else:
         scheme, sep, after = url.partition("://")
         if not sep or scheme.lower() not in _DEFAULT_PORTS:
-            raise ValueError(
-                f"expected an http(s):// URL or a path starting with /, got {url!r}"
-            )
+            raise ValueError(f"expected an http(s):// URL or a path starting with /, got {url!r}")
         cut = min((i for i in (after.find(c) for c in "/?#") if i != -1), default=len(after))
         origin, rest = f"{scheme.lower()}://{after[:cut]}", after[cut:]
     try:
@@ -189,20 +265,36 @@ def _find_user(bundle: Bundle, username: str) -> User:
     return found
 
 
-def _unauthenticated(route: RouteSettings, method: str, path: str, query: str) -> Lines:
-    """What an anonymous caller gets (mirrors ``gateway.app``'s handling)."""
-    redirect = f"302 to {login_location(path, query)}"
+def _unauthenticated(
+    route: RouteSettings,
+    located: Routed,
+    facts: Facts,
+    decision: Login,
+    public_url: str,
+    *,
+    accept_given: bool,
+) -> Lines:
+    """What an anonymous caller gets, as :func:`gateway.plan.decide` answers it; for
+    ``unauthenticated: auto`` on a GET without an ``Accept`` header, both answers."""
     status = '401 {"error": "unauthenticated"} with WWW-Authenticate: Bearer realm="gateway"'
-    if route.unauthenticated == "redirect":
-        return [("anonymous", f"{redirect} (unauthenticated: redirect)")]
-    if route.unauthenticated == "status":
-        return [("anonymous", f"{status} (unauthenticated: status)")]
-    if method not in ("GET", "HEAD"):
-        return [("anonymous", f"{status} (unauthenticated: auto, not a GET/HEAD)")]
+
+    def answer(login: Login) -> str:
+        return f"302 to {login.redirect}" if login.redirect is not None else status
+
+    if route.unauthenticated != "auto":
+        return [("anonymous", f"{answer(decision)} (unauthenticated: {route.unauthenticated})")]
+    if facts.method not in ("GET", "HEAD"):
+        return [("anonymous", f"{answer(decision)} (unauthenticated: auto, not a GET/HEAD)")]
+    if accept_given:
+        kind = "a browser navigation" if facts.browser else "not a browser navigation"
+        return [("anonymous", f"{answer(decision)} (unauthenticated: auto, {kind})")]
+    as_browser = decide(located, replace(facts, browser=True), None, public_url=public_url)
+    as_client = decide(located, replace(facts, browser=False), None, public_url=public_url)
+    assert isinstance(as_browser, Login) and isinstance(as_client, Login)
     return [
         ("anonymous", "unauthenticated: auto:"),
-        ("", f"browser navigation (Accept: text/html): {redirect}"),
-        ("", f"other clients: {status}"),
+        ("", f"browser navigation (Accept: text/html): {answer(as_browser)}"),
+        ("", f"other clients: {answer(as_client)}"),
     ]
 
 

@@ -26,11 +26,11 @@ import ipaddress
 import os
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from aiohttp import web
 
 from gateway.config.settings import IPNetwork
-from gateway.context import ClientInfo
 from gateway.headers import last_value, list_items
 from gateway.hosts import valid_host
 
@@ -42,16 +42,24 @@ UNKNOWN = "unknown"
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 
 
+@dataclass(slots=True, kw_only=True)
+class ClientInfo:
+    """Who is on the other end, as far as the trusted-proxy chain lets us believe."""
+
+    ip: str
+    """The client address: the peer, or the first untrusted X-Forwarded-For hop."""
+    proto: str
+    """``http`` or ``https`` as the client used it."""
+    host: str
+    """The Host the client asked for (before any ``preserve_host`` decision)."""
+    request_id: str
+    forwarded_for: str
+    """The X-Forwarded-For value to send upstream (existing trusted chain + the peer)."""
+
+
 def new_request_id() -> str:
     """A fresh request id: 128 random bits, hex."""
     return os.urandom(16).hex()
-
-
-def foreign_origin(request: web.BaseRequest, public_url: str) -> str | None:
-    """The request's ``Origin`` when a browser says it comes from another site, else ``None``
-    (no ``Origin``: not a cross-site browser request)."""
-    origin = request.headers.get("Origin")
-    return origin if origin is not None and origin != public_url else None
 
 
 def resolve_client(request: web.BaseRequest, trusted: Sequence[IPNetwork]) -> ClientInfo:

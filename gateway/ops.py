@@ -1,223 +1,84 @@
-"""Operations: health, readiness, metrics exposition, and the access log."""
+"""Operations endpoints: liveness, readiness and the Prometheus metrics exposition."""
 
 from __future__ import annotations
 
-import json
-import logging
 import os
-import re
-import time
+from collections.abc import Awaitable, Callable
 from typing import Final
-from urllib.parse import unquote
 
 from aiohttp import web
 from prometheus_client import REGISTRY, CollectorRegistry, generate_latest, multiprocess
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from gateway import metrics
-from gateway.context import Trace
-from gateway.runtime import Runtime, RuntimeHolder
-
-access_log = logging.getLogger("gateway.access")
 
 MULTIPROC_ENV: Final = "PROMETHEUS_MULTIPROC_DIR"
-_METHODS = frozenset(
-    {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE"}
-)
-# Query keys whose values are secrets by name, and values that look like tokens whatever the key.
-_SECRET_KEY = re.compile(
-    r"token|secret|passw|pwd|key|code|session|auth|sig|credential|ticket|jwt|nonce|otp",
-    re.IGNORECASE,
-)
-# ...and names that are secrets exactly (too short to look for inside other names).
-_SECRET_NAMES = frozenset(
-    {"pw", "pass", "passwd", "pwd", "api_key", "apikey", "code", "state", "session", "sig"}
-)
-_SECRET_VALUE = re.compile(r"[A-Za-z0-9_\-+/=.~%]{24,}")
-_QUERY_SPLIT = re.compile(r"[&;]")
-_NAME_PARTS = re.compile(r"[^a-z0-9]+")
+
+_NO_STORE = {"Cache-Control": "no-store"}
 
 
-def method_label(method: str) -> str:
-    # Bounded label values: a client inventing methods must not invent series.
-    return method if method in _METHODS else "OTHER"
+class Health:
+    """Health, readiness and metrics of the process.
 
+    ``store_ready`` pings the current session store; ``draining`` says whether a drain began;
+    ``sessions`` counts live sessions where the store can (memory)."""
 
-def redact_query(query: str, _depth: int = 0) -> str:
-    """The query as sent, with every value that could be a secret replaced by ``REDACTED``.
+    def __init__(
+        self,
+        *,
+        store_ready: Callable[[], Awaitable[bool]],
+        draining: Callable[[], bool],
+        sessions: Callable[[], int | None],
+    ) -> None:
+        self._store_ready = store_ready
+        self._draining = draining
+        self._sessions = sessions
 
-    Split on ``&`` and on ``;`` (which some servers also treat as a separator). A value is a
-    secret by its name (``token``, ``user[pass]``...), by its looks (a long token-like string),
-    or when it holds a URL or query that has one (``rd=/reset?token=...``)."""
-    if not query:
-        return ""
-    parts = []
-    for part, separator in zip(
-        _QUERY_SPLIT.split(query), [*_QUERY_SPLIT.findall(query), ""], strict=True
-    ):
-        key, equals, value = part.partition("=")
-        if equals and (_secret_name(unquote(key)) or _secret_value(value, _depth)):
-            value = "REDACTED"
-        elif not equals and _SECRET_VALUE.fullmatch(key):
-            key = "REDACTED"  # a bare token: ?eyJhbGciOi...
-        parts.append(f"{key}{equals}{value}{separator}")
-    return "".join(parts)
+    async def healthz(self, request: web.BaseRequest) -> web.StreamResponse:
+        """Liveness: the process answers."""
+        return web.json_response({"status": "ok"}, headers=_NO_STORE)
 
+    async def readiness(self) -> dict[str, bool]:
+        """Every condition of readiness: config and keys loaded, store reachable, not draining."""
+        return {
+            # A runtime exists only for a configuration, users and keys that all loaded: these
+            # two are true by construction, and listed so the answer shows every condition.
+            "config": True,
+            "keys": True,
+            "session_store": await self._store_ready(),
+            "not_draining": not self._draining(),
+        }
 
-def redact_path(path: str) -> str:
-    """The path as sent, with the values of secret ``;parameters`` (``;jsessionid=...``)
-    replaced by ``REDACTED``."""
-    if ";" not in path:
-        return path
-    segments = []
-    for segment in path.split("/"):
-        name, *params = segment.split(";")
-        kept = [name]
-        for param in params:
-            key, equals, value = param.partition("=")
-            secret = equals and (_secret_name(unquote(key)) or _SECRET_VALUE.fullmatch(value))
-            kept.append(f"{key}=REDACTED" if secret else param)
-        segments.append(";".join(kept))
-    return "/".join(segments)
-
-
-def _secret_name(name: str) -> bool:
-    lowered = name.lower()
-    if lowered in _SECRET_NAMES or _SECRET_KEY.search(lowered):
-        return True
-    # Structured names: user[pass], form.pw, auth-state.
-    return any(part in _SECRET_NAMES for part in _NAME_PARTS.split(lowered))
-
-
-def _secret_value(value: str, depth: int) -> bool:
-    if _SECRET_VALUE.fullmatch(value):
-        return True
-    if depth >= 2:
-        return False
-    decoded = unquote(value)
-    if "=" not in decoded:
-        return False
-    # A URL or a query inside the value (a return path, a redirect_uri) with a secret of its own.
-    inner = decoded.partition("?")[2] if "?" in decoded else decoded
-    return redact_query(inner, depth + 1) != inner
-
-
-def record(
-    request: web.BaseRequest,
-    response: web.StreamResponse | None,
-    *,
-    trace: Trace,
-    client_ip: str,
-    request_id: str,
-    started: float,
-    log_format: str,
-) -> None:
-    """Metrics and the access-log line for one finished request: the status the client was sent
-    (0 when no answer went out), the body bytes sent and how it ended (``trace.outcome``)."""
-    duration = time.perf_counter() - started
-    status = trace.status
-    metrics.REQUESTS.labels(trace.route, method_label(request.method), str(status)).inc()
-    metrics.REQUEST_DURATION.labels(trace.route).observe(duration)
-    if log_format == "off":
-        return
-    raw_path, _, query = request.raw_path.partition("?")
-    path = redact_path(raw_path[:2048]) + ("?" + redact_query(query) if query else "")
-    sent = trace.sent
-    if log_format == "json":
-        access_log.info(
-            json.dumps(
-                {
-                    "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                    "request_id": request_id,
-                    "client_ip": client_ip,
-                    "method": request.method,
-                    "path": path,
-                    "status": status,
-                    "bytes": sent,
-                    "duration_ms": round(duration * 1000, 3),
-                    "route": trace.route,
-                    "upstream": trace.upstream,
-                    "user": trace.user,
-                    "outcome": trace.outcome,
-                }
-            )
-        )
-    else:
-        access_log.info(
-            '%s %s "%s %s" %d %d %.3fms route=%s upstream=%s rid=%s outcome=%s',
-            client_ip,
-            trace.user,
-            request.method,
-            path,
-            status,
-            sent,
-            duration * 1000,
-            trace.route,
-            trace.upstream,
-            request_id,
-            trace.outcome,
+    async def readyz(self, request: web.BaseRequest) -> web.StreamResponse:
+        """The admin listener's readiness, with every check."""
+        checks = await self.readiness()
+        ready = all(checks.values())
+        return web.json_response(
+            {"status": "ready" if ready else "not ready", "checks": checks},
+            status=200 if ready else 503,
+            headers=_NO_STORE,
         )
 
+    async def public_readyz(self, request: web.BaseRequest) -> web.StreamResponse:
+        """``/.gateway/readyz`` on the public listener: ready or not, without the checks."""
+        ready = all((await self.readiness()).values())
+        return web.json_response(
+            {"status": "ready" if ready else "not ready"},
+            status=200 if ready else 503,
+            headers=_NO_STORE,
+        )
 
-async def healthz(request: web.BaseRequest, holder: RuntimeHolder) -> web.StreamResponse:
-    """Liveness: the process answers."""
-    return web.json_response({"status": "ok"}, headers={"Cache-Control": "no-store"})
-
-
-async def public_healthz(request: web.BaseRequest, holder: RuntimeHolder) -> web.StreamResponse:
-    """``/.gateway/healthz`` on the public listener (the same answer as the admin one)."""
-    return await healthz(request, holder)
-
-
-async def public_readyz(request: web.BaseRequest, holder: RuntimeHolder) -> web.StreamResponse:
-    """``/.gateway/readyz`` on the public listener: ready or not, without the checks."""
-    ready = all((await readiness(holder)).values())
-    return web.json_response(
-        {"status": "ready" if ready else "not ready"},
-        status=200 if ready else 503,
-        headers={"Cache-Control": "no-store"},
-    )
-
-
-async def readiness(holder: RuntimeHolder) -> dict[str, bool]:
-    """Every condition of readiness: config and keys loaded, store reachable, not draining."""
-    runtime = holder.current
-    return {
-        # A runtime exists only for a configuration, users and keys that all loaded: these two
-        # are true by construction, and listed so the answer shows every condition of readiness.
-        "config": True,
-        "keys": True,
-        "session_store": await runtime.sessions.ping(),
-        "not_draining": not holder.draining,
-    }
-
-
-async def readyz(request: web.BaseRequest, holder: RuntimeHolder) -> web.StreamResponse:
-    """The admin listener's readiness, with every check."""
-    checks = await readiness(holder)
-    ready = all(checks.values())
-    return web.json_response(
-        {"status": "ready" if ready else "not ready", "checks": checks},
-        status=200 if ready else 503,
-        headers={"Cache-Control": "no-store"},
-    )
-
-
-async def metrics_endpoint(request: web.BaseRequest, holder: RuntimeHolder) -> web.StreamResponse:
-    """Prometheus text; with several workers, summed over all of them."""
-    _sample_gauges(holder.current)
-    if MULTIPROC_ENV in os.environ:
-        registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-        payload = generate_latest(registry)
-    else:
-        payload = generate_latest(REGISTRY)
-    return web.Response(
-        body=payload, headers={"Content-Type": CONTENT_TYPE_LATEST, "Cache-Control": "no-store"}
-    )
-
-
-def _sample_gauges(runtime: Runtime) -> None:
-    count = runtime.sessions.count()
-    if count is not None:
-        metrics.SESSIONS_ACTIVE.set(count)
+    async def metrics(self, request: web.BaseRequest) -> web.StreamResponse:
+        """Prometheus text; with several workers, summed over all of them."""
+        count = self._sessions()
+        if count is not None:
+            metrics.SESSIONS_ACTIVE.set(count)
+        if MULTIPROC_ENV in os.environ:
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+            payload = generate_latest(registry)
+        else:
+            payload = generate_latest(REGISTRY)
+        return web.Response(
+            body=payload, headers={"Content-Type": CONTENT_TYPE_LATEST, **_NO_STORE}
+        )

@@ -2,8 +2,9 @@
 
 What the upstream receives (CONTRACT section 4):
 
-- the normalised path (``ctx.path``) with the route's ``strip_prefix`` removed segment-wise, and the
-  client's raw query byte-exact (an empty query, ``/x?``, is sent as ``/x``);
+- the normalised path with the route's ``strip_prefix`` removed segment-wise
+  (``ctx.upstream_path``), and the client's raw query byte-exact (an empty query, ``/x?``, is
+  sent as ``/x``);
 - the client's headers minus hop-by-hop ones (``Connection`` and those it names, ``Keep-Alive``,
   ``Proxy-*``, ``TE``, ``Trailer``, ``Transfer-Encoding``, ``Upgrade``), minus ``Authorization``,
   ``X-Auth-*`` (any case, ``_`` for ``-``), every client-sent ``X-Forwarded-*``, ``Forwarded`` and
@@ -31,7 +32,6 @@ from dataclasses import dataclass
 from typing import Final
 
 from aiohttp import ClientWebSocketResponse, WSCloseCode, WSMsgType, hdrs, web
-from aiohttp.http import HttpVersion11
 from aiohttp.http_exceptions import HttpProcessingError
 from yarl import URL
 
@@ -39,7 +39,6 @@ from gateway.context import RequestContext
 from gateway.errors import (
     BadRequest,
     ClientStalled,
-    ExpectationFailed,
     GatewayError,
     PayloadTooLarge,
     UpstreamError,
@@ -52,7 +51,7 @@ from gateway.headers import (
     list_items,
     normalised_names,
 )
-from gateway.paths import strip_route_prefix
+from gateway.http import is_websocket_upgrade, send_continue
 from gateway.upstream.base import (
     UpstreamClient,
     UpstreamRequest,
@@ -66,57 +65,16 @@ log = logging.getLogger("gateway.proxy")
 BODILESS_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 """Methods whose requests carry no body in practice (CONTRACT section 4)."""
 
-_CONTINUE_SENT: Final = web.RequestKey("gateway.proxy.continue_sent", bool)
-_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _LOCATION_HEADERS = frozenset({"location", "content-location"})
 _REFUSED_DROP = frozenset({"content-length", "content-encoding"})
 # Close codes that must not be sent on the wire (RFC 6455 7.4.1): 0 is aiohttp's "no status".
 _NO_WIRE_CODE = frozenset({0, 1005, 1006, 1015})
 
 
-def check_expectation(request: web.BaseRequest) -> None:
-    """Refuse (417) an ``Expect`` other than ``100-continue``; answer that one lazily.
-
-    Sending ``100 Continue`` as soon as the head arrives (aiohttp's router does) would come
-    before the access decision and the body-size check. The gateway sends it from
-    :func:`forward` when it starts reading the body: after authentication, after the
-    ``Content-Length`` check and once the upstream connection is up, so a refused or too-large
-    request is answered without the client ever sending its body. Handlers that read a body
-    themselves call :func:`send_continue` first.
-    """
-    expect = request.headers.get(hdrs.EXPECT)
-    if expect is not None and request.version >= HttpVersion11 and expect.lower() != "100-continue":
-        raise ExpectationFailed("unsupported Expect header")
 
 
-async def send_continue(request: web.BaseRequest) -> None:
-    """Send the interim ``100 Continue`` if the client is waiting for one (once per request).
-
-    Call before reading the body, never after the response was prepared.
-    """
-    if (
-        request.version != HttpVersion11
-        or request.get(_CONTINUE_SENT)
-        or request.headers.get(hdrs.EXPECT, "").lower() != "100-continue"
-    ):
-        return
-    request[_CONTINUE_SENT] = True
-    writer = request.writer
-    await writer.write(_CONTINUE)
-    # Like aiohttp's own handler: the interim response is not part of the response body.
-    writer.output_size = 0
 
 
-def is_websocket_upgrade(request: web.BaseRequest) -> bool:
-    """Whether the request asks to switch to the WebSocket protocol."""
-    headers = request.headers
-    upgrade = headers.get(hdrs.UPGRADE)
-    return (
-        upgrade is not None
-        and request.method == hdrs.METH_GET
-        and "websocket" in header_tokens((upgrade,))
-        and "upgrade" in header_tokens(headers.getall(hdrs.CONNECTION, ()))
-    )
 
 
 async def forward(
@@ -150,7 +108,7 @@ async def forward(
         # unfinished one that the next user's request (JWT included) completes. Refused unless
         # the upstream is known to read such bodies.
         raise BadRequest(f"a body on {request.method}", reason="body_not_allowed")
-    path, prefix = strip_route_prefix(ctx.path, route.strip_prefix, route.match.ignore_case)
+    path, prefix = ctx.upstream_path, ctx.prefix
     # An empty query ("/x?") goes upstream as "/x": yarl, under aiohttp's request line, drops it.
     target = path + "?" + ctx.query if ctx.query else path
     if route.websocket and is_websocket_upgrade(request):
@@ -296,7 +254,7 @@ def _abort(request: web.BaseRequest, ctx: RequestContext, error: GatewayError) -
     # SECURITY/integrity: the head is out, so an error page is impossible; a reset connection is
     # the only way to make sure the client never takes a truncated body for a complete one
     # (a clean close would look complete for a body without Content-Length).
-    ctx.trace.stream_error = error
+    ctx.trace.error = error
     log.warning(
         "response from upstream %s cut short (%s), aborting client connection: %s",
         ctx.upstream.name,

@@ -26,7 +26,7 @@ from pathlib import Path
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from gateway.access import Decision, decide
+from gateway.access import Decision, decide_access
 from gateway.config.settings import Settings
 from gateway.identity.redis_client import text
 from gateway.identity.revocation import changed_credentials
@@ -104,11 +104,11 @@ async def after_reload(old: Runtime, new: Runtime, *, now: float) -> None:
         if route is None:
             return True  # the route is gone
         if entry_username is None:
-            return decide(route.access, None, frozenset()) is not Decision.ALLOW
+            return decide_access(route.access, None, frozenset()) is not Decision.ALLOW
         user = new.users.get(entry_username)
         if user is None or user.disabled:
             return True
-        return decide(route.access, user.username, user.roles) is not Decision.ALLOW
+        return decide_access(route.access, user.username, user.roles) is not Decision.ALLOW
 
     await new.sockets.close_where(lambda entry: refused(entry.username, entry.route))
 

@@ -13,13 +13,12 @@ from dataclasses import dataclass
 from typing import Literal
 
 from gateway.config.settings import RouteSettings
-from gateway.errors import BadRequest, NotFound
+from gateway.errors import BadRequest
 from gateway.hosts import HostPattern, split_host
 from gateway.paths import normalise_path
 
 __all__ = ["RouteTable", "shadowed_routes"]
 
-_LOG_LIMIT = 200
 
 PathKind = Literal["path", "prefix", "regex"]
 
@@ -162,13 +161,6 @@ class RouteTable:
             if route.matches_path(path):
                 return route.route
         return None
-
-    def select(self, method: str, host: str, path: str) -> RouteSettings:
-        """Like :meth:`match`, but raises :class:`NotFound` (404) when no route accepts."""
-        route = self.match(method, host, path)
-        if route is None:
-            raise NotFound(f"no route for {method} {host} {path[:_LOG_LIMIT]!r}")
-        return route
 
     def shadowed(self) -> list[str]:
         """Warnings for routes that can never match because an earlier route accepts all they

@@ -1,27 +1,42 @@
-"""Everything a request needs, built from one :class:`~gateway.bundle.Bundle` and replaced whole
-on reload."""
+"""The gateway composed from one :class:`~gateway.bundle.Bundle`: every stage built with exactly
+what it uses, and replaced whole on reload.
+
+This module and :mod:`gateway.app` are the composition root: the only places that know every
+stage. A stage (authenticators, login, the proxy, tokens) receives its session manager, user
+directory, key set or upstream client, never the runtime.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
+from gateway.auth import BearerAuthenticator, Chain, SessionAuthenticator
 from gateway.bundle import Bundle
-from gateway.config.settings import Settings
+from gateway.config.settings import RouteSettings, Settings
+from gateway.endpoints import Table, public_endpoints
 from gateway.headers import normalised_names
-from gateway.identity.cookies import csrf_cookie_name
+from gateway.identity.cookies import SessionCookie
 from gateway.identity.redis_client import shared_redis_client
 from gateway.identity.revocation import Revocations
 from gateway.identity.sessions import SessionManager, create_sessions
-from gateway.identity.throttle import Throttle, create_throttle
 from gateway.identity.users import UserDirectory
+from gateway.login.csrf import Csrf
+from gateway.login.handlers import Login
+from gateway.login.throttle import Throttle, create_throttle
+from gateway.ops import Health
 from gateway.routing import RouteTable
 from gateway.tokens import Tokens
+from gateway.tokens.upstream import UpstreamHeaders
 from gateway.upstream import ClientFactory, create_client
 from gateway.upstream.base import UpstreamClient
 from gateway.websockets import OpenWebSockets
+
+_NOBODY = Chain(())
 
 
 @dataclass(slots=True, kw_only=True)
@@ -40,6 +55,16 @@ class Runtime:
     """Builds the upstream client (kept across reloads)."""
     redis: Redis | None
     tokens: Tokens
+    upstream_headers: UpstreamHeaders
+    session_chain: Chain
+    """The session cookie alone: who a browser is signed in as."""
+    chains: dict[str, Chain]
+    """Each route's authenticators, by route name (see :meth:`chain`)."""
+    login: Login
+    health: Health
+    """Health, readiness and metrics of the process (kept across reloads)."""
+    endpoints: Table
+    """The gateway's own endpoints under ``/.gateway/``."""
     own_cookies: frozenset[str]
     """The gateway's cookies (session, CSRF): removed from what upstreams receive."""
     own_headers: frozenset[str]
@@ -57,14 +82,16 @@ class Runtime:
         *,
         previous: Runtime | None = None,
         client_factory: ClientFactory | None = None,
+        health: Health | None = None,
     ) -> Runtime:
         """Build without I/O: connections open on first use (Redis, upstreams).
 
         With ``previous`` (a reload), what did not change is carried over rather than rebuilt:
         the session store and throttle (so nobody is signed out), the upstream connection pools,
-        and the token cache (emptied if the signing key changed).
+        the token cache (emptied if the signing key changed) and ``health``, which by default
+        reports on this runtime's session store alone.
         """
-        settings, keyset, users = bundle.settings, bundle.keys, bundle.users
+        settings, users = bundle.settings, bundle.users
         old = previous.settings if previous is not None else None
         if previous is not None and old is not None and old.session == settings.session:
             redis, sessions = previous.redis, previous.sessions
@@ -87,10 +114,44 @@ class Runtime:
         else:
             upstream_client = client_factory(settings.upstreams)
         tokens = (
-            previous.tokens.successor(keyset, settings.tokens)
+            previous.tokens.successor(bundle.keys, settings.tokens)
             if previous is not None
-            else Tokens(keyset, settings.tokens)
+            else Tokens(bundle.keys, settings.tokens)
         )
+        revocations = previous.revocations if previous is not None else Revocations()
+        sockets = previous.sockets if previous is not None else OpenWebSockets()
+        https = settings.server.https
+        cookie = SessionCookie(settings.session, https=https)
+        csrf = Csrf(https=https)
+        session = SessionAuthenticator(sessions, users, revocations, cookie)
+        bearer = BearerAuthenticator(tokens, users, revocations)
+        session_chain = Chain((session,))
+        bearer_chain = Chain((bearer, session))
+        api_tokens = settings.tokens.api_tokens.enabled
+        login = Login(
+            users=users,
+            sessions=sessions,
+            throttle=throttle,
+            tokens=tokens,
+            sockets=sockets,
+            cookie=cookie,
+            csrf=csrf,
+            who=session_chain,
+            userinfo_chain=bearer_chain if api_tokens else session_chain,
+            login=settings.login,
+            session=settings.session,
+            public_url=settings.server.public_url,
+            body_timeout_s=settings.server.timeouts.body_s,
+            api_tokens=api_tokens,
+        )
+        if health is None:
+            health = (
+                previous.health
+                if previous is not None
+                else Health(
+                    store_ready=sessions.ping, draining=lambda: False, sessions=sessions.count
+                )
+            )
         return cls(
             settings=settings,
             routes=bundle.routes,
@@ -98,12 +159,21 @@ class Runtime:
             users=users,
             sessions=sessions,
             throttle=throttle,
-            revocations=previous.revocations if previous is not None else Revocations(),
-            sockets=previous.sockets if previous is not None else OpenWebSockets(),
+            revocations=revocations,
+            sockets=sockets,
             client_factory=client_factory,
             redis=redis,
             tokens=tokens,
-            own_cookies=frozenset((settings.session.cookie_name, csrf_cookie_name(settings))),
+            upstream_headers=UpstreamHeaders(tokens),
+            session_chain=session_chain,
+            chains={
+                route.name: _route_chain(route, session_chain, bearer_chain)
+                for route in settings.routes
+            },
+            login=login,
+            health=health,
+            endpoints=public_endpoints(login, tokens.jwks_json, health),
+            own_cookies=frozenset((cookie.name, csrf.name)),
             # SECURITY: with a custom tokens.header, a replayed token in it must not pass; nor a
             # client's copy of any header a route's identity_headers sets, on any route.
             own_headers=normalised_names(
@@ -113,6 +183,10 @@ class Runtime:
                 )
             ),
         )
+
+    def chain(self, route: RouteSettings) -> Chain:
+        """The authenticators of ``route``."""
+        return self.chains[route.name]
 
     async def close(self, *, keep: Runtime | None = None) -> None:
         """Close what this runtime holds, except what ``keep`` (its successor) shares."""
@@ -124,6 +198,12 @@ class Runtime:
             await self.sessions.close()
             if self.redis is not None:
                 await self.redis.aclose()
+
+
+def _route_chain(route: RouteSettings, session: Chain, bearer: Chain) -> Chain:
+    if route.access.kind == "deny":
+        return _NOBODY  # nobody gets in: no need to ask the store
+    return bearer if route.accept_bearer else session
 
 
 class RuntimeHolder:
@@ -154,3 +234,19 @@ class RuntimeHolder:
         """Set by the last request to finish once a drain waits for it."""
         self.retiring: set[asyncio.Task[None]] = set()
         """Runtimes replaced by a reload, waiting for their last request to finish."""
+
+    @contextlib.contextmanager
+    def serving(self) -> Iterator[Runtime]:
+        """One request in flight on the current runtime, which it keeps to its end."""
+        runtime = self.current
+        runtime.inflight += 1
+        self.inflight += 1
+        try:
+            yield runtime
+        finally:
+            runtime.inflight -= 1
+            self.inflight -= 1
+            if runtime.idle is not None and runtime.inflight == 0:
+                runtime.idle.set()
+            if self.idle is not None and self.inflight == 0:
+                self.idle.set()

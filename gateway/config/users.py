@@ -101,8 +101,7 @@ class _Sources:
             other_where, other = self._seen[folded]
             if other == entry.username:
                 message = (
-                    f"duplicate username {_quote(entry.username)}, already defined at "
-                    f"{other_where}"
+                    f"duplicate username {_quote(entry.username)}, already defined at {other_where}"
                 )
             else:
                 message = (
@@ -211,9 +210,7 @@ def username_problem(username: str) -> str | None:
 def password_hash_text(value: Any) -> str:
     """An argon2id or bcrypt hash string in a format that can be verified."""
     if not isinstance(value, str) or not value.strip():
-        raise values.Invalid(
-            f"expected a password hash string, got {describe(value, secret=True)}"
-        )
+        raise values.Invalid(f"expected a password hash string, got {describe(value, secret=True)}")
     problem = passwords.check_hash_format(value)
     if problem is not None:
         raise values.Invalid(problem)

@@ -57,7 +57,6 @@ class User:
             object.__setattr__(self, "stamp", credential_stamp(self.username, self.password_hash))
 
 
-
 class UserDirectory:
     """The users that can log in, by exact username; immutable once built.
 

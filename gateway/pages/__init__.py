@@ -13,6 +13,7 @@ from importlib import resources
 from aiohttp import web
 
 from gateway.errors import GatewayError, Unauthenticated
+from gateway.http import wants_html
 
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
@@ -72,10 +73,6 @@ def render_json(
     )
 
 
-def wants_html(request: web.BaseRequest) -> bool:
-    """True when the client prefers an HTML page (a browser navigation) over JSON."""
-    accept = request.headers.get("Accept", "")
-    return "text/html" in accept
 
 
 def render_error(

@@ -11,7 +11,7 @@ import pytest
 from gateway.config.settings import RedisSettings, SessionSettings, ThrottleSettings
 from gateway.identity.redis_client import create_redis_client
 from gateway.identity.sessions import SessionStoreUnavailable
-from gateway.identity.throttle import (
+from gateway.login.throttle import (
     MAX_KEY_CHARS,
     MemoryThrottle,
     RedisThrottle,

@@ -6,7 +6,7 @@
   handles cookies explicitly).
 - ``backend``: parametrised over ``memory``, ``redis`` (the shared test Redis under a per-test
   key prefix) and ``cookie``; gives a factory of :class:`SessionSettings` for that backend.
-- ``clock``: the wall clock the gateway reads (``gateway.app``, ``gateway.login``), movable.
+- ``clock`` (tests/conftest.py): the wall clock, stopped and moved by the test.
 """
 
 from __future__ import annotations
@@ -17,10 +17,8 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestServer
 
-import gateway.app
-import gateway.login
 from gateway.config.settings import SessionSettings, Settings
-from tests.login.login_harness import Clock, Upstream, session_settings
+from tests.login.login_harness import Upstream, session_settings
 from tests.redis_support import own_redis_server, redis_prefix, redis_url
 from tests.support import GatewayClient, make_gateway
 
@@ -56,9 +54,3 @@ def backend(request: pytest.FixtureRequest) -> SessionFactory:
     return make
 
 
-@pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
-    fake = Clock()
-    monkeypatch.setattr(gateway.app, "time", fake)
-    monkeypatch.setattr(gateway.login, "time", fake)
-    return fake

@@ -12,7 +12,6 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
-import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from html.parser import HTMLParser
@@ -369,20 +368,6 @@ def _password(username: str, password: str | None) -> str:
     return PASSWORDS[username] if password is None else password
 
 
-class Clock:
-    """Stands in for the ``time`` module in the gateway modules that read the wall clock."""
-
-    def __init__(self) -> None:
-        self.now = time.time()
-
-    def time(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(time, name)
 
 
 SESSION_ID = re.compile(r"[A-Za-z0-9_-]{43}")

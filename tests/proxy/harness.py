@@ -30,7 +30,9 @@ from gateway.config.settings import (
 from gateway.context import RequestContext, Trace
 from gateway.errors import GatewayError
 from gateway.forwarded import resolve_client
-from gateway.proxy import check_expectation, forward
+from gateway.http import check_expectation
+from gateway.paths import normalise_path, strip_route_prefix
+from gateway.proxy import forward
 from gateway.upstream import (
     AiohttpUpstreamClient,
     ClientFactory,
@@ -308,10 +310,14 @@ async def start_gateway(
 
     async def handle(request: web.BaseRequest) -> web.StreamResponse:
         path, _, query = request.raw_path.partition("?")
+        upstream_path, prefix = strip_route_prefix(
+            normalise_path(path), route.strip_prefix, route.match.ignore_case
+        )
         ctx = RequestContext(
             client=resolve_client(request, trusted),
             trace=Trace(),
-            path=path,
+            upstream_path=upstream_path,
+            prefix=prefix,
             query=query,
             route=route,
             upstream=upstream,

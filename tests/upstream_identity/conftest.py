@@ -6,22 +6,17 @@ Builders and the recording upstream live in :mod:`tests.upstream_identity.identi
 - ``make_gateway(settings)``: a :class:`tests.support.GatewayClient` served as ``gateway run``
   serves it, without a cookie jar.
 - ``ed_key``: an Ed25519 signing key written into ``tmp_path``.
-- ``clock``: the wall clock the gateway reads (``gateway.app``, ``gateway.login``), movable,
-  starting on a whole second.
+- ``clock`` (tests/conftest.py): the wall clock, stopped and moved by the test.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
 from aiohttp.test_utils import TestServer
 
-import gateway.app
-import gateway.login
-from tests.login.login_harness import Clock
 from tests.support import make_gateway
 from tests.upstream_identity.identity_harness import (
     KeyFile,
@@ -46,10 +41,3 @@ def ed_key(tmp_path: Path) -> KeyFile:
     return write_key(tmp_path, "EdDSA")
 
 
-@pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
-    fake = Clock()
-    fake.now = float(int(time.time()))
-    monkeypatch.setattr(gateway.app, "time", fake)
-    monkeypatch.setattr(gateway.login, "time", fake)
-    return fake

@@ -1,11 +1,11 @@
-"""What the upstream learns about the caller: the signed JWT and, optionally, X-Auth-* headers."""
+"""What the upstream learns about the caller: the signed JWT and, per route, identity headers."""
 
 from __future__ import annotations
 
 from gateway.config.settings import RouteSettings, TokenSettings
-from gateway.identity.resolve import Identity
 from gateway.identity.users import User
-from gateway.runtime import Runtime
+from gateway.tokens.mint import SessionRef
+from gateway.tokens.service import Tokens
 
 
 def token_audience_ttl(tokens: TokenSettings, route: RouteSettings) -> tuple[str, float]:
@@ -36,17 +36,24 @@ def _claim(user: User, claim: str) -> str | None:
     return ",".join(sorted(user.roles))
 
 
-def identity_headers(
-    runtime: Runtime, route: RouteSettings, identity: Identity, *, now: float
-) -> dict[str, str]:
-    """Headers to add for ``identity`` on ``route`` (the proxy has already removed every
-    client-sent ``Authorization`` and ``X-Auth-*``, so these cannot be spoofed)."""
-    tokens = runtime.settings.tokens
-    audience, ttl_s = token_audience_ttl(tokens, route)
-    token = runtime.tokens.upstream_token(
-        identity.user, identity, audience=audience, ttl_s=ttl_s, now=now
-    )
-    is_authorization = tokens.header.lower() == "authorization"
-    headers = {tokens.header: f"Bearer {token}" if is_authorization else token}
-    headers.update(x_auth_headers(route, identity.user))
-    return headers
+class UpstreamHeaders:
+    """The headers a route's upstream receives for a signed-in caller (the proxy has already
+    removed every client-sent copy of them, so they cannot be spoofed)."""
+
+    __slots__ = ("_bearer", "_header", "_tokens")
+
+    def __init__(self, tokens: Tokens) -> None:
+        self._tokens = tokens
+        self._header = tokens.settings.header
+        self._bearer = self._header.lower() == "authorization"
+
+    def for_caller(
+        self, route: RouteSettings, user: User, session: SessionRef, *, now: float
+    ) -> dict[str, str]:
+        """The JWT for ``(session, route's audience)`` and the route's identity headers."""
+        audience, ttl_s = token_audience_ttl(self._tokens.settings, route)
+        token = self._tokens.upstream_token(user, session, audience=audience, ttl_s=ttl_s, now=now)
+        headers = {self._header: f"Bearer {token}" if self._bearer else token}
+        if route.identity_headers:
+            headers.update(x_auth_headers(route, user))
+        return headers

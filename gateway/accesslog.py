@@ -1,0 +1,158 @@
+"""The access log: one line per request, as it went (status sent, bytes, outcome), with every
+secret in its path and query redacted; and the per-request metrics, counted in the same place.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from urllib.parse import unquote
+
+from aiohttp import web
+
+from gateway import metrics
+from gateway.context import Trace
+from gateway.errors import UpstreamError
+
+access_log = logging.getLogger("gateway.access")
+
+_METHODS = frozenset(
+    {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE"}
+)
+# Query keys whose values are secrets by name, and values that look like tokens whatever the key.
+_SECRET_KEY = re.compile(
+    r"token|secret|passw|pwd|key|code|session|auth|sig|credential|ticket|jwt|nonce|otp",
+    re.IGNORECASE,
+)
+# ...and names that are secrets exactly (too short to look for inside other names).
+_SECRET_NAMES = frozenset(
+    {"pw", "pass", "passwd", "pwd", "api_key", "apikey", "code", "state", "session", "sig"}
+)
+_SECRET_VALUE = re.compile(r"[A-Za-z0-9_\-+/=.~%]{24,}")
+_QUERY_SPLIT = re.compile(r"[&;]")
+_NAME_PARTS = re.compile(r"[^a-z0-9]+")
+
+
+def method_label(method: str) -> str:
+    # Bounded label values: a client inventing methods must not invent series.
+    return method if method in _METHODS else "OTHER"
+
+
+def redact_query(query: str, _depth: int = 0) -> str:
+    """The query as sent, with every value that could be a secret replaced by ``REDACTED``.
+
+    Split on ``&`` and on ``;`` (which some servers also treat as a separator). A value is a
+    secret by its name (``token``, ``user[pass]``...), by its looks (a long token-like string),
+    or when it holds a URL or query that has one (``rd=/reset?token=...``)."""
+    if not query:
+        return ""
+    parts = []
+    for part, separator in zip(
+        _QUERY_SPLIT.split(query), [*_QUERY_SPLIT.findall(query), ""], strict=True
+    ):
+        key, equals, value = part.partition("=")
+        if equals and (_secret_name(unquote(key)) or _secret_value(value, _depth)):
+            value = "REDACTED"
+        elif not equals and _SECRET_VALUE.fullmatch(key):
+            key = "REDACTED"  # a bare token: ?eyJhbGciOi...
+        parts.append(f"{key}{equals}{value}{separator}")
+    return "".join(parts)
+
+
+def redact_path(path: str) -> str:
+    """The path as sent, with the values of secret ``;parameters`` (``;jsessionid=...``)
+    replaced by ``REDACTED``."""
+    if ";" not in path:
+        return path
+    segments = []
+    for segment in path.split("/"):
+        name, *params = segment.split(";")
+        kept = [name]
+        for param in params:
+            key, equals, value = param.partition("=")
+            secret = equals and (_secret_name(unquote(key)) or _SECRET_VALUE.fullmatch(value))
+            kept.append(f"{key}=REDACTED" if secret else param)
+        segments.append(";".join(kept))
+    return "/".join(segments)
+
+
+def _secret_name(name: str) -> bool:
+    lowered = name.lower()
+    if lowered in _SECRET_NAMES or _SECRET_KEY.search(lowered):
+        return True
+    # Structured names: user[pass], form.pw, auth-state.
+    return any(part in _SECRET_NAMES for part in _NAME_PARTS.split(lowered))
+
+
+def _secret_value(value: str, depth: int) -> bool:
+    if _SECRET_VALUE.fullmatch(value):
+        return True
+    if depth >= 2:
+        return False
+    decoded = unquote(value)
+    if "=" not in decoded:
+        return False
+    # A URL or a query inside the value (a return path, a redirect_uri) with a secret of its own.
+    inner = decoded.partition("?")[2] if "?" in decoded else decoded
+    return redact_query(inner, depth + 1) != inner
+
+
+def record(
+    request: web.BaseRequest,
+    *,
+    trace: Trace,
+    client_ip: str,
+    request_id: str,
+    started: float,
+    log_format: str,
+) -> None:
+    """The metrics and the access-log line of one finished request: the status the client was
+    sent (0 when no answer went out), the body bytes sent, how it ended (``trace.outcome``) and
+    an upstream's failure (``trace.error``)."""
+    duration = time.perf_counter() - started
+    status = trace.status
+    metrics.REQUESTS.labels(trace.route, method_label(request.method), str(status)).inc()
+    metrics.REQUEST_DURATION.labels(trace.route).observe(duration)
+    if isinstance(trace.error, UpstreamError):
+        metrics.UPSTREAM_ERRORS.labels(trace.upstream, trace.error.reason).inc()
+    if log_format == "off":
+        return
+    raw_path, _, query = request.raw_path.partition("?")
+    path = redact_path(raw_path[:2048]) + ("?" + redact_query(query) if query else "")
+    sent = trace.sent
+    if log_format == "json":
+        access_log.info(
+            json.dumps(
+                {
+                    "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                    "request_id": request_id,
+                    "client_ip": client_ip,
+                    "method": request.method,
+                    "path": path,
+                    "status": status,
+                    "bytes": sent,
+                    "duration_ms": round(duration * 1000, 3),
+                    "route": trace.route,
+                    "upstream": trace.upstream,
+                    "user": trace.user,
+                    "outcome": trace.outcome,
+                }
+            )
+        )
+    else:
+        access_log.info(
+            '%s %s "%s %s" %d %d %.3fms route=%s upstream=%s rid=%s outcome=%s',
+            client_ip,
+            trace.user,
+            request.method,
+            path,
+            status,
+            sent,
+            duration * 1000,
+            trace.route,
+            trace.upstream,
+            request_id,
+            trace.outcome,
+        )

@@ -1,0 +1,171 @@
+"""Who is calling: the authenticators, and the chain of them each route asks.
+
+An :class:`Authenticator` looks for one kind of credential (an API bearer token, the session
+cookie) and says who it proves, or ``None`` when the request carries none of its kind. A
+:class:`Chain` asks its authenticators in order; the first that finds its credential decides, and
+nobody else is asked: a bearer token that fails is a 401, never a fall-back to the cookie or to
+anonymous. Routes get their chain from the runtime (bearer then session where
+``accept_bearer``, else the session alone; nothing on a ``deny`` route); the login page,
+``/.gateway/userinfo``, ``/.gateway/logout`` and the recheck of open WebSockets use the same
+authenticators. An OpenID Connect session or a forward-auth check plugs in as one more
+authenticator.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from aiohttp import web
+
+from gateway.errors import SessionStoreUnavailable
+from gateway.http import bearer_token
+from gateway.identity.cookies import SessionCookie
+from gateway.identity.revocation import Revocations, credentials_current
+from gateway.identity.sessions import Session, SessionManager
+from gateway.identity.users import User, UserDirectory
+from gateway.tokens import InvalidBearer, Tokens
+
+__all__ = [
+    "ANONYMOUS",
+    "Authenticated",
+    "Authenticator",
+    "BearerAuthenticator",
+    "Chain",
+    "Identity",
+    "SessionAuthenticator",
+]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Identity:
+    user: User
+    sid_hash: str
+    """What tokens are minted and cached for: the session's hash, or an API token's stand-in."""
+    session: Session | None = None
+    """The browser session, when the caller came with the session cookie (not a bearer token)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Authenticated:
+    """What a chain found: an identity, or none, and why."""
+
+    identity: Identity | None
+    reason: str
+    """``session`` or ``bearer`` (who proved the identity); without one, ``no_credentials``,
+    ``session_unknown`` (expired, ended or tampered) or ``credentials_changed``."""
+    set_cookie: str | None = None
+    """A ``Set-Cookie`` value for the response: a re-sealed session, or removal of a dead one."""
+
+
+ANONYMOUS = Authenticated(identity=None, reason="no_credentials")
+
+
+class Authenticator(Protocol):
+    async def authenticate(self, request: web.BaseRequest, *, now: float) -> Authenticated | None:
+        """Who the request's credential of this kind proves; ``None`` when it carries none.
+
+        Raises :class:`~gateway.tokens.InvalidBearer` (401) for a credential that must not be
+        passed over, :class:`~gateway.errors.SessionStoreUnavailable` when the store cannot
+        answer."""
+        ...
+
+
+class SessionAuthenticator:
+    """The session cookie: a live session of a user whose credentials have not changed since."""
+
+    def __init__(
+        self,
+        sessions: SessionManager,
+        users: UserDirectory,
+        revocations: Revocations,
+        cookie: SessionCookie,
+    ) -> None:
+        self._sessions = sessions
+        self._users = users
+        self._revocations = revocations
+        self._cookie = cookie
+
+    async def authenticate(self, request: web.BaseRequest, *, now: float) -> Authenticated | None:
+        value = self._cookie.value(request)
+        if value is None:
+            return None
+        loaded = await self._sessions.load(value, now=now)
+        if loaded is None:
+            # Expired, ended or tampered: drop the dead cookie.
+            return Authenticated(
+                identity=None, reason="session_unknown", set_cookie=self._cookie.expired()
+            )
+        session = loaded.session
+        user = self._users.get(session.username)
+        if user is None or not credentials_current(
+            user, session.stamp, session.created_at, self._revocations
+        ):
+            # SECURITY: the user was removed or disabled, changed password, or was revoked since
+            # this session began: it ends for good, in every backend that keeps sessions.
+            await self._sessions.delete(value)
+            return Authenticated(
+                identity=None, reason="credentials_changed", set_cookie=self._cookie.expired()
+            )
+        set_cookie = None
+        if loaded.refreshed_cookie is not None:
+            remaining = session.created_at + self._sessions.absolute_s - now
+            set_cookie = self._cookie.set(loaded.refreshed_cookie, max_age_s=remaining)
+        identity = Identity(user=user, sid_hash=session.sid_hash, session=session)
+        return Authenticated(identity=identity, reason="session", set_cookie=set_cookie)
+
+
+class BearerAuthenticator:
+    """An API client's ``Authorization: Bearer`` token, issued by ``POST /.gateway/token``."""
+
+    def __init__(self, tokens: Tokens, users: UserDirectory, revocations: Revocations) -> None:
+        self._tokens = tokens
+        self._users = users
+        self._revocations = revocations
+
+    async def authenticate(self, request: web.BaseRequest, *, now: float) -> Authenticated | None:
+        token = bearer_token(request)
+        if token is None:
+            return None
+        claims = self._tokens.verify_bearer(token)
+        user = self._users.get(claims.subject)
+        if user is None:
+            # The user was removed since the token was issued: the token dies with them.
+            raise InvalidBearer("token subject is not a known user", reason="bearer_unknown_user")
+        if not credentials_current(user, claims.stamp, claims.issued_at, self._revocations):
+            # Disabled, another password, or revoked since the token was issued.
+            raise InvalidBearer("credentials changed", reason="bearer_credentials_changed")
+        return Authenticated(
+            identity=Identity(user=user, sid_hash=claims.sid_hash), reason="bearer"
+        )
+
+
+class Chain:
+    """Authenticators asked in order; the first that finds its credential decides."""
+
+    __slots__ = ("_authenticators",)
+
+    def __init__(self, authenticators: Sequence[Authenticator]) -> None:
+        self._authenticators = tuple(authenticators)
+
+    async def authenticate(self, request: web.BaseRequest, *, now: float) -> Authenticated:
+        for authenticator in self._authenticators:
+            found = await authenticator.authenticate(request, now=now)
+            if found is not None:
+                return found
+        return ANONYMOUS
+
+    async def still_valid(
+        self, request: web.BaseRequest, identity: Identity, *, now: float
+    ) -> bool:
+        """For an open WebSocket: whether the credential it was opened with still proves the
+        same identity (the session lives, the bearer token has not expired, the user's
+        credentials are unchanged). An outage of the store does not end every socket."""
+        try:
+            found = await self.authenticate(request, now=now)
+        except InvalidBearer:
+            return False
+        except SessionStoreUnavailable:
+            return True
+        return found.identity is not None and found.identity.sid_hash == identity.sid_hash

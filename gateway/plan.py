@@ -1,0 +1,190 @@
+"""What the gateway does with a request, decided from its facts alone: the one pipeline that
+``gateway run`` serves by and ``gateway explain`` reports, so the two can never disagree.
+
+Two pure steps, with authentication (which needs the session store) between them:
+
+1. :func:`locate`: the Host is well-formed, the path normalises, then either the gateway's own
+   prefix (:class:`Own`) or the first route that matches (:class:`Routed`); else a
+   :class:`Refusal` (400, 404).
+2. :func:`decide`: for the caller found, the route's access rule (403), the WebSocket origin
+   check, then :class:`Login` for an anonymous caller on a protected route or :class:`Forward`
+   with the path the upstream receives.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import quote
+
+from aiohttp import web
+
+from gateway.access import Decision, decide_access
+from gateway.config.settings import RouteSettings
+from gateway.errors import BadRequest, Forbidden, GatewayError, NotFound
+from gateway.hosts import valid_host
+from gateway.http import is_websocket_upgrade, wants_html
+from gateway.paths import matching_path, normalise_path, strip_route_prefix
+from gateway.routing import RouteTable
+
+__all__ = [
+    "RESERVED_PREFIX",
+    "Caller",
+    "Facts",
+    "Forward",
+    "Login",
+    "Own",
+    "Refusal",
+    "Routed",
+    "decide",
+    "is_reserved",
+    "locate",
+    "login_location",
+]
+
+RESERVED_PREFIX = "/.gateway/"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Facts:
+    """What planning reads of a request."""
+
+    method: str
+    raw_path: str
+    """The path of the request target exactly as received, without the query."""
+    query: str
+    """The raw query, without ``?`` (never part of matching)."""
+    host: str
+    """The Host the client asked for (``X-Forwarded-Host`` from a trusted proxy)."""
+    browser: bool = False
+    """A browser navigation: ``text/html`` in ``Accept``."""
+    websocket: bool = False
+    """A WebSocket handshake (``Upgrade: websocket``)."""
+    origin: str | None = None
+    """The ``Origin`` header, when the client sent one."""
+
+    @classmethod
+    def of(cls, request: web.BaseRequest, host: str) -> Facts:
+        raw_path, _, query = request.raw_path.partition("?")
+        return cls(
+            method=request.method,
+            raw_path=raw_path,
+            query=query,
+            host=host,
+            browser=wants_html(request),
+            websocket=is_websocket_upgrade(request),
+            origin=request.headers.get("Origin"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """The request is answered with ``error`` (400, 403, 404), never forwarded."""
+
+    error: GatewayError
+
+
+@dataclass(frozen=True, slots=True)
+class Own:
+    """Under the reserved prefix: served by the gateway itself, never proxied."""
+
+    path: str
+
+
+@dataclass(frozen=True, slots=True)
+class Routed:
+    route: RouteSettings
+    path: str
+    """The normalised path: what access is decided on and what the upstream receives."""
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who authentication found: a user, and whether by the session cookie (which a browser
+    sends with any page's requests) or by a credential the client chose to send."""
+
+    username: str
+    roles: frozenset[str]
+    by_session: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Login:
+    """An anonymous caller on a protected route: redirected to the login page (a browser
+    navigation, or ``unauthenticated: redirect``), else 401."""
+
+    redirect: str | None
+    """The ``Location`` of the 302, or ``None`` for the 401 JSON answer."""
+
+
+@dataclass(frozen=True, slots=True)
+class Forward:
+    route: RouteSettings
+    upstream_path: str
+    """The path the upstream receives: ``strip_prefix`` removed, segment-wise."""
+    prefix: str
+    """What ``strip_prefix`` removed (sent as ``X-Forwarded-Prefix``), or ``""``."""
+
+
+def is_reserved(path: str) -> bool:
+    """True for the gateway's own prefix, in any letter case."""
+    lowered = path[: len(RESERVED_PREFIX)].lower()
+    return lowered == RESERVED_PREFIX or path.lower() == RESERVED_PREFIX[:-1]
+
+
+def login_location(path: str, query: str) -> str:
+    """Where an anonymous browser is sent: the login page, returning to the original request."""
+    rd = path + ("?" + query if query else "")
+    return f"{RESERVED_PREFIX}login?rd={quote(rd, safe='')}"
+
+
+def locate(facts: Facts, routes: RouteTable) -> Refusal | Own | Routed:
+    """Step 1: where the request goes, before anyone is asked who is calling."""
+    if not valid_host(facts.host):
+        # SECURITY: a malformed Host (admin.example.com:abc, a..b, "a, b") would skip a
+        # host-restricted route here yet be read as that host by the upstream or a vhost.
+        return Refusal(BadRequest("malformed Host header", reason="bad_host"))
+    try:
+        path = normalise_path(facts.raw_path)
+    except BadRequest as exc:
+        return Refusal(exc)
+    match_path = matching_path(path)
+    if is_reserved(match_path):
+        # SECURITY: the reserved prefix is matched after normalisation (and without case or
+        # ;parameters) so that /%2egateway/, //.gateway/ or /.gateway;/ never reach an upstream.
+        return Own(path)
+    route = routes.match(facts.method, facts.host, match_path)
+    if route is None:
+        return Refusal(NotFound(f"no route for {facts.method} {facts.host} {path[:200]!r}"))
+    return Routed(route, path)
+
+
+def decide(
+    routed: Routed, facts: Facts, caller: Caller | None, *, public_url: str
+) -> Refusal | Login | Forward:
+    """Step 2: for ``caller`` (``None``: anonymous), refused, sent to sign in, or forwarded."""
+    route = routed.route
+    decision = decide_access(
+        route.access,
+        caller.username if caller is not None else None,
+        caller.roles if caller is not None else frozenset(),
+    )
+    if decision is Decision.DENY:
+        return Refusal(Forbidden(f"route {route.name} denies access"))
+    # SECURITY: cross-site WebSocket hijacking: a browser sends the session cookie with a
+    # handshake any page starts (SameSite=None), and the same-origin policy does not apply.
+    by_session = caller is not None and caller.by_session
+    if by_session and facts.websocket and facts.origin not in (None, public_url):
+        origin = str(facts.origin)
+        return Refusal(
+            Forbidden(f"WebSocket from foreign origin {origin[:100]!r}", reason="websocket_origin")
+        )
+    if decision is Decision.LOGIN:
+        browser = facts.method in ("GET", "HEAD") and facts.browser
+        if route.unauthenticated == "redirect" or (route.unauthenticated == "auto" and browser):
+            return Login(redirect=login_location(routed.path, facts.query))
+        # The contract: whoever is not redirected gets the JSON answer, browsers included.
+        return Login(redirect=None)
+    upstream_path, prefix = strip_route_prefix(
+        routed.path, route.strip_prefix, route.match.ignore_case
+    )
+    return Forward(route, upstream_path, prefix)
