@@ -1,6 +1,7 @@
 """The gateway side by side with nginx and a naive aiohttp proxy, under wrk, on loopback.
 
     python bench/run.py [--rounds 3] [--duration 5] [--connections 50] [--only NAME ...]
+                        [--against OTHER_CHECKOUT]
                         [--json bench/results.json]
 
 Starts nginx (Debian package) twice, as the static upstream every proxy forwards to and as a
@@ -77,8 +78,17 @@ def _ms(text: str) -> float:
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
 
 
-def wrk(url: str, headers: dict[str, str], *, duration: float, connections: int) -> WrkRun:
+def wrk(
+    url: str,
+    headers: dict[str, str],
+    *,
+    duration: float,
+    connections: int,
+    script: str | None = None,
+) -> WrkRun:
     argv = ["wrk", "-t1", f"-c{connections}", f"-d{duration:g}s", "--latency", url]
+    if script is not None:
+        argv[1:1] = ["-s", script]
     for name, value in headers.items():
         argv[1:1] = ["-H", f"{name}: {value}"]
     out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
@@ -102,6 +112,8 @@ class Target:
     url: str
     headers: dict[str, str] = field(default_factory=dict)
     process: subprocess.Popen[bytes] | None = None
+    script: str | None = None
+    """A wrk Lua script (``bench/cookie_jar.lua`` keeps the session cookie up to date)."""
 
 
 class Bench:
@@ -111,9 +123,9 @@ class Bench:
         self.static_port = free_port()
         self.redis_prefix = f"gwbench:{os.getpid()}:"
 
-    def spawn(self, argv: list[str], log: str) -> subprocess.Popen[bytes]:
+    def spawn(self, argv: list[str], log: str, cwd: Path | None = None) -> subprocess.Popen[bytes]:
         with (self.tmp / log).open("wb") as out:
-            proc = subprocess.Popen(argv, stdout=out, stderr=out)
+            proc = subprocess.Popen(argv, stdout=out, stderr=out, cwd=cwd)
         self.processes.append(proc)
         return proc
 
@@ -171,7 +183,9 @@ http {{
         workers: int = 1,
         credential: str | None = None,
         extra: dict[str, Any] | None = None,
+        tree: Path | None = None,
     ) -> Target:
+        """``tree``: run the gateway of another checkout (``--against``) instead of this one."""
         port = free_port()
         config: dict[str, Any] = {
             "server": {
@@ -221,15 +235,19 @@ http {{
         path_yaml = self.tmp / f"{name}.yaml"
         path_yaml.write_text(json.dumps(config))  # JSON is YAML
         proc = self.spawn(
-            [sys.executable, "-m", "gateway", "run", "-c", str(path_yaml)], f"{name}.log"
+            [sys.executable, "-m", "gateway", "run", "-c", str(path_yaml)],
+            f"{name}.log",
+            cwd=tree or REPO,  # python -m imports the package from the working directory
         )
         await wait_port(port, proc)
         headers: dict[str, str] = {}
+        script = None
         if credential == "cookie":
             headers["Cookie"] = f"{await self.session_cookie(port)}"
+            script = str(HERE / "cookie_jar.lua")
         elif credential == "bearer":
             headers["Authorization"] = f"Bearer {await self.api_token(port)}"
-        return Target(name, label, self.url(port) + path, headers, proc)
+        return Target(name, label, self.url(port) + path, headers, proc, script)
 
     async def session_cookie(self, port: int) -> str:
         async with (
@@ -274,7 +292,7 @@ http {{
                 client.delete(key)
 
 
-async def scenarios(bench: Bench, only: set[str]) -> list[Target]:
+async def scenarios(bench: Bench, only: set[str], against: Path | None) -> list[Target]:
     cookie_secret = bench.tmp / "cookie.key"
     cookie_secret.write_bytes(os.urandom(31) + b"k")
     cookie = {"backend": "cookie", "cookie": {"secret_file": str(cookie_secret)}}
@@ -303,11 +321,14 @@ async def scenarios(bench: Bench, only: set[str]) -> list[Target]:
             {"path": "/app/x", "credential": "cookie", "session": cookie, "workers": 2},
         ),
     ]
-    return [
-        await bench.gateway(name, label, **options)
-        for name, label, options in plans
-        if not only or name in only
-    ]
+    chosen = [plan for plan in plans if not only or plan[0] in only]
+    targets = [await bench.gateway(name, label, **options) for name, label, options in chosen]
+    if against is not None:
+        # The same scenarios on another checkout, in the same interleaved rounds.
+        for name, label, options in chosen:
+            other = f"{label} [{against.name}]"
+            targets.append(await bench.gateway(f"{name}@against", other, tree=against, **options))
+    return targets
 
 
 def median(values: list[float]) -> float:
@@ -320,7 +341,7 @@ async def main_async(args: argparse.Namespace) -> int:
         try:
             nginx = await bench.nginx()
             naive = await bench.naive()
-            targets = await scenarios(bench, set(args.only or ()))
+            targets = await scenarios(bench, set(args.only or ()), args.against)
             figures = run_rounds(args, naive, nginx, targets)
         finally:
             bench.close()
@@ -338,7 +359,11 @@ def run_rounds(
 
     def drive(target: Target) -> WrkRun:
         result = wrk(
-            target.url, target.headers, duration=args.duration, connections=args.connections
+            target.url,
+            target.headers,
+            duration=args.duration,
+            connections=args.connections,
+            script=target.script,
         )
         if result.errors:
             raise SystemExit(
@@ -348,7 +373,13 @@ def run_rounds(
         return result
 
     for target in [naive, nginx, *targets]:  # warm-up, not counted
-        wrk(target.url, target.headers, duration=1, connections=args.connections)
+        wrk(
+            target.url,
+            target.headers,
+            duration=1,
+            connections=args.connections,
+            script=target.script,
+        )
     for round_ in range(args.rounds):
         for target in [nginx, *targets]:
             baseline = drive(naive)
@@ -402,6 +433,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--only", nargs="*", help="scenario names (public, memory, ...)")
+    parser.add_argument(
+        "--against",
+        type=Path,
+        help="also run each scenario on the gateway of this checkout (e.g. a git worktree of an "
+        "earlier commit), interleaved with this one",
+    )
     parser.add_argument("--json", default=str(HERE / "results.json"))
     return parser.parse_args(argv)
 

@@ -228,32 +228,33 @@ async def observe(
     started = time.perf_counter()
     trace = Trace()
     response: web.StreamResponse | None = None
-    with holder.serving() as runtime:
-        settings = runtime.settings
-        client = resolve_client(request, settings.server.trusted_proxies)
+    runtime = holder.enter()
+    settings = runtime.settings
+    client = resolve_client(request, settings.server.trusted_proxies)
+    try:
         try:
-            try:
-                response = await pipeline(request, runtime, client, trace)
-            except GatewayError as exc:
-                response = _refused(request, exc, trace)
-            except Exception:
-                log.exception("unexpected error", extra={"reason": "internal", "status": 500})
-                response = pages.error_response(request, GatewayError("unexpected error"))
-            if not response.prepared:
-                await _send(request, response, holder, trace)
-        except asyncio.CancelledError:
-            # Only a shutdown cancels a handler (handler_cancellation is off): the grace ran out.
-            trace.outcome = "drain_cut"
-            raise
-        finally:
-            accesslog.record(
-                request,
-                trace=trace,
-                client_ip=client.ip,
-                request_id=client.request_id,
-                started=started,
-                log_format=settings.server.access_log,
-            )
+            response = await pipeline(request, runtime, client, trace)
+        except GatewayError as exc:
+            response = _refused(request, exc, trace)
+        except Exception:
+            log.exception("unexpected error", extra={"reason": "internal", "status": 500})
+            response = pages.error_response(request, GatewayError("unexpected error"))
+        if not response.prepared:
+            await _send(request, response, holder, trace)
+    except asyncio.CancelledError:
+        # Only a shutdown cancels a handler (handler_cancellation is off): the grace ran out.
+        trace.outcome = "drain_cut"
+        raise
+    finally:
+        holder.leave(runtime)
+        accesslog.record(
+            request,
+            trace=trace,
+            client_ip=client.ip,
+            request_id=client.request_id,
+            started=started,
+            log_format=settings.server.access_log,
+        )
     return response
 
 

@@ -22,6 +22,7 @@ An untrusted peer's claims are all ignored: the peer is the client and the chain
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import os
 import re
@@ -147,8 +148,14 @@ def _peer_address(request: web.BaseRequest) -> IPAddress | None:
     # AF_INET gives (host, port), AF_INET6 (host, port, flowinfo, scope); AF_UNIX a str or bytes.
     if not isinstance(peername, tuple | list) or not peername:
         return None
+    return _peer_ip(peername[0])
+
+
+@functools.lru_cache(maxsize=4096)
+def _peer_ip(host: str) -> IPAddress | None:
+    """The peer's address, parsed once per distinct peer (not once per request)."""
     try:
-        return _unmapped(ipaddress.ip_address(peername[0]))
+        return _unmapped(ipaddress.ip_address(host))
     except ValueError:
         return None
 

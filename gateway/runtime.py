@@ -9,8 +9,6 @@ directory, key set or upstream client, never the runtime.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
@@ -235,18 +233,19 @@ class RuntimeHolder:
         self.retiring: set[asyncio.Task[None]] = set()
         """Runtimes replaced by a reload, waiting for their last request to finish."""
 
-    @contextlib.contextmanager
-    def serving(self) -> Iterator[Runtime]:
-        """One request in flight on the current runtime, which it keeps to its end."""
+    def enter(self) -> Runtime:
+        """A request starts: it is in flight on the current runtime, which it keeps to its
+        end (:meth:`leave`)."""
         runtime = self.current
         runtime.inflight += 1
         self.inflight += 1
-        try:
-            yield runtime
-        finally:
-            runtime.inflight -= 1
-            self.inflight -= 1
-            if runtime.idle is not None and runtime.inflight == 0:
-                runtime.idle.set()
-            if self.idle is not None and self.inflight == 0:
-                self.idle.set()
+        return runtime
+
+    def leave(self, runtime: Runtime) -> None:
+        """The request :meth:`enter` counted on ``runtime`` is over."""
+        runtime.inflight -= 1
+        self.inflight -= 1
+        if runtime.idle is not None and runtime.inflight == 0:
+            runtime.idle.set()
+        if self.idle is not None and self.inflight == 0:
+            self.idle.set()
