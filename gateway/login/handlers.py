@@ -132,16 +132,13 @@ class Login:
             found = ANONYMOUS  # the form still shows; signing in will say the store is down
         identity = found.identity
         if identity is not None and identity.session is not None:
-            token, set_csrf = self._csrf.token(request)
-            response = pages.render_page(
+            response = self._page(
+                request,
                 "signed_in.html",
                 title=self._title,
                 username=identity.user.username,
                 rd=rd,
-                csrf=token,
             )
-            if set_csrf is not None:
-                response.headers.add("Set-Cookie", set_csrf)
         else:
             response = self._form(request, rd=rd)
         if found.set_cookie is not None:
@@ -157,18 +154,26 @@ class Login:
         error: str = "",
         username: str = "",
     ) -> web.Response:
-        token, set_csrf = self._csrf.token(request)
-        response = pages.render_page(
+        return self._page(
+            request,
             "login.html",
             status=status,
             title=self._title,
             error=pages.Markup(
                 f'<p class="error" role="alert">{pages.escape(error)}</p>' if error else ""
             ),
-            csrf=token,
             rd=rd,
             username=username,
         )
+
+    def _page(
+        self, request: web.BaseRequest, template: str, *, status: int = 200, **values: str
+    ) -> web.Response:
+        """One of the forms, carrying this browser's CSRF token (and the cookie that gives it
+        one, when it has none yet)."""
+        token, set_csrf = self._csrf.token(request)
+        fields: dict[str, Any] = {**values, "csrf": token}  # none is named headers
+        response = pages.render_page(template, status=status, **fields)
         if set_csrf is not None:
             response.headers.add("Set-Cookie", set_csrf)
         return response
@@ -222,11 +227,7 @@ class Login:
             if identity is not None
             else "You are not signed in."
         )
-        token, set_csrf = self._csrf.token(request)
-        response = pages.render_page("logout.html", who=who, csrf=token)
-        if set_csrf is not None:
-            response.headers.add("Set-Cookie", set_csrf)
-        return response
+        return self._page(request, "logout.html", who=who)
 
     async def logout_submit(
         self, request: web.BaseRequest, client: ClientInfo
