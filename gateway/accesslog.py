@@ -4,6 +4,7 @@ secret in its path and query redacted; and the per-request metrics, counted in t
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
@@ -11,6 +12,7 @@ import time
 from urllib.parse import unquote
 
 from aiohttp import web
+from prometheus_client import Counter, Histogram
 
 from gateway import metrics
 from gateway.context import Trace
@@ -99,6 +101,18 @@ def _secret_value(value: str, depth: int) -> bool:
     return redact_query(inner, depth + 1) != inner
 
 
+@functools.lru_cache(maxsize=8192)
+def _requests(route: str, method: str, status: int) -> Counter:
+    # prometheus_client's labels() locks and looks the series up on every call; every label
+    # value here comes from a bounded vocabulary, so the series are kept.
+    return metrics.REQUESTS.labels(route, method, str(status))
+
+
+@functools.lru_cache(maxsize=1024)
+def _duration(route: str) -> Histogram:
+    return metrics.REQUEST_DURATION.labels(route)
+
+
 def record(
     request: web.BaseRequest,
     *,
@@ -113,8 +127,8 @@ def record(
     an upstream's failure (``trace.error``)."""
     duration = time.perf_counter() - started
     status = trace.status
-    metrics.REQUESTS.labels(trace.route, method_label(request.method), str(status)).inc()
-    metrics.REQUEST_DURATION.labels(trace.route).observe(duration)
+    _requests(trace.route, method_label(request.method), status).inc()
+    _duration(trace.route).observe(duration)
     if isinstance(trace.error, UpstreamError):
         metrics.UPSTREAM_ERRORS.labels(trace.upstream, trace.error.reason).inc()
     if log_format == "off":

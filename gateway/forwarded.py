@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import itertools
 import os
 import re
 from collections.abc import Sequence
@@ -58,9 +59,33 @@ class ClientInfo:
     """The X-Forwarded-For value to send upstream (existing trusted chain + the peer)."""
 
 
+class _RequestIds:
+    """Request ids: 64 random bits chosen once per process, then a counter, as 32 hex digits.
+
+    Unique across processes and replicas without asking the OS for randomness per request; a
+    forked worker chooses its own prefix."""
+
+    __slots__ = ("_counter", "_prefix")
+
+    def __init__(self) -> None:
+        self.reseed()
+
+    def reseed(self) -> None:
+        self._prefix = os.urandom(8).hex()
+        self._counter = itertools.count(1)
+
+    def new(self) -> str:
+        return f"{self._prefix}{next(self._counter):016x}"
+
+
+_REQUEST_IDS = _RequestIds()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_REQUEST_IDS.reseed)
+
+
 def new_request_id() -> str:
-    """A fresh request id: 128 random bits, hex."""
-    return os.urandom(16).hex()
+    """A fresh request id (32 hex digits, unique per process and request)."""
+    return _REQUEST_IDS.new()
 
 
 def resolve_client(request: web.BaseRequest, trusted: Sequence[IPNetwork]) -> ClientInfo:

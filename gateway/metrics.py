@@ -1,9 +1,8 @@
 """Prometheus metrics of CONTRACT section 6, as module-level objects in the default registry.
 
-Served as Prometheus text by ``/.gateway/metrics`` (``prometheus_client.generate_latest()``).
-Each process counts for itself: with ``server.workers > 1`` a scrape sees one worker only, until
-prometheus_client's multiprocess mode (``PROMETHEUS_MULTIPROC_DIR``) is wired in; that will
-also need the gauge's ``multiprocess_mode``.
+Served as Prometheus text on the admin listener's ``/metrics``; with ``server.workers > 1``
+summed over every worker through prometheus_client's multiprocess mode
+(``PROMETHEUS_MULTIPROC_DIR``, set up by ``gateway run``).
 
 Label values must come from configuration or fixed vocabularies (route and upstream names,
 result and reason codes, HTTP methods and status codes), never from request data, so the number
