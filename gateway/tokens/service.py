@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Hashable
 
 from gateway import metrics
@@ -10,7 +11,7 @@ from gateway.identity.users import User
 from gateway.tokens.cache import TokenCache
 from gateway.tokens.keys import KeySet
 from gateway.tokens.mint import SessionRef, TokenMinter
-from gateway.tokens.verify import ApiClaims, verify_api_token
+from gateway.tokens.verify import ApiClaims, VerifiedBearers, verify_api_token
 
 
 class Tokens:
@@ -21,9 +22,14 @@ class Tokens:
     """
 
     def __init__(
-        self, keyset: KeySet, settings: TokenSettings, cache: TokenCache | None = None
+        self,
+        keyset: KeySet,
+        settings: TokenSettings,
+        cache: TokenCache | None = None,
+        bearers: VerifiedBearers | None = None,
     ) -> None:
         self.cache = cache if cache is not None else TokenCache()
+        self.bearers = bearers if bearers is not None else VerifiedBearers()
         self._minter = TokenMinter(keyset, settings)
 
     @property
@@ -67,10 +73,17 @@ class Tokens:
         metrics.TOKENS_MINTED.inc()
         return token
 
-    def verify_bearer(self, token: str, *, leeway_s: float = 0) -> ApiClaims:
+    def verify_bearer(self, token: str) -> ApiClaims:
         """Verify an API client's bearer token against our keys and issuer, valid now (see
-        :func:`~gateway.tokens.verify.verify_api_token`); raises ``InvalidBearer``."""
-        return verify_api_token(token, self.keyset, issuer=self.settings.issuer, leeway_s=leeway_s)
+        :func:`~gateway.tokens.verify.verify_api_token`; a token verified before is taken from
+        :class:`~gateway.tokens.verify.VerifiedBearers` until it expires); raises
+        ``InvalidBearer``."""
+        key = self.bearers.key(token)
+        claims = self.bearers.get(key, now=time.time())
+        if claims is None:
+            claims = verify_api_token(token, self.keyset, issuer=self.settings.issuer)
+            self.bearers.put(key, claims)
+        return claims
 
     def drop_session(self, sid_hash: str) -> int:
         """Forget the cached tokens of a session (logout); returns how many."""
@@ -81,9 +94,11 @@ class Tokens:
         reload is built off the event loop while requests still use it) that keeps the token
         cache only when the signing key (:attr:`KeySet.fingerprint`) and the ``tokens:``
         settings are unchanged, so no token signed by a retired key or with old claims is
-        served after the reload."""
+        served after the reload (and the verified bearer tokens likewise)."""
         same = self.keyset.fingerprint == keyset.fingerprint and self.settings == settings
-        return Tokens(keyset, settings, self.cache if same else None)
+        if not same:
+            return Tokens(keyset, settings)
+        return Tokens(keyset, settings, self.cache, self.bearers)
 
 
 def _stamp(user: User, ttl_s: float) -> Hashable:

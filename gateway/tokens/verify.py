@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -58,13 +59,52 @@ class ApiClaims:
     stamp: str = field(repr=False)
     """The subject's credential stamp when the token was issued (``cst``)."""
     claims: Mapping[str, Any] = field(repr=False)
+    sid_hash: str = field(init=False, repr=False)
+    """Stands in for a session's ``sid_hash`` when minting upstream tokens for this bearer token
+    (cache key and ``sid``): one per API token, never equal to a real session's."""
 
-    @property
-    def sid_hash(self) -> str:
-        """Stands in for a session's ``sid_hash`` when minting upstream tokens for this bearer
-        token (cache key and ``sid``): one per API token, never equal to a real session's."""
+    def __post_init__(self) -> None:
         digest = hashlib.sha256(_API_SESSION_DOMAIN + self.jti.encode("utf-8")).hexdigest()
-        return f"api-{digest}"
+        object.__setattr__(self, "sid_hash", f"api-{digest}")
+
+
+class VerifiedBearers:
+    """API bearer tokens verified already, by the SHA-256 of the token, until they expire.
+
+    Verifying a token (an Ed25519 or ECDSA signature, pyjwt's claim checks) is the most
+    expensive step of a bearer request; a client sends the same token until it expires. Only
+    tokens that passed are kept, at most ``max_entries`` (the least recently used go first),
+    and a kept one is refused from its ``exp`` on. What may change while a token is valid (the
+    user's credentials, a revocation) is checked on every request by the caller; a new signing
+    key or ``tokens:`` configuration starts an empty cache (:meth:`Tokens.successor`).
+    """
+
+    def __init__(self, max_entries: int = 10_000) -> None:
+        self._max = max_entries
+        self._claims: OrderedDict[bytes, ApiClaims] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._claims)
+
+    @staticmethod
+    def key(token: str) -> bytes:
+        return hashlib.sha256(token.encode("utf-8", "surrogateescape")).digest()
+
+    def get(self, key: bytes, *, now: float) -> ApiClaims | None:
+        claims = self._claims.get(key)
+        if claims is None:
+            return None
+        if now >= claims.expires_at:
+            del self._claims[key]
+            return None
+        self._claims.move_to_end(key)
+        return claims
+
+    def put(self, key: bytes, claims: ApiClaims) -> None:
+        self._claims[key] = claims
+        self._claims.move_to_end(key)
+        while len(self._claims) > self._max:
+            self._claims.popitem(last=False)
 
 
 def verify_api_token(token: str, keyset: KeySet, *, issuer: str, leeway_s: float = 0) -> ApiClaims:
