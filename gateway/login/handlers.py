@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import json
 import logging
@@ -311,12 +312,14 @@ class Login:
         # with the lockout check: a burst of concurrent guesses, at one replica or several,
         # meets the limit exactly as a sequence would.
         allowed = await self._throttle.reserve(keys, now=time.time())
-        # SECURITY: verify even when locked out, so a lockout cannot be told apart by timing.
-        user = await self._users.authenticate(username, password)
         if not allowed:
+            # A locked-out attempt costs no hash, so a storm of them burns no CPU; it takes
+            # about as long as one, so a lockout is not told apart by timing.
+            await asyncio.sleep(self._users.verification_s)
             metrics.LOGIN_ATTEMPTS.labels("locked").inc()
             _auth_event("refused (locked out)", username, client.ip, "locked_out")
             return None
+        user = await self._users.authenticate(username, password)
         if user is None:
             metrics.LOGIN_ATTEMPTS.labels("failure").inc()
             await self._throttle.failure(keys, now=time.time())
