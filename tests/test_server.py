@@ -47,18 +47,23 @@ routes:
     return config
 
 
-async def wait_listening(port: int, proc: subprocess.Popen[bytes]) -> None:
-    for _ in range(200):
-        assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
-        try:
-            _, writer = await asyncio.open_connection("127.0.0.1", port)
-        except OSError:
+async def wait_listening(port: int, proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
+    """Until the gateway answers an HTTP request (healthz), not merely accepts a connection:
+    the kernel accepts connections as soon as the socket listens, before the gateway has set up
+    its signal handlers, and a signal sent in between would find the default action."""
+    url = f"http://127.0.0.1:{port}/.gateway/healthz"
+    deadline = asyncio.get_running_loop().time() + timeout
+    async with aiohttp.ClientSession() as http:
+        while True:
+            assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+            try:
+                async with http.get(url) as resp:
+                    if resp.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            assert asyncio.get_running_loop().time() < deadline, "gateway did not start serving"
             await asyncio.sleep(0.05)
-            continue
-        writer.close()
-        await writer.wait_closed()
-        return
-    raise AssertionError("gateway did not start listening")
 
 
 @pytest.fixture
