@@ -28,6 +28,7 @@ from gateway.context import RequestContext, Trace
 from gateway.errors import GatewayError, SessionStoreUnavailable, Unauthenticated
 from gateway.forwarded import ClientInfo, resolve_client
 from gateway.http import check_expectation
+from gateway.identity.users import start_password_pool
 from gateway.listener import SERVER_HEADER
 from gateway.ops import Health
 from gateway.plan import Caller, Facts, Forward, Login, Own, Refusal, decide, locate
@@ -75,11 +76,14 @@ class Gateway:
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
-        """Before serving (inside the serving process's loop): take in the revocations other
+        """Before serving (inside the serving process's loop): start the password hashing
+        processes (when there are users); take in the revocations other
         processes saved (redis); then, in the background, end the stored sessions of users
         removed while nobody ran and, with the redis backend, listen for ``gateway sessions
         revoke`` from other processes."""
         holder = self.holder
+        if len(holder.current.users):
+            start_password_pool()
         await load_revocations(holder.current)
         self._spawn(forget_removed_users(holder.current))
         if holder.current.redis is not None:

@@ -14,12 +14,11 @@ import contextlib
 import functools
 import hashlib
 import json
+import multiprocessing
 import os
-import sys
-import threading
 import time
 from collections.abc import Iterable, Iterator
-from concurrent.futures import Executor, ThreadPoolExecutor
+from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass, field
 
 from gateway import passwords
@@ -102,10 +101,10 @@ class UserDirectory:
     async def authenticate(self, username: str, password: str) -> User | None:
         """The user if ``password`` is theirs, else ``None``; the caller cannot tell why it failed.
 
-        The hash is verified on a dedicated thread pool sized to the CPU count, not the loop's
-        default executor: a login storm then queues behind a fixed number of hashes (bounding
-        CPU and argon2's 64 MiB per hash) instead of filling the default executor, which
-        aiohttp's resolver (``getaddrinfo``) and ``asyncio.to_thread`` callers also need.
+        The hash is verified in a small pool of worker processes at the lowest CPU priority
+        (see :func:`_password_executor`), never on the event loop: a login storm then queues
+        behind a fixed number of hashes (bounding CPU and argon2's 64 MiB per hash) and takes
+        only the CPU that proxied requests leave over.
 
         SECURITY: every attempt costs one full verification. An unknown username, a username
         over :data:`MAX_USERNAME_LENGTH` or a password over ``passwords.MAX_PASSWORD_BYTES``
@@ -116,15 +115,24 @@ class UserDirectory:
         user = self._users.get(username) if len(username) <= MAX_USERNAME_LENGTH else None
         if not _within_limit(password):
             user, password = None, ""
+        # SECURITY: an unknown user burns the same work as a real one, then is refused whatever
+        # the result; a disabled user costs the same work and gets the same answer as a wrong
+        # password.
+        password_hash = user.password_hash if user is not None else passwords.dummy_hash()
         executor = self._executor if self._executor is not None else _password_executor()
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
         try:
-            return await loop.run_in_executor(executor, _verify, user, password)
+            verified = await loop.run_in_executor(
+                executor, passwords.verify_password, password_hash, password
+            )
         finally:
             # What a verification takes here, queueing included (an exponential average).
             elapsed = time.perf_counter() - started
             self._verification_s += (elapsed - self._verification_s) * 0.2
+        if user is None or not verified or user.disabled:
+            return None
+        return user
 
     @property
     def verification_s(self) -> float:
@@ -139,57 +147,57 @@ def _within_limit(password: str) -> bool:
     return len(password) <= limit and len(password.encode("utf-8", "surrogatepass")) <= limit
 
 
-def _verify(user: User | None, password: str) -> User | None:
-    """Runs on a worker thread: one verification whatever the outcome."""
-    if user is None:
-        # SECURITY: burn the same work as a real user, then refuse whatever the result.
-        passwords.verify_password(passwords.dummy_hash(), password)
-        return None
-    verified = passwords.verify_password(user.password_hash, password)
-    # A disabled user costs the same work and gets the same answer as a wrong password.
-    return user if verified and not user.disabled else None
-
-
 def _cpu_count() -> int:
     if hasattr(os, "sched_getaffinity"):  # the CPUs this process may run on (containers, taskset)
         return max(1, len(os.sched_getaffinity(0)))
     return os.cpu_count() or 1
 
 
-MAX_HASHING_THREADS = 4
-"""Concurrent password checks per process. Each argon2id check holds 64 MiB, and in a container
-the CPUs a process may run on are often every core of the node, not its CPU limit: the cap keeps
-a login burst within a small memory limit; further logins queue."""
+MAX_HASHING_PROCESSES = 4
+"""Concurrent password checks per gateway process. Each argon2id check holds 64 MiB, and in a
+container the CPUs a process may run on are often every core of the node, not its CPU limit: the
+cap keeps a login burst within a small memory limit; further logins queue."""
+
+HASHING_NICENESS = 19
+"""The hashing processes' niceness: the lowest priority."""
 
 
-HASHING_NICENESS = 10
-"""How much lower than the event loop's the hashing threads' CPU priority is (Linux)."""
-
-
-def _yield_to_the_loop() -> None:
-    """Initialiser of each hashing thread: on Linux, lower its own scheduling priority (nice is
-    per thread there, and the threads argon2 starts for its lanes inherit it). A login storm
-    then takes the CPU the event loop leaves over instead of starving proxied requests; logins
-    wait longer under load, requests do not."""
-    if sys.platform != "linux":
-        return
-    thread = threading.get_native_id()
-    with contextlib.suppress(OSError):
-        niceness = os.getpriority(os.PRIO_PROCESS, thread) + HASHING_NICENESS
-        os.setpriority(os.PRIO_PROCESS, thread, min(19, niceness))
+def _lower_priority() -> None:
+    """Initialiser of each hashing process: the lowest CPU priority (on Linux the SCHED_IDLE
+    policy, which also lets any other task preempt it at once; the threads argon2 starts for its
+    lanes inherit it)."""
+    if hasattr(os, "nice"):
+        with contextlib.suppress(OSError):
+            os.nice(HASHING_NICENESS)
+    if hasattr(os, "SCHED_IDLE"):
+        with contextlib.suppress(OSError):
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
 
 
 @functools.cache
-def _password_executor() -> ThreadPoolExecutor:
-    # argon2-cffi and bcrypt release the GIL while hashing, so threads give real parallelism.
-    workers = min(_cpu_count(), MAX_HASHING_THREADS)
-    return ThreadPoolExecutor(
-        max_workers=workers, thread_name_prefix="gateway-password", initializer=_yield_to_the_loop
+def _password_executor() -> ProcessPoolExecutor:
+    """The pool that verifies passwords: processes, not threads, at the lowest priority.
+
+    Threads shared the event loop's GIL and address space: a hashing thread re-taking the GIL
+    after each hash, or one of argon2's lane threads unmapping its 64 MiB, stalled the loop for
+    milliseconds, and a low-priority thread holding the GIL made it worse. In processes of
+    their own the hashes take only the CPU the loop leaves over. Started by ``spawn`` (never
+    ``fork`` from a process that runs threads), on the first login.
+    """
+    return ProcessPoolExecutor(
+        max_workers=min(max(1, _cpu_count() // 2), MAX_HASHING_PROCESSES),
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_lower_priority,
     )
 
 
+def start_password_pool() -> None:
+    """Start the hashing processes now (serving starts), not at the first login."""
+    _password_executor().submit(os.getpid)
+
+
 if hasattr(os, "register_at_fork"):
-    # Worker threads do not survive fork(): a forked worker process builds its own pool.
+    # A forked gateway worker process starts a pool of its own.
     os.register_at_fork(after_in_child=_password_executor.cache_clear)
 
 

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 import threading
 import time
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 
 import bcrypt
 import pytest
@@ -45,14 +49,25 @@ def real_hash() -> str:
     return hash_password("alice-pw")
 
 
+def _users(real_hash: str) -> list[User]:
+    return [
+        User(username="alice", roles=frozenset({"admin"}), password_hash=real_hash),
+        User(username="bob", password_hash=BOB_BCRYPT),
+    ]
+
+
 @pytest.fixture
 def directory(real_hash: str) -> UserDirectory:
-    return UserDirectory(
-        [
-            User(username="alice", roles=frozenset({"admin"}), password_hash=real_hash),
-            User(username="bob", password_hash=BOB_BCRYPT),
-        ]
-    )
+    """The directory as the gateway builds it: passwords verified in its hashing processes."""
+    return UserDirectory(_users(real_hash))
+
+
+@pytest.fixture
+def spied(real_hash: str) -> Iterator[UserDirectory]:
+    """The directory verifying on threads of this process, where a :class:`VerifySpy` sees
+    each verification."""
+    with ThreadPoolExecutor(max_workers=2) as executor:
+        yield UserDirectory(_users(real_hash), executor=executor)
 
 
 @pytest.mark.parametrize(
@@ -106,22 +121,22 @@ class VerifySpy:
 
 
 async def test_unknown_user_is_verified_against_the_dummy_hash(
-    directory: UserDirectory, monkeypatch: pytest.MonkeyPatch
+    spied: UserDirectory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     spy = VerifySpy()
     monkeypatch.setattr(passwords, "verify_password", spy)
 
-    assert await directory.authenticate("nobody", "alice-pw") is None
+    assert await spied.authenticate("nobody", "alice-pw") is None
 
     assert [hashed for hashed, _ in spy.calls] == [dummy_hash()]
 
 
 async def test_unknown_user_is_refused_even_if_the_dummy_matched(
-    directory: UserDirectory, monkeypatch: pytest.MonkeyPatch
+    spied: UserDirectory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(passwords, "verify_password", VerifySpy(result=True))
 
-    assert await directory.authenticate("nobody", "anything") is None
+    assert await spied.authenticate("nobody", "anything") is None
 
 
 @pytest.mark.parametrize(
@@ -134,23 +149,17 @@ async def test_unknown_user_is_refused_even_if_the_dummy_matched(
     ids=["long-password", "long-utf8-password", "long-username"],
 )
 async def test_over_long_input_fails_but_costs_a_verification(
-    directory: UserDirectory, monkeypatch: pytest.MonkeyPatch, username: str, password: str
+    spied: UserDirectory, monkeypatch: pytest.MonkeyPatch, username: str, password: str
 ) -> None:
     spy = VerifySpy(result=True)
     monkeypatch.setattr(passwords, "verify_password", spy)
 
-    assert await directory.authenticate(username, password) is None
+    assert await spied.authenticate(username, password) is None
 
     assert [hashed for hashed, _ in spy.calls] == [dummy_hash()]
 
 
-async def test_authentication_runs_off_the_event_loop(
-    directory: UserDirectory, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # The extra sleep stands in for a slow machine and makes the logins last long enough to
-    # count ticks on a fast one; on the loop it would freeze the ticker like a real hash does.
-    spy = VerifySpy(delay_s=0.1)
-    monkeypatch.setattr(passwords, "verify_password", spy)
+async def test_authentication_runs_off_the_event_loop(directory: UserDirectory) -> None:
     ticks = 0
     done = asyncio.Event()
 
@@ -170,23 +179,27 @@ async def test_authentication_runs_off_the_event_loop(
     done.set()
     await ticking
 
-    assert ticks >= 5  # the loop kept serving other tasks while the hashes were computed
-    assert threading.get_ident() not in spy.threads
+    # Four verifications, three of them argon2id with the production parameters (tenths of a
+    # second each): the loop kept serving other tasks meanwhile.
+    assert ticks >= 5
     assert [user.username if user else None for user in results] == ["alice", None, "bob", None]
-    assert len(spy.calls) == 4
 
 
-async def test_default_executor_is_a_dedicated_pool_sized_to_the_cpus(
-    directory: UserDirectory, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    spy = VerifySpy()
-    monkeypatch.setattr(passwords, "verify_password", spy)
+async def test_hashes_are_verified_in_processes_of_their_own_at_the_lowest_priority() -> None:
+    pool = users._password_executor()
+    loop = asyncio.get_running_loop()
+    pid = await loop.run_in_executor(pool, os.getpid)
+    niceness = await loop.run_in_executor(pool, os.nice, 0)
 
-    await directory.authenticate("bob", "bob-pw")
-
-    [(_, thread_name)] = spy.calls
-    assert thread_name.startswith("gateway-password")
-    assert users._password_executor()._max_workers == users._cpu_count()
+    assert isinstance(pool, ProcessPoolExecutor)
+    # Not the GIL or the address space of the event loop's process.
+    assert pid != os.getpid()
+    assert niceness == users.HASHING_NICENESS
+    if sys.platform == "linux":
+        policy = await loop.run_in_executor(pool, os.sched_getscheduler, 0)
+        assert policy == os.SCHED_IDLE
+    expected = min(max(1, users._cpu_count() // 2), users.MAX_HASHING_PROCESSES)
+    assert pool._max_workers == expected
 
 
 def test_directory_refuses_duplicate_usernames() -> None:
