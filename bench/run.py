@@ -10,286 +10,31 @@ Starts nginx (Debian package) twice, as the static upstream every proxy forwards
 interleaved rounds, wrk drives the baseline and each scenario in turn for ``--duration`` seconds
 (``-t1 -c50``), so a machine that drifts shows in the ratio, not in the figure. A run with any
 socket error or non-2xx answer is refused: nothing is reported from it. Prints a table (median
-req/s, p50, p99, ratio to the naive proxy, ratio to nginx) and writes the figures as JSON.
+req/s, p50, p99, ratio to the naive proxy, ratio to nginx).
+
+Then, each with processes of its own (``bench/scenarios.py``): a login storm (p99 of proxied
+requests while 20 sign-ins of a production-hash user run at once, against without), streaming
+1 GiB up and down through the gateway and the naive proxy (MiB/s, the gateway's peak RSS
+growth), and the memory of 100 000 sessions (RSS growth after as many sign-ins of a cheap-hash
+user, each followed by a proxied request). Last, issue 11's targets, met or missed, and
+everything as JSON (``--json``).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
-import re
-import shutil
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-from argon2 import PasswordHasher
-
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
-PASSWORD = "bench-password"
-# A real argon2id hash with the cheapest parameters: sessions are made fast, logins are not timed.
-CHEAP_HASH = PasswordHasher(time_cost=1, memory_cost=64, parallelism=1).hash(PASSWORD)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-async def wait_port(port: int, proc: subprocess.Popen[bytes] | None = None) -> None:
-    for _ in range(400):
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"process for port {port} exited ({proc.returncode})")
-        try:
-            _, writer = await asyncio.open_connection("127.0.0.1", port)
-        except OSError:
-            await asyncio.sleep(0.05)
-            continue
-        writer.close()
-        return
-    raise RuntimeError(f"nothing listening on {port}")
-
-
-# --- wrk ---------------------------------------------------------------------------------------
-
-
-@dataclass
-class WrkRun:
-    requests_per_s: float
-    p50_ms: float
-    p99_ms: float
-    errors: list[str]
-
-
-def _ms(text: str) -> float:
-    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text).groups()  # type: ignore[union-attr]
-    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
-
-
-def wrk(
-    url: str,
-    headers: dict[str, str],
-    *,
-    duration: float,
-    connections: int,
-    script: str | None = None,
-) -> WrkRun:
-    argv = ["wrk", "-t1", f"-c{connections}", f"-d{duration:g}s", "--latency", url]
-    if script is not None:
-        argv[1:1] = ["-s", script]
-    for name, value in headers.items():
-        argv[1:1] = ["-H", f"{name}: {value}"]
-    out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
-    errors = re.findall(r"(Non-2xx or 3xx responses: \d+|Socket errors: .*)", out)
-    percentiles = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", out, re.MULTILINE))
-    rate = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    if rate is None or not percentiles:
-        raise RuntimeError(f"cannot read wrk's output:\n{out}")
-    return WrkRun(float(rate[1]), _ms(percentiles["50"]), _ms(percentiles["99"]), errors)
-
-
-# --- what runs -------------------------------------------------------------------------------
-
-
-@dataclass
-class Target:
-    """Something wrk can drive: a URL, the headers to send, a process that serves it."""
-
-    name: str
-    label: str
-    url: str
-    headers: dict[str, str] = field(default_factory=dict)
-    process: subprocess.Popen[bytes] | None = None
-    script: str | None = None
-    """A wrk Lua script (``bench/cookie_jar.lua`` keeps the session cookie up to date)."""
-
-
-class Bench:
-    def __init__(self, tmp: Path) -> None:
-        self.tmp = tmp
-        self.processes: list[subprocess.Popen[bytes]] = []
-        self.static_port = free_port()
-        self.redis_prefix = f"gwbench:{os.getpid()}:"
-
-    def spawn(self, argv: list[str], log: str, cwd: Path | None = None) -> subprocess.Popen[bytes]:
-        with (self.tmp / log).open("wb") as out:
-            proc = subprocess.Popen(argv, stdout=out, stderr=out, cwd=cwd)
-        self.processes.append(proc)
-        return proc
-
-    async def nginx(self) -> Target:
-        """The static upstream, and nginx proxying to it (keep-alive pool): the ceiling."""
-        ceiling = free_port()
-        conf = self.tmp / "nginx.conf"
-        conf.write_text(
-            f"""
-worker_processes 1;
-daemon off;
-pid {self.tmp}/nginx.pid;
-error_log {self.tmp}/nginx.error.log warn;
-events {{ worker_connections 4096; }}
-http {{
-  access_log off;
-  upstream static {{ server 127.0.0.1:{self.static_port}; keepalive 64; }}
-  server {{
-    listen 127.0.0.1:{self.static_port};
-    location / {{ return 200 "hello from the upstream\\n"; }}
-  }}
-  server {{
-    listen 127.0.0.1:{ceiling};
-    location / {{
-      proxy_pass http://static;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-    }}
-  }}
-}}
-"""
-        )
-        nginx = shutil.which("nginx") or "/usr/sbin/nginx"
-        proc = self.spawn([nginx, "-c", str(conf), "-p", str(self.tmp)], "nginx.log")
-        await wait_port(self.static_port, proc)
-        await wait_port(ceiling, proc)
-        return Target("nginx", "nginx proxy_pass", self.url(ceiling), process=proc)
-
-    async def naive(self) -> Target:
-        port = free_port()
-        proc = self.spawn(
-            [sys.executable, str(HERE / "naive_proxy.py"), str(port), self.url(self.static_port)],
-            "naive.log",
-        )
-        await wait_port(port, proc)
-        return Target("naive", "naive aiohttp proxy", self.url(port), process=proc)
-
-    async def gateway(
-        self,
-        name: str,
-        label: str,
-        *,
-        path: str,
-        session: dict[str, Any] | None = None,
-        workers: int = 1,
-        credential: str | None = None,
-        extra: dict[str, Any] | None = None,
-        tree: Path | None = None,
-    ) -> Target:
-        """``tree``: run the gateway of another checkout (``--against``) instead of this one."""
-        port = free_port()
-        config: dict[str, Any] = {
-            "server": {
-                "listen": f"127.0.0.1:{port}",
-                "public_url": f"http://127.0.0.1:{port}",
-                "data_dir": str(self.tmp / f"data-{name}"),
-                "workers": workers,
-            },
-            "session": session or {"backend": "memory"},
-            "users": {
-                "inline": [
-                    {
-                        "username": "bench",
-                        "password_hash": CHEAP_HASH,
-                        "email": "bench@example.com",
-                        "roles": ["staff"],
-                    }
-                ]
-            },
-            "tokens": {"api_tokens": {"enabled": True}},
-            "upstreams": {"app": {"url": self.url(self.static_port)}},
-            "routes": [
-                {
-                    "name": "public",
-                    "match": {"path_prefix": "/public"},
-                    "upstream": "app",
-                    "access": "public",
-                },
-                {
-                    "name": "api",
-                    "match": {"path_prefix": "/api"},
-                    "upstream": "app",
-                    "access": "authenticated",
-                    "accept_bearer": True,
-                    "unauthenticated": "status",
-                },
-                {
-                    "name": "app",
-                    "match": {"path_prefix": "/"},
-                    "upstream": "app",
-                    "access": "authenticated",
-                    "unauthenticated": "status",
-                },
-            ],
-            **(extra or {}),
-        }
-        path_yaml = self.tmp / f"{name}.yaml"
-        path_yaml.write_text(json.dumps(config))  # JSON is YAML
-        proc = self.spawn(
-            [sys.executable, "-m", "gateway", "run", "-c", str(path_yaml)],
-            f"{name}.log",
-            cwd=tree or REPO,  # python -m imports the package from the working directory
-        )
-        await wait_port(port, proc)
-        headers: dict[str, str] = {}
-        script = None
-        if credential == "cookie":
-            headers["Cookie"] = f"{await self.session_cookie(port)}"
-            script = str(HERE / "cookie_jar.lua")
-        elif credential == "bearer":
-            headers["Authorization"] = f"Bearer {await self.api_token(port)}"
-        return Target(name, label, self.url(port) + path, headers, proc, script)
-
-    async def session_cookie(self, port: int) -> str:
-        async with (
-            aiohttp.ClientSession() as http,
-            http.post(
-                self.url(port) + "/.gateway/login", json={"username": "bench", "password": PASSWORD}
-            ) as resp,
-        ):
-            assert resp.status == 200, await resp.text()
-            name = next(iter(resp.cookies))
-            return f"{name}={resp.cookies[name].value}"
-
-    async def api_token(self, port: int) -> str:
-        async with (
-            aiohttp.ClientSession() as http,
-            http.post(
-                self.url(port) + "/.gateway/token", json={"username": "bench", "password": PASSWORD}
-            ) as resp,
-        ):
-            assert resp.status == 200, await resp.text()
-            token: str = (await resp.json())["access_token"]
-            return token
-
-    @staticmethod
-    def url(port: int) -> str:
-        return f"http://127.0.0.1:{port}"
-
-    def close(self) -> None:
-        for proc in reversed(self.processes):
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in self.processes:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(15)
-            if proc.poll() is None:
-                proc.kill()
-        with contextlib.suppress(Exception):
-            import redis
-
-            client = redis.Redis()
-            for key in client.scan_iter(match=self.redis_prefix + "*"):
-                client.delete(key)
+import scenarios as extra
+from harness import HERE, Bench, Target, WrkRun, wrk
 
 
 async def scenarios(bench: Bench, only: set[str], against: Path | None) -> list[Target]:
@@ -321,7 +66,7 @@ async def scenarios(bench: Bench, only: set[str], against: Path | None) -> list[
             {"path": "/app/x", "credential": "cookie", "session": cookie, "workers": 2},
         ),
     ]
-    chosen = [plan for plan in plans if not only or plan[0] in only]
+    chosen = [plan for plan in plans if wanted(plan[0], only)]
     targets = [await bench.gateway(name, label, **options) for name, label, options in chosen]
     if against is not None:
         # The same scenarios on another checkout, in the same interleaved rounds.
@@ -331,22 +76,45 @@ async def scenarios(bench: Bench, only: set[str], against: Path | None) -> list[
     return targets
 
 
+EXTRA = ("storm", "streaming", "sessions")
+"""The scenarios after the table (bench/scenarios.py)."""
+
+
+def wanted(name: str, only: set[str]) -> bool:
+    return not only or name in only
+
+
 def median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
 async def main_async(args: argparse.Namespace) -> int:
+    only = set(args.only or ())
     with tempfile.TemporaryDirectory(prefix="gateway-bench-") as tmp_name:
         bench = Bench(Path(tmp_name))
         try:
             nginx = await bench.nginx()
             naive = await bench.naive()
-            targets = await scenarios(bench, set(args.only or ()), args.against)
+            targets = await scenarios(bench, only, args.against)
             figures = run_rounds(args, naive, nginx, targets)
         finally:
             bench.close()
-    if figures is None:
-        return 1
+    for name in EXTRA:
+        if not wanted(name, only):
+            continue
+        print(f"{name}...", file=sys.stderr, flush=True)
+        with tempfile.TemporaryDirectory(prefix="gateway-bench-") as tmp_name:
+            bench = Bench(Path(tmp_name))
+            try:
+                await bench.nginx()
+                if name == "storm":
+                    figures[name] = await extra.login_storm(bench, duration=args.storm_seconds)
+                elif name == "streaming":
+                    figures[name] = await extra.streaming(bench, size_mib=args.stream_mib)
+                else:
+                    figures[name] = await extra.session_memory(bench, sessions=args.sessions)
+            finally:
+                bench.close()
     report(figures, args)
     return 0
 
@@ -423,8 +191,81 @@ def report(figures: dict[str, Any], args: argparse.Namespace) -> None:
             f"| {row['label']} | {row['requests_per_s']:,} | {row['p50_ms']} ms | "
             f"{row['p99_ms']} ms | {row['x_naive']} | {row['x_nginx']} |"
         )
+    storm = figures.get("storm")
+    if storm:
+        print(
+            f"\nlogin storm ({storm['logins_concurrent']} concurrent sign-ins, "
+            f"{storm['logins_per_s']}/s): proxied p99 {storm['calm_p99_ms']} ms without, "
+            f"{storm['storm_p99_ms']} ms during (x{storm['p99_ratio']}); req/s "
+            f"{storm['calm_req_s']:,} without, {storm['storm_req_s']:,} during"
+        )
+    stream = figures.get("streaming")
+    if stream:
+        print(
+            f"streaming {stream['size_mib']} MiB: upload {stream['gateway_upload_mib_s']} MiB/s "
+            f"(naive {stream['naive_upload_mib_s']}, x{stream['upload_x_naive']}), download "
+            f"{stream['gateway_download_mib_s']} MiB/s (naive {stream['naive_download_mib_s']}, "
+            f"x{stream['download_x_naive']}); gateway RSS growth "
+            f"{stream['gateway_rss_growth_mib']} MiB"
+        )
+    sessions = figures.get("sessions")
+    if sessions:
+        print(
+            f"memory per session: {sessions['sessions']:,} sessions (each with one proxied "
+            f"request) grew RSS from {sessions['rss_before_mib']} to "
+            f"{sessions['rss_after_mib']} MiB: {sessions['bytes_per_session']} bytes each"
+        )
+    checks = targets(figures)
+    if checks:
+        print("\n| target | measured | |\n|---|---|---|")
+        for what, measured, ok in checks:
+            print(f"| {what} | {measured} | {'met' if ok else 'MISSED'} |")
+    figures["targets"] = [
+        {"target": what, "measured": measured, "met": ok} for what, measured, ok in checks
+    ]
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=2) + "\n")
+
+
+def targets(figures: dict[str, Any]) -> list[tuple[str, str, bool]]:
+    """Issue 11's targets, for what this run measured."""
+    rows = {row["name"]: row for row in figures["rows"]}
+    checks: list[tuple[str, str, bool]] = []
+    for name, floor in (
+        ("memory", 1.5),
+        ("public", 1.8),
+        ("cookie", 1.4),
+        ("bearer", 1.4),
+        ("redis", 1.2),
+    ):
+        if name in rows:
+            ratio = rows[name]["x_naive"]
+            checks.append((f"{rows[name]['label']} >= {floor}x naive", f"{ratio}x", ratio >= floor))
+    if "memory" in rows:
+        p99, naive_p99 = rows["memory"]["p99_ms"], rows["naive"]["p99_ms"]
+        checks.append(
+            ("authenticated p99 <= naive p99", f"{p99} vs {naive_p99} ms", p99 <= naive_p99)
+        )
+    storm = figures.get("storm")
+    if storm:
+        checks.append(
+            (
+                "login storm: proxied p99 <= 1.5x without",
+                f"x{storm['p99_ratio']}",
+                storm["p99_ratio"] <= 1.5,
+            )
+        )
+    stream = figures.get("streaming")
+    if stream:
+        low = min(stream["upload_x_naive"], stream["download_x_naive"])
+        checks.append(("streaming >= 0.8x naive MB/s each way", f"x{low}", low >= 0.8))
+        growth = stream["gateway_rss_growth_mib"]
+        checks.append(("streaming RSS growth < 64 MiB", f"{growth} MiB", growth < 64))
+    sessions = figures.get("sessions")
+    if sessions:
+        each = sessions["bytes_per_session"]
+        checks.append(("memory sessions <= 1 KiB each", f"{each} B", each <= 1024))
+    return checks
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -432,7 +273,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--connections", type=int, default=50)
-    parser.add_argument("--only", nargs="*", help="scenario names (public, memory, ...)")
+    parser.add_argument(
+        "--only",
+        nargs="*",
+        help="scenarios to run: public, memory, cookie, redis, bearer, workers2, storm, "
+        "streaming, sessions (default: all)",
+    )
+    parser.add_argument("--storm-seconds", type=float, default=10.0)
+    parser.add_argument("--stream-mib", type=int, default=1024)
+    parser.add_argument("--sessions", type=int, default=100_000)
     parser.add_argument(
         "--against",
         type=Path,
