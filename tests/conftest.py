@@ -1,5 +1,10 @@
 """Fixtures shared by the whole suite.
 
+- ``make_gateway`` (:mod:`tests.support`): ``await make_gateway(...)`` serves a gateway in this
+  process, as ``gateway run`` serves it, and closes it at teardown.
+- ``redis_url``, ``redis_prefix``, ``own_redis_server`` (:mod:`tests.redis_support`): the shared
+  test Redis (skipped, or failed under CI, when absent), a per-test key prefix, a private
+  redis-server a test may stop.
 - ``clock``: the wall clock (``time.time``, ``datetime.now``) stopped at a whole second and
   moved only by ``clock.advance(seconds)``, for every reader at once (time-machine; the event
   loop's monotonic clock keeps running, so timeouts and sleeps still work).
@@ -12,6 +17,11 @@ from collections.abc import Iterator
 
 import pytest
 import time_machine
+
+from tests.redis_support import own_redis_server, redis_prefix, redis_url
+from tests.support import make_gateway
+
+__all__ = ["clock", "make_gateway", "own_redis_server", "redis_prefix", "redis_url"]
 
 
 class Clock:

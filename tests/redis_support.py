@@ -1,8 +1,6 @@
 """Redis for tests: the shared server (skip, or fail under CI, when absent) and private servers.
 
-Re-export the fixtures from a ``conftest.py`` to use them::
-
-    from tests.redis_support import own_redis_server, redis_prefix, redis_url  # noqa: F401
+tests/conftest.py makes the fixtures available to the whole suite.
 
 - ``redis_url``: URL of the shared test Redis (``$GATEWAY_TEST_REDIS_URL``, default
   ``redis://127.0.0.1:6379/0``). Unreachable: skip, or fail when ``CI=true``.

@@ -11,14 +11,12 @@ from gateway.config.settings import MatchSettings
 from tests.support import (
     MakeGateway,
     echo_app,
-    make_gateway,
     raw_request,
     received,
     route,
     settings,
 )
 
-__all__ = ["make_gateway"]
 
 @pytest.fixture
 async def gateway(make_gateway: MakeGateway, aiohttp_server: Callable[..., Awaitable[TestServer]]):

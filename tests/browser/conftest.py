@@ -7,10 +7,6 @@ import shutil
 
 import pytest
 
-from tests.redis_support import redis_prefix, redis_url
-
-__all__ = ["browser", "redis_prefix", "redis_url"]
-
 CHROMIUM = os.environ.get("GATEWAY_TEST_CHROMIUM") or shutil.which("chromium")
 
 

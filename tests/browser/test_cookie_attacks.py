@@ -15,7 +15,7 @@ import pytest
 from aiohttp import web
 
 from tests.e2e.harness import config, login, running
-from tests.ops.ops_harness import GatewayProcess
+from tests.e2e.ops.ops_harness import GatewayProcess
 from tests.redis_support import free_port
 
 ROUTES = [
@@ -74,7 +74,7 @@ async def session_of(context: Any) -> str:
 async def test_an_oversized_cookie_header_does_not_reveal_the_session(
     browser: Any, gateway: GatewayProcess
 ) -> None:
-    from tests.login.login_harness import PASSWORDS
+    from tests.e2e.login.login_harness import PASSWORDS
 
     context = await browser.new_context()
     page = await context.new_page()
@@ -103,7 +103,7 @@ async def test_an_oversized_cookie_header_does_not_reveal_the_session(
 async def test_a_planted_cookie_value_is_not_a_session(
     browser: Any, gateway: GatewayProcess
 ) -> None:
-    from tests.login.login_harness import PASSWORDS
+    from tests.e2e.login.login_harness import PASSWORDS
 
     bob = await login(gateway.base, "bob")  # the attacker's own session
     context = await browser.new_context()

@@ -1,9 +1,9 @@
 """A real ``gateway run`` process in front of real upstreams, configured by YAML written here.
 
 ``config(...)`` builds the YAML document as Python data (the users of
-:mod:`tests.login.login_harness`, with cheap argon2id hashes, are always there); ``running(...)``
-writes it, starts ``python -m gateway run -c FILE``, waits for healthz and kills the process
-group afterwards.
+:mod:`tests.e2e.login.login_harness`, with cheap argon2id hashes, are always there);
+``running(...)`` writes it, starts ``python -m gateway run -c FILE``, waits for healthz and
+kills the process group afterwards.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from typing import Any
 import aiohttp
 import yaml
 
-from tests.login.login_harness import PASSWORDS, USERS
-from tests.ops.ops_harness import GatewayProcess
+from tests.e2e.login.login_harness import PASSWORDS, USERS
+from tests.e2e.ops.ops_harness import GatewayProcess
 from tests.redis_support import free_port
 
 

@@ -12,8 +12,8 @@ import aiohttp
 import pytest
 
 from tests.e2e.harness import config, running
+from tests.e2e.ops.ops_harness import GatewayProcess
 from tests.e2e.upstreams import AppUpstream
-from tests.ops.ops_harness import GatewayProcess
 
 ROUTES = [{"name": "app", "match": {"path_prefix": "/"}, "upstream": "app", "access": "public"}]
 SECRET_GUESS = "hunter2-very-secret-guess"

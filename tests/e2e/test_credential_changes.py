@@ -22,8 +22,8 @@ import yaml
 from argon2 import PasswordHasher
 
 from tests.e2e.harness import config, login, running, users_yaml
+from tests.e2e.ops.ops_harness import GatewayProcess
 from tests.e2e.upstreams import AppUpstream
-from tests.ops.ops_harness import GatewayProcess
 from tests.redis_support import free_port
 
 JSON = {"Accept": "application/json"}
@@ -148,7 +148,7 @@ async def status(
 
 
 async def api_token(gateway: GatewayProcess, username: str, password: str | None = None) -> str:
-    from tests.login.login_harness import PASSWORDS
+    from tests.e2e.login.login_harness import PASSWORDS
 
     async with (
         aiohttp.ClientSession() as http,
@@ -220,7 +220,7 @@ async def test_a_new_password_ends_sessions_tokens_and_websockets(
 async def test_disabling_a_user_ends_everything_and_refuses_sign_in(
     gateway: GatewayProcess, setup: Setup
 ) -> None:
-    from tests.login.login_harness import PASSWORDS
+    from tests.e2e.login.login_harness import PASSWORDS
 
     cookie = await login(gateway.base, "alice")
     token = await api_token(gateway, "alice")

@@ -19,7 +19,7 @@ import pytest
 from aiohttp import web
 
 from tests.e2e.harness import config, login, raw_exchange, running
-from tests.ops.ops_harness import GatewayProcess
+from tests.e2e.ops.ops_harness import GatewayProcess
 from tests.redis_support import free_port
 
 ROUTES = [

@@ -17,8 +17,8 @@ import yaml
 from gateway.bundle import Bundle, load
 from gateway.explain import explain
 from tests.e2e.harness import config, login, running
+from tests.e2e.ops.ops_harness import GatewayProcess
 from tests.e2e.upstreams import AppUpstream
-from tests.ops.ops_harness import GatewayProcess
 
 WEBSOCKET = {
     "Upgrade": "websocket",

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from tests.e2e.harness import config, login, raw_exchange, running
+from tests.e2e.ops.ops_harness import GatewayProcess
 from tests.e2e.upstreams import KeepAliveHttpServer
-from tests.ops.ops_harness import GatewayProcess
 
 SMUGGLED = b"GET /admin/secret HTTP/1.1\r\nHost: legacy\r\n\r\n"
 UNFINISHED = b"GET /admin/steal HTTP/1.1\r\nHost: legacy\r\nX-User: "

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.harness import config, login, raw_exchange, running
+from tests.e2e.ops.ops_harness import GatewayProcess
 from tests.e2e.upstreams import AppUpstream
-from tests.ops.ops_harness import GatewayProcess
 
 ROUTES = [
     {

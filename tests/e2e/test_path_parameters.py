@@ -13,8 +13,8 @@ import aiohttp
 import pytest
 
 from tests.e2e.harness import config, login, running
+from tests.e2e.ops.ops_harness import GatewayProcess
 from tests.e2e.upstreams import ServletUpstream
-from tests.ops.ops_harness import GatewayProcess
 
 JSON = {"Accept": "application/json"}
 

@@ -13,8 +13,8 @@ import aiohttp
 import pytest
 
 from tests.e2e.harness import config, login, running
+from tests.e2e.ops.ops_harness import GatewayProcess, parse_metrics, value_of
 from tests.e2e.upstreams import AppUpstream
-from tests.ops.ops_harness import GatewayProcess, parse_metrics, value_of
 from tests.redis_support import RedisServer, free_port
 
 ROUTES = [

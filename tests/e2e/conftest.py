@@ -1,1 +1,0 @@
-from tests.redis_support import own_redis_server, redis_prefix, redis_url  # noqa: F401

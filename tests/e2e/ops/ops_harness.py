@@ -1,0 +1,452 @@
+"""Helpers for the operations tests (issue 5): health, metrics, access log, reload, drain.
+
+Two ways to run the gateway:
+
+- in-process: :class:`tests.support.GatewayClient`, the gateway served by the same listener as
+  ``gateway run`` uses, see the ``make_gateway`` fixture in ``conftest.py``;
+- as a real ``gateway run`` subprocess (:class:`GatewayProcess`) with a YAML file written by
+  :func:`write_config`, for everything involving signals, workers or the admin listener.
+
+Both sit in front of :class:`OpsUpstream`, a real aiohttp app on loopback that records what it
+received and can answer slowly, with a body of a given size, or as a long streamed download.
+``server.data_dir`` is always a ``tmp_path``, so no key is ever generated into the repository.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import types
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from prometheus_client import REGISTRY
+from prometheus_client.parser import text_string_to_metric_families
+
+from gateway.config.settings import SessionSettings, Settings, ThrottleSettings
+from tests.e2e.login.login_harness import NO_THROTTLE, USERS, gateway_settings, session_settings
+from tests.redis_support import free_port as free_port  # re-exported for the tests
+from tests.support import route
+
+CHUNK = 64 * 1024
+"""Size of one chunk of :meth:`OpsUpstream` downloads."""
+
+
+# --- the upstream ----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Received:
+    """One request as the upstream received it."""
+
+    method: str
+    path: str
+    headers: list[tuple[str, str]]
+
+    def header(self, name: str) -> str | None:
+        values = [value for key, value in self.headers if key.lower() == name.lower()]
+        assert len(values) <= 1, f"{name} received {len(values)} times: {self.headers}"
+        return values[0] if values else None
+
+
+class OpsUpstream:
+    """A real upstream. Every request is recorded; what it answers depends on the path:
+
+    - ``.../sized?n=N``: ``N`` bytes of ``b"s"`` (with Content-Length);
+    - ``.../slow?s=S``: waits ``S`` seconds, then ``slept S``;
+    - ``.../download?s=S&chunks=K``: ``K`` chunks of :data:`CHUNK` bytes spread over ``S``
+      seconds, with a Content-Length announcing all of them (the first chunk goes at once);
+    - anything else: ``ok <path>``.
+    """
+
+    def __init__(self) -> None:
+        self.received: list[Received] = []
+        self.url = ""
+        self.port = 0
+
+    @property
+    def last(self) -> Received:
+        assert self.received, "the upstream was never called"
+        return self.received[-1]
+
+    def app(self) -> web.Application:
+        async def serve(request: web.Request) -> web.StreamResponse:
+            self.received.append(
+                Received(request.method, request.raw_path, list(request.headers.items()))
+            )
+            last = request.path.rstrip("/").rpartition("/")[2]
+            if last == "sized":
+                return web.Response(body=b"s" * int(request.query["n"]))
+            if last == "slow":
+                seconds = float(request.query["s"])
+                await asyncio.sleep(seconds)
+                return web.Response(text=f"slept {seconds}")
+            if last == "download":
+                return await _download(request)
+            return web.Response(text=f"ok {request.path}")
+
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", serve)
+        return app
+
+
+async def _download(request: web.Request) -> web.StreamResponse:
+    seconds = float(request.query["s"])
+    chunks = int(request.query["chunks"])
+    response = web.StreamResponse(
+        headers={"Content-Type": "application/octet-stream"},
+    )
+    response.content_length = chunks * CHUNK
+    await response.prepare(request)
+    pause = seconds / (chunks - 1)
+    try:
+        for i in range(chunks):
+            if i:
+                await asyncio.sleep(pause)
+            await response.write(bytes([65 + i % 26]) * CHUNK)
+        await response.write_eof()
+    except ConnectionError:
+        pass  # the gateway cut the download: nobody is left to tell
+    return response
+
+
+def expected_download(chunks: int) -> bytes:
+    return b"".join(bytes([65 + i % 26]) * CHUNK for i in range(chunks))
+
+
+# --- in-process settings ---------------------------------------------------------------------
+
+def ops_routes() -> tuple[Any, ...]:
+    """No catch-all: anything outside these prefixes is a 404 with route ``-``."""
+    return (
+        route("public", prefix="/public", access="public"),
+        route("members", prefix="/members", access="authenticated"),
+        route(
+            "api", prefix="/api", access="authenticated", accept_bearer=True,
+            unauthenticated="status",
+        ),
+    )
+
+
+def ops_settings(
+    upstream_url: str,
+    data_dir: Path,
+    *,
+    access_log: str = "json",
+    session: SessionSettings | None = None,
+    routes: Iterable[Any] | None = None,
+    throttle: ThrottleSettings = NO_THROTTLE,
+    **server: Any,
+) -> Settings:
+    """Gateway settings for in-process tests: memory sessions unless told otherwise, the users
+    of :mod:`tests.e2e.login.login_harness` (cheap argon2 hashes), ``data_dir`` in ``tmp_path``, an
+    admin listener (on a free port of its own: ``client.admin_url(...)``) for the metrics."""
+    server.setdefault("admin_listen", ("127.0.0.1", 0))
+    return gateway_settings(
+        upstream_url,
+        session if session is not None else session_settings("memory"),
+        routes=ops_routes() if routes is None else routes,
+        throttle=throttle,
+        data_dir=data_dir,
+        access_log=access_log,
+        **server,
+    )
+
+
+def with_upstream_url(settings: Settings, url: str) -> Settings:
+    upstreams = {name: replace(up, url=url) for name, up in settings.upstreams.items()}
+    return replace(settings, upstreams=types.MappingProxyType(upstreams))
+
+
+# --- metrics ---------------------------------------------------------------------------------
+
+def sample(name: str, **labels: str) -> float:
+    """A sample of the process-global registry, 0 when the series does not exist (yet)."""
+    value = REGISTRY.get_sample_value(name, labels)
+    return 0.0 if value is None else value
+
+
+class Deltas:
+    """Changes of chosen samples of the process-global registry since construction."""
+
+    def __init__(self, *series: tuple[str, Mapping[str, str]]) -> None:
+        self._start = {self._key(n, lb): sample(n, **lb) for n, lb in series}
+
+    @staticmethod
+    def _key(name: str, labels: Mapping[str, str]) -> tuple[str, frozenset[tuple[str, str]]]:
+        return name, frozenset(labels.items())
+
+    def __call__(self, name: str, labels: Mapping[str, str] | None = None, **kw: str) -> float:
+        labels = {**(labels or {}), **kw}
+        key = self._key(name, labels)
+        assert key in self._start, f"{name}{labels} was not watched"
+        return sample(name, **labels) - self._start[key]
+
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def parse_metrics(text: str) -> Samples:
+    """Every sample of a Prometheus text exposition, keyed by (name, labels)."""
+    result: Samples = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            result[(s.name, frozenset(s.labels.items()))] = s.value
+    return result
+
+
+def value_of(samples: Samples, name: str, **labels: str) -> float | None:
+    return samples.get((name, frozenset(labels.items())))
+
+
+def label_values(samples: Samples, name: str, label: str) -> set[str]:
+    return {dict(lb)[label] for (n, lb) in samples if n == name and label in dict(lb)}
+
+
+# --- logs ------------------------------------------------------------------------------------
+
+def access_lines(records: Iterable[logging.LogRecord]) -> list[str]:
+    return [r.getMessage() for r in records if r.name == "gateway.access"]
+
+
+def access_entries(records: Iterable[logging.LogRecord]) -> list[dict[str, Any]]:
+    """The JSON access-log entries, in order."""
+    return [json.loads(line) for line in access_lines(records)]
+
+
+def everything_logged(records: Iterable[logging.LogRecord]) -> str:
+    """All a log handler could write about these records: message, arguments, extra fields,
+    exception text, whatever the logger."""
+    formatter = logging.Formatter()
+    parts = []
+    for record in records:
+        parts.append(record.getMessage())
+        parts.append(repr(vars(record)))
+        if record.exc_info:
+            parts.append(formatter.formatException(record.exc_info))
+        if record.stack_info:
+            parts.append(record.stack_info)
+    return "\n".join(parts)
+
+
+# --- a real `gateway run` ----------------------------------------------------------------------
+
+def write_config(
+    path: Path,
+    *,
+    port: int,
+    upstream_port: int,
+    data_dir: Path,
+    admin_port: int | None = None,
+    workers: int = 1,
+    grace: str = "8s",
+    access_log: str = "text",
+    session: str = "  backend: memory\n",
+    routes: str | None = None,
+    users: Iterable[str] = ("alice", "bob"),
+    upstream_extra: str = "",
+    extra: str = "",
+) -> Path:
+    """A YAML configuration (ASCII only) for ``gateway run`` on ``127.0.0.1:port``; ``extra``
+    holds more top-level sections (``tokens:``...)."""
+    admin = f'  admin_listen: "127.0.0.1:{admin_port}"\n' if admin_port is not None else ""
+    entries = {user.username: user for user in USERS}
+    users_yaml = "".join(
+        f'    - username: {name}\n      password_hash: "{entries[name].password_hash}"\n'
+        f"      roles: [{', '.join(entries[name].roles)}]\n"
+        for name in users
+    )
+    text = f"""\
+server:
+  listen: "127.0.0.1:{port}"
+  public_url: "http://127.0.0.1:{port}"
+{admin}  workers: {workers}
+  shutdown_grace: {grace}
+  data_dir: "{data_dir}"
+  access_log: {access_log}
+session:
+{session}users:
+  inline:
+{users_yaml}{extra}upstreams:
+  app:
+    url: "http://127.0.0.1:{upstream_port}"
+{upstream_extra}routes:
+{routes if routes is not None else DEFAULT_ROUTES}"""
+    text.encode("ascii")  # the brief: ASCII-only YAML
+    path.write_text(text, encoding="ascii")
+    return path
+
+
+DEFAULT_ROUTES = """\
+  - name: public
+    match: { path_prefix: /public }
+    upstream: app
+    access: public
+  - name: members
+    match: { path_prefix: /members }
+    upstream: app
+    access: authenticated
+    unauthenticated: status
+"""
+
+
+def cookie_session(tmp_path: Path) -> str:
+    """``session:`` body for the cookie backend (what ``workers > 1`` needs), secret in a file."""
+    secret = tmp_path / "session.key"
+    secret.write_bytes(os.urandom(31) + b"k")  # never a trailing newline (it would be dropped)
+    return f'  backend: cookie\n  cookie:\n    secret_file: "{secret}"\n'
+
+
+class GatewayProcess:
+    """``python -m gateway run -c CONFIG`` in its own process group; stderr goes to a file
+    (a pipe nobody reads could fill up and block the gateway's logging)."""
+
+    def __init__(self, config: Path, port: int) -> None:
+        self.config = config
+        self.port = port
+        self.log_path = config.with_suffix(".stderr.log")
+        self.base = f"http://127.0.0.1:{port}"
+        with self.log_path.open("wb") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "gateway", "run", "-c", str(config)],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+                start_new_session=True,
+            )
+        self.pid = self.proc.pid
+
+    @property
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def signal(self, signum: int) -> None:
+        self.proc.send_signal(signum)
+
+    def children(self) -> list[int]:
+        text = Path(f"/proc/{self.pid}/task/{self.pid}/children").read_text()
+        return [int(pid) for pid in text.split()]
+
+    def environ(self) -> dict[str, str]:
+        raw = Path(f"/proc/{self.pid}/environ").read_bytes()
+        pairs = (item.partition(b"=") for item in raw.split(b"\0") if item)
+        return {k.decode(errors="replace"): v.decode(errors="replace") for k, _, v in pairs}
+
+    def listening(self) -> set[int]:
+        """Pids of this gateway's processes holding a listening socket on its port (each
+        worker listens itself, through SO_REUSEPORT)."""
+        return listening_pids(self.port, [self.pid, *self.children()])
+
+    async def wait_workers_listening(self, count: int, timeout: float = 30.0) -> list[int]:
+        """Until ``count`` worker processes listen on the port; their pids."""
+        deadline = time.monotonic() + timeout
+        while True:
+            assert self.alive(), f"gateway exited ({self.proc.returncode}):\n{self.log}"
+            workers = self.children()
+            if len(workers) == count and self.listening() == set(workers):
+                return workers
+            assert time.monotonic() < deadline, f"workers never all listened:\n{self.log}"
+            await asyncio.sleep(0.02)
+
+    async def wait_ready(self, url: str | None = None, timeout: float = 30.0) -> None:
+        """Until ``url`` (default: the main port's healthz) answers 200."""
+        url = url or f"{self.base}/.gateway/healthz"
+        deadline = time.monotonic() + timeout
+        async with aiohttp.ClientSession() as http:
+            while True:
+                assert self.alive(), f"gateway exited ({self.proc.returncode}):\n{self.log}"
+                with contextlib.suppress(aiohttp.ClientError, OSError):
+                    async with http.get(url) as resp:
+                        if resp.status == 200:
+                            return
+                assert time.monotonic() < deadline, f"{url} never answered 200:\n{self.log}"
+                await asyncio.sleep(0.05)
+
+    async def wait_log(self, text: str, count: int = 1, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while self.log.count(text) < count:
+            assert self.alive(), f"gateway exited ({self.proc.returncode}):\n{self.log}"
+            assert time.monotonic() < deadline, f"{text!r} x{count} never logged:\n{self.log}"
+            await asyncio.sleep(0.05)
+
+    async def wait_exit(self, timeout: float = 20.0) -> int:
+        deadline = time.monotonic() + timeout
+        while self.proc.poll() is None:
+            assert time.monotonic() < deadline, f"gateway did not exit:\n{self.log}"
+            await asyncio.sleep(0.05)
+        return self.proc.returncode
+
+    def kill(self) -> None:
+        """Kill the whole process group (the supervisor and its workers) if anything is left,
+        and remove the metrics directory a killed multi-worker gateway could not remove."""
+        metrics_dir = None
+        if self.alive():
+            with contextlib.suppress(OSError):
+                metrics_dir = self.environ().get("PROMETHEUS_MULTIPROC_DIR")
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=10)
+        if metrics_dir and Path(metrics_dir).name.startswith("gateway-metrics-"):
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def listening_pids(port: int, pids: Iterable[int]) -> set[int]:
+    """Which of ``pids`` hold a TCP socket listening on ``port`` (from /proc)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                if fields[3] == "0A" and int(fields[1].rpartition(":")[2], 16) == port:
+                    inodes.add(f"socket:[{fields[9]}]")
+    holders = set()
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            for fd in Path(f"/proc/{pid}/fd").iterdir():
+                with contextlib.suppress(OSError):
+                    if os.readlink(fd) in inodes:
+                        holders.add(pid)
+                        break
+    return holders
+
+
+async def get(
+    url: str, *, headers: Mapping[str, str] | None = None, **kwargs: Any
+) -> tuple[int, bytes]:
+    """One GET on a connection of its own (``Connection: close``), as a new client would:
+    with several workers, successive calls land on either of them."""
+    sent = {"Connection": "close", **(headers or {})}
+    async with aiohttp.ClientSession() as http, http.get(url, headers=sent, **kwargs) as resp:
+        return resp.status, await resp.read()
+
+
+async def scrape(url: str) -> Samples:
+    status, body = await get(url)
+    assert status == 200, body
+    return parse_metrics(body.decode())
+
+
+async def wait_for(probe: Any, *, timeout: float = 15.0, interval: float = 0.05) -> Any:
+    """Await ``probe()`` until it returns something truthy; that value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = await probe()
+        if result:
+            return result
+        assert time.monotonic() < deadline, f"condition never met (last: {result!r})"
+        await asyncio.sleep(interval)

@@ -1,0 +1,299 @@
+"""Harness for the end-to-end tests of what an upstream learns about the caller (issue 4).
+
+The gateway runs for real (``tests.support.GatewayClient``, the listener ``gateway run`` uses) in
+front of a real upstream on loopback
+(:class:`Recorder`) that records every request's headers exactly as it received them. Browsers,
+users and cheap argon2 hashes come from :mod:`tests.e2e.login.login_harness`; keys are written into
+``tmp_path``, and ``server.data_dir`` is always ``tmp_path`` so no key is ever generated into the
+repository.
+
+The fixtures are in ``conftest.py`` next to this module.
+"""
+
+from __future__ import annotations
+
+import json
+import types
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import jwt as pyjwt
+from aiohttp import web
+from cryptography.hazmat.primitives import serialization
+from prometheus_client import REGISTRY
+
+from gateway.config.settings import (
+    DEFAULT_IDENTITY_HEADERS,
+    ApiTokenSettings,
+    RouteSettings,
+    RouteTokenSettings,
+    Settings,
+    SigningKeySettings,
+    TokenSettings,
+    UpstreamSettings,
+    UserEntry,
+)
+from gateway.tokens import generate_private_key
+from tests.e2e.login.login_harness import (
+    PASSWORDS,
+    USERS,
+    Browser,
+    gateway_settings,
+    session_settings,
+)
+from tests.support import GatewayClient, route
+from tests.tokens.token_helpers import b64url, b64url_json, unb64url
+
+ISSUER = "https://issuer.gw.test"
+"""``tokens.issuer``: deliberately not ``server.public_url`` (``http://gw.test``)."""
+TOKENS_TTL = 120
+ADMIN_TTL = 30
+API_TTL = 900
+API_AUDIENCE = "api-backend"
+HMAC_SECRET = b"shared-with-legacy-backends-0123456789abcdef"
+HMAC_KID = "legacy-hs256"
+ASYMMETRIC = ("EdDSA", "ES256", "RS256")
+JWKS = "/.gateway/jwks.json"
+TOKEN = "/.gateway/token"
+SESSION_COOKIE = "gw_session"
+
+MakeGateway = Callable[[Settings], Awaitable[GatewayClient]]
+
+
+# --- keys ------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class KeyFile:
+    path: Path
+    alg: str
+    kid: str
+
+    @property
+    def setting(self) -> SigningKeySettings:
+        return SigningKeySettings(file=self.path)
+
+    def private_key(self) -> Any:
+        return serialization.load_pem_private_key(self.path.read_bytes(), password=None)
+
+
+def write_key(directory: Path, alg: str, name: str | None = None) -> KeyFile:
+    """A fresh private key of ``alg`` as PEM in ``directory``, with its RFC 7638 kid."""
+    pem, kid = generate_private_key(alg)  # type: ignore[arg-type]
+    path = directory / (name or f"{alg.lower()}.pem")
+    path.write_bytes(pem)
+    return KeyFile(path=path, alg=alg, kid=kid)
+
+
+def hmac_key() -> SigningKeySettings:
+    return SigningKeySettings(hmac_secret=HMAC_SECRET, kid=HMAC_KID)
+
+
+def sign(header: dict[str, Any], claims: dict[str, Any], key: Any, alg: str) -> str:
+    """A compact JWS signed exactly as given (no library adds or checks anything)."""
+    signing_input = f"{b64url_json(header)}.{b64url_json(claims)}"
+    signature = pyjwt.get_algorithm_by_name(alg).sign(signing_input.encode(), key)
+    return f"{signing_input}.{b64url(signature)}"
+
+
+def header_of(token: str) -> dict[str, Any]:
+    result: dict[str, Any] = json.loads(unb64url(token.split(".")[0]))
+    return result
+
+
+def claims_of(token: str) -> dict[str, Any]:
+    """The payload, unverified: for asserting on what an upstream got."""
+    result: dict[str, Any] = json.loads(unb64url(token.split(".")[1]))
+    return result
+
+
+# --- settings --------------------------------------------------------------------------------
+
+def standard_routes() -> tuple[RouteSettings, ...]:
+    """Every route the tests use, first match wins."""
+    return (
+        route("public", prefix="/public", access="public"),
+        route(
+            "public-ident", prefix="/pubident", access="public",
+            identity_headers=DEFAULT_IDENTITY_HEADERS,
+        ),
+        route("members", prefix="/members", access="authenticated"),
+        route(
+            "admin", prefix="/admin", access="authenticated",
+            token=RouteTokenSettings(audience="admin-ui", ttl_s=ADMIN_TTL),
+        ),
+        route("bills", prefix="/billing", access="authenticated", upstream="billing"),
+        route(
+            "ident", prefix="/ident", access="authenticated",
+            identity_headers=DEFAULT_IDENTITY_HEADERS,
+        ),
+        route(
+            "api", prefix="/api", access="authenticated", accept_bearer=True,
+            unauthenticated="status", identity_headers=DEFAULT_IDENTITY_HEADERS,
+            token=RouteTokenSettings(audience=API_AUDIENCE),
+        ),
+        route("plain-api", prefix="/plain", access="authenticated", unauthenticated="status"),
+        route("web", prefix="/web", access="authenticated"),
+    )
+
+
+def identity_settings(
+    upstream_url: str,
+    data_dir: Path,
+    keys: Sequence[SigningKeySettings],
+    *,
+    routes: Iterable[RouteSettings] | None = None,
+    users: tuple[UserEntry, ...] = USERS,
+    claims: tuple[str, ...] = ("name", "email", "roles"),
+    header: str = "Authorization",
+    ttl_s: float = TOKENS_TTL,
+    api_tokens: bool = False,
+    backend: str = "memory",
+) -> Settings:
+    """Gateway settings with ``tokens:`` configured, two upstreams (``app`` and ``billing``) on
+    the same recording server, and ``server.data_dir`` = ``data_dir``."""
+    base = gateway_settings(
+        upstream_url,
+        session_settings(backend),
+        routes=standard_routes() if routes is None else routes,
+        users=users,
+        data_dir=data_dir,
+    )
+    upstreams = {
+        name: UpstreamSettings(name=name, url=upstream_url, read_timeout_s=5.0)
+        for name in ("app", "billing")
+    }
+    return replace(
+        base,
+        upstreams=types.MappingProxyType(upstreams),
+        tokens=TokenSettings(
+            issuer=ISSUER,
+            ttl_s=ttl_s,
+            header=header,
+            signing_keys=tuple(keys),
+            claims=claims,
+            api_tokens=ApiTokenSettings(enabled=api_tokens, ttl_s=API_TTL),
+        ),
+    )
+
+
+def with_route_token(settings: Settings, name: str, token: RouteTokenSettings) -> Settings:
+    routes = tuple(replace(r, token=token) if r.name == name else r for r in settings.routes)
+    return replace(settings, routes=routes)
+
+
+# --- the recording upstream ------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Received:
+    """One request as the upstream received it."""
+
+    method: str
+    path: str
+    headers: list[tuple[str, str]]
+
+    def all(self, name: str) -> list[str]:
+        return [value for key, value in self.headers if key.lower() == name.lower()]
+
+    def one(self, name: str) -> str:
+        values = self.all(name)
+        assert len(values) == 1, f"expected one {name}, got {values} in {self.headers}"
+        return values[0]
+
+    def auth_like(self) -> list[tuple[str, str]]:
+        """Every header an upstream could read as ``X-Auth-*`` (any case, ``_`` for ``-``)."""
+        return [
+            (key, value) for key, value in self.headers
+            if key.lower().replace("_", "-").startswith("x-auth-")
+        ]
+
+    @property
+    def bearer(self) -> str:
+        """The gateway's JWT from the one ``Authorization: Bearer`` header."""
+        scheme, _, token = self.one("Authorization").partition(" ")
+        assert scheme == "Bearer" and token.count(".") == 2, self.headers
+        return token
+
+
+class Recorder:
+    """A real upstream that records what it received and answers 200 with a small JSON body."""
+
+    def __init__(self) -> None:
+        self.received: list[Received] = []
+        self.url = ""
+        self.port = 0
+
+    @property
+    def hits(self) -> int:
+        return len(self.received)
+
+    @property
+    def last(self) -> Received:
+        assert self.received, "the upstream was never called"
+        return self.received[-1]
+
+    def app(self) -> web.Application:
+        async def record(request: web.Request) -> web.Response:
+            self.received.append(
+                Received(request.method, request.raw_path, list(request.headers.items()))
+            )
+            return web.json_response({"upstream": "ok", "path": request.raw_path})
+
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", record)
+        return app
+
+
+# --- clients ---------------------------------------------------------------------------------
+
+async def login(client: GatewayClient, username: str = "alice") -> Browser:
+    """A browser signed in as ``username`` (JSON login)."""
+    browser = Browser(client)
+    reply = await browser.json_login(username)
+    assert reply.status == 200, reply.body
+    assert browser.session
+    return browser
+
+
+async def api_token(client: GatewayClient, username: str = "alice") -> str:
+    async with client.post(
+        TOKEN, json={"username": username, "password": PASSWORDS[username]}
+    ) as resp:
+        assert resp.status == 200, await resp.text()
+        body = await resp.json()
+    token: str = body["access_token"]
+    return token
+
+
+async def fetch(url: str) -> tuple[int, Any, bytes]:
+    """A plain HTTP GET with its own aiohttp session, as any backend would do."""
+    async with aiohttp.ClientSession() as http, http.get(url) as resp:
+        return resp.status, resp.headers, await resp.read()
+
+
+class Counters:
+    """Deltas of the token metrics since construction (the registry is process-global)."""
+
+    NAMES = ("gateway_tokens_minted_total", "gateway_token_cache_hits_total")
+
+    def __init__(self) -> None:
+        self.reset()
+
+    @staticmethod
+    def _value(name: str) -> float:
+        value = REGISTRY.get_sample_value(name)
+        assert value is not None, f"metric {name} is not registered"
+        return value
+
+    def reset(self) -> None:
+        self._start = {name: self._value(name) for name in self.NAMES}
+
+    @property
+    def minted(self) -> float:
+        return self._value(self.NAMES[0]) - self._start[self.NAMES[0]]
+
+    @property
+    def hits(self) -> float:
+        return self._value(self.NAMES[1]) - self._start[self.NAMES[1]]
