@@ -1,5 +1,6 @@
 """Fixtures shared by the whole suite.
 
+- ``upstream`` (:mod:`tests.upstreams`): the recording upstream, serving on a free port.
 - ``make_gateway`` (:mod:`tests.support`): ``await make_gateway(...)`` serves a gateway in this
   process, as ``gateway run`` serves it, and closes it at teardown.
 - ``redis_url``, ``redis_prefix``, ``own_redis_server`` (:mod:`tests.redis_support`): the shared
@@ -13,13 +14,14 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 import time_machine
 
 from tests.redis_support import own_redis_server, redis_prefix, redis_url
 from tests.support import make_gateway
+from tests.upstreams import Upstream
 
 __all__ = ["clock", "make_gateway", "own_redis_server", "redis_prefix", "redis_url"]
 
@@ -42,3 +44,10 @@ class Clock:
 def clock() -> Iterator[Clock]:
     with time_machine.travel(float(int(time.time())), tick=False) as traveller:
         yield Clock(traveller)
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[Upstream]:
+    """The recording upstream (:class:`tests.upstreams.Upstream`), serving until teardown."""
+    async with Upstream() as up:
+        yield up

@@ -1,8 +1,7 @@
-"""Builders for settings and a real upstream server used across the test suite."""
+"""Builders for settings and a gateway served in this process, with a client for it."""
 
 from __future__ import annotations
 
-import json
 import tempfile
 import types
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
@@ -11,7 +10,6 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 from yarl import URL
 
 from gateway.app import Gateway
@@ -78,30 +76,6 @@ def settings(
         upstreams=types.MappingProxyType({upstream.name: upstream}),
         routes=tuple(routes),
     )
-
-
-def echo_app() -> web.Application:
-    """A real upstream that answers with what it received, as JSON."""
-
-    async def echo(request: web.Request) -> web.Response:
-        body = await request.read()
-        return web.json_response(
-            {
-                "method": request.method,
-                "raw_path": request.raw_path,
-                "headers": list(request.headers.items()),
-                "body": body.decode("latin-1"),
-            }
-        )
-
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", echo)
-    return app
-
-
-def received(payload: str) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads(payload)
-    return data
 
 
 async def raw_request(

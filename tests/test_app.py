@@ -2,25 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import json
 
 import pytest
-from aiohttp.test_utils import TestServer
 
 from gateway.config.settings import MatchSettings
-from tests.support import (
-    MakeGateway,
-    echo_app,
-    raw_request,
-    received,
-    route,
-    settings,
-)
+from tests.support import MakeGateway, raw_request, route, settings
+from tests.upstreams import Upstream, echoed
+
+
+def error_of(body: bytes) -> str:
+    """The ``error`` of one of the gateway's own JSON answers."""
+    code: str = json.loads(body)["error"]
+    return code
 
 
 @pytest.fixture
-async def gateway(make_gateway: MakeGateway, aiohttp_server: Callable[..., Awaitable[TestServer]]):
-    upstream = await aiohttp_server(echo_app())
+async def gateway(make_gateway: MakeGateway, upstream: Upstream):
     routes = [
         route("blocked", prefix="/admin", access="deny"),
         route("members", prefix="/members", access="authenticated"),
@@ -29,30 +27,32 @@ async def gateway(make_gateway: MakeGateway, aiohttp_server: Callable[..., Await
         route("exact", match=MatchSettings(path="/only")),
         route("public", prefix="/public"),
     ]
-    return await make_gateway(settings(str(upstream.make_url("")).rstrip("/"), routes))
+    return await make_gateway(settings(upstream.url, routes))
 
 
 async def test_public_route_reaches_the_upstream_with_the_normalised_path(gateway):
     status, _, body = await raw_request(gateway.port, "/public/a/./b/../c//d?x=1&y=%2F")
     assert status == 200
-    assert received(body.decode())["raw_path"] == "/public/a/c/d?x=1&y=%2F"
+    assert echoed(body).raw_path == "/public/a/c/d?x=1&y=%2F"
 
 
 @pytest.mark.parametrize(
     "path",
     ["/public/..%2fadmin", "/admin%2F", "/public/%5cadmin", "/%2e%2e/admin", "/public/x%00"],
 )
-async def test_refused_paths_get_400_and_never_reach_the_upstream(gateway, path):
+async def test_refused_paths_get_400_and_never_reach_the_upstream(gateway, upstream, path):
     status, _, body = await raw_request(gateway.port, path, headers={"Accept": "application/json"})
     assert status == 400
-    assert received(body.decode())["error"] == "bad_request"
+    assert error_of(body) == "bad_request"
+    assert upstream.hits == 0
 
 
 @pytest.mark.parametrize("path", ["/admin", "/admin/", "/public/../admin", "//admin", "/%61dmin"])
-async def test_deny_routes_answer_403_however_the_path_is_spelled(gateway, path):
+async def test_deny_routes_answer_403_however_the_path_is_spelled(gateway, upstream, path):
     status, _, body = await raw_request(gateway.port, path, headers={"Accept": "application/json"})
     assert status == 403
-    assert received(body.decode())["error"] == "forbidden"
+    assert error_of(body) == "forbidden"
+    assert upstream.hits == 0
 
 
 async def test_no_matching_route_is_404(gateway):
@@ -64,7 +64,7 @@ async def test_no_matching_route_is_404(gateway):
 async def test_the_query_never_takes_part_in_matching(gateway):
     status, _, body = await raw_request(gateway.port, "/only?/public/x")
     assert status == 200
-    assert received(body.decode())["raw_path"] == "/only?/public/x"
+    assert echoed(body).raw_path == "/only?/public/x"
     resp = await gateway.get("/elsewhere?path=/public", headers={"Accept": "application/json"})
     assert resp.status == 404
 
@@ -83,10 +83,11 @@ async def test_error_pages_are_html_for_browsers(gateway):
 @pytest.mark.parametrize(
     "path", ["/.gateway/anything", "/%2egateway/anything", "//.gateway/x", "/public/../.gateway/x"]
 )
-async def test_reserved_prefix_is_never_proxied(gateway, path):
+async def test_reserved_prefix_is_never_proxied(gateway, upstream, path):
     status, _, body = await raw_request(gateway.port, path, headers={"Accept": "application/json"})
     assert status == 404
-    assert received(body.decode())["error"] == "not_found"
+    assert error_of(body) == "not_found"
+    assert upstream.hits == 0
 
 
 async def test_anonymous_browser_navigation_is_redirected_to_login(gateway):
@@ -128,8 +129,7 @@ async def test_stylesheet_and_health_are_served_by_the_gateway(gateway):
 
 
 @pytest.fixture
-async def host_gateway(make_gateway, aiohttp_server):
-    upstream = await aiohttp_server(echo_app())
+async def host_gateway(make_gateway, upstream):
     routes = [
         route(
             "admin-host",
@@ -139,8 +139,7 @@ async def host_gateway(make_gateway, aiohttp_server):
         route("java-admin", prefix="/admin", access="deny"),
         route("rest", prefix="/"),
     ]
-    url = str(upstream.make_url("")).rstrip("/")
-    return await make_gateway(settings(url, routes))
+    return await make_gateway(settings(upstream.url, routes))
 
 
 @pytest.mark.parametrize(
@@ -160,7 +159,7 @@ async def test_a_malformed_host_is_refused_not_routed_elsewhere(host_gateway, ho
         host_gateway.port, "/x", headers={"Host": host, "Accept": "application/json"}
     )
     assert status == 400
-    assert received(body.decode())["error"] == "bad_request"
+    assert error_of(body) == "bad_request"
 
 
 @pytest.mark.parametrize(
@@ -189,7 +188,7 @@ async def test_path_parameters_reach_the_upstream_unchanged(host_gateway):
         host_gateway.port, "/shop;jsessionid=ABC/cart?x=1", headers={"Host": "app.example.com"}
     )
     assert status == 200
-    assert received(body.decode())["raw_path"] == "/shop;jsessionid=ABC/cart?x=1"
+    assert echoed(body).raw_path == "/shop;jsessionid=ABC/cart?x=1"
 
 
 @pytest.mark.parametrize("path", ["/.GATEWAY/login", "/.gateway;x/login", "/.Gateway"])
@@ -198,4 +197,4 @@ async def test_the_reserved_prefix_is_ours_in_any_case_and_with_parameters(host_
         host_gateway.port, path, headers={"Host": "app.example.com", "Accept": "application/json"}
     )
     assert status == 404
-    assert received(body.decode())["error"] == "not_found"
+    assert error_of(body) == "not_found"

@@ -14,6 +14,8 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from tests.upstreams import Received, Upstream
+
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="needs SO_REUSEPORT and /proc")
 
 
@@ -66,15 +68,16 @@ async def wait_listening(port: int, proc: subprocess.Popen[bytes], timeout: floa
             await asyncio.sleep(0.05)
 
 
-@pytest.fixture
-async def upstream(aiohttp_server):
-    async def slow(request: web.Request) -> web.Response:
-        await asyncio.sleep(float(request.query.get("s", "0")))
-        return web.Response(text=f"served {request.path} pid-agnostic")
+async def slow(request: web.Request, received: Received) -> web.Response:
+    """``?s=S``: answer after S seconds."""
+    await asyncio.sleep(float(request.query.get("s", "0")))
+    return web.Response(text=f"served {request.path} pid-agnostic")
 
-    app = web.Application()
-    app.router.add_get("/{tail:.*}", slow)
-    return await aiohttp_server(app)
+
+@pytest.fixture
+async def upstream():
+    async with Upstream(slow) as up:
+        yield up
 
 
 def start(config: Path) -> subprocess.Popen[bytes]:

@@ -16,7 +16,7 @@ from aiohttp import web
 
 from tests.e2e.harness import config, login, running
 from tests.e2e.ops.ops_harness import GatewayProcess
-from tests.redis_support import free_port
+from tests.upstreams import Received, Upstream
 
 ROUTES = [
     {"name": "app", "match": {"path_prefix": "/app"}, "upstream": "app", "access": "public"},
@@ -29,29 +29,25 @@ ROUTES = [
 ]
 
 
-@pytest.fixture
-async def upstream() -> AsyncIterator[str]:
-    async def serve(request: web.Request) -> web.Response:
-        if request.path == "/app/echo-cookie":
-            return web.Response(text=request.headers.get("Cookie", ""))
-        return web.Response(
-            text="<!doctype html><title>app</title><p>an app page", content_type="text/html"
-        )
-
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", serve)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    yield f"http://127.0.0.1:{port}"
-    await runner.cleanup()
+async def app_page(request: web.Request, received: Received) -> web.Response:
+    """An app's page; ``/app/echo-cookie`` shows the Cookie header the app received."""
+    if request.path == "/app/echo-cookie":
+        return web.Response(text=request.headers.get("Cookie", ""))
+    return web.Response(
+        text="<!doctype html><title>app</title><p>an app page", content_type="text/html"
+    )
 
 
 @pytest.fixture
-async def gateway(tmp_path: Path, upstream: str) -> AsyncIterator[GatewayProcess]:
+async def upstream() -> AsyncIterator[Upstream]:
+    async with Upstream(app_page) as up:
+        yield up
+
+
+@pytest.fixture
+async def gateway(tmp_path: Path, upstream: Upstream) -> AsyncIterator[GatewayProcess]:
     async with running(
-        tmp_path, config(tmp_path, upstreams={"app": upstream}, routes=ROUTES)
+        tmp_path, config(tmp_path, upstreams={"app": upstream.url}, routes=ROUTES)
     ) as process:
         yield process
 

@@ -11,23 +11,25 @@ import pytest
 from aiohttp import web
 
 from tests.test_server import free_port, wait_listening
+from tests.upstreams import Received, Upstream
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture
-async def upstream(aiohttp_server):
-    async def page(request: web.Request) -> web.Response:
-        has_token = "yes" if "Authorization" in request.headers else "no"
-        return web.Response(
-            text=f"<!doctype html><title>app</title><h1 id=where>app page {request.path}</h1>"
-            f"<p id=cookies>{request.headers.get('Cookie', '')}</p><p id=auth>{has_token}</p>",
-            content_type="text/html",
-        )
+async def page(request: web.Request, received: Received) -> web.Response:
+    """An app page showing what the app got: its path, the cookies, whether a token came."""
+    has_token = "yes" if "Authorization" in request.headers else "no"
+    return web.Response(
+        text=f"<!doctype html><title>app</title><h1 id=where>app page {request.path}</h1>"
+        f"<p id=cookies>{request.headers.get('Cookie', '')}</p><p id=auth>{has_token}</p>",
+        content_type="text/html",
+    )
 
-    app = web.Application()
-    app.router.add_get("/{tail:.*}", page)
-    return await aiohttp_server(app)
+
+@pytest.fixture
+async def upstream():
+    async with Upstream(page) as up:
+        yield up
 
 
 @pytest.fixture

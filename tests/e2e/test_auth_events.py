@@ -13,7 +13,7 @@ import pytest
 
 from tests.e2e.harness import config, running
 from tests.e2e.ops.ops_harness import GatewayProcess
-from tests.e2e.upstreams import AppUpstream
+from tests.upstreams import Upstream
 
 ROUTES = [{"name": "app", "match": {"path_prefix": "/"}, "upstream": "app", "access": "public"}]
 SECRET_GUESS = "hunter2-very-secret-guess"
@@ -21,7 +21,7 @@ SECRET_GUESS = "hunter2-very-secret-guess"
 
 @pytest.fixture
 async def gateway(tmp_path: Path) -> AsyncIterator[GatewayProcess]:
-    upstream = await AppUpstream().start()
+    upstream = await Upstream().start()
     document = config(
         tmp_path,
         upstreams={"app": upstream.url},

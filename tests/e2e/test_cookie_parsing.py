@@ -12,7 +12,7 @@ from aiohttp import web
 
 from tests.e2e.harness import config, login, raw_exchange, running
 from tests.e2e.ops.ops_harness import GatewayProcess
-from tests.redis_support import free_port
+from tests.upstreams import Received, Upstream
 
 ROUTES = [
     {"name": "plant", "match": {"path_prefix": "/plant"}, "upstream": "app", "access": "public"},
@@ -26,33 +26,27 @@ ROUTES = [
 ]
 
 
-@pytest.fixture
-async def upstream() -> AsyncIterator[tuple[str, list[str]]]:
-    cookies_seen: list[str] = []
-
-    async def serve(request: web.Request) -> web.Response:
-        cookies_seen.append(request.headers.get("Cookie", ""))
-        response = web.Response(text="ok")
-        if request.path.startswith("/plant"):
-            # A hostile or compromised upstream tries to fixate the gateway's session.
-            for value in request.query.getall("c"):
-                response.headers.add("Set-Cookie", value)
-        return response
-
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", serve)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    yield f"http://127.0.0.1:{port}", cookies_seen
-    await runner.cleanup()
+async def plant(request: web.Request, received: Received) -> web.Response | None:
+    """``/plant?c=...``: a hostile or compromised upstream tries to fixate the gateway's session
+    with the Set-Cookie values it is given."""
+    if not request.path.startswith("/plant"):
+        return None
+    response = web.Response(text="planted")
+    for value in request.query.getall("c"):
+        response.headers.add("Set-Cookie", value)
+    return response
 
 
 @pytest.fixture
-async def gateway(tmp_path: Path, upstream: tuple[str, list[str]]) -> AsyncIterator[GatewayProcess]:
+async def upstream() -> AsyncIterator[Upstream]:
+    async with Upstream(plant) as up:
+        yield up
+
+
+@pytest.fixture
+async def gateway(tmp_path: Path, upstream: Upstream) -> AsyncIterator[GatewayProcess]:
     async with running(
-        tmp_path, config(tmp_path, upstreams={"app": upstream[0]}, routes=ROUTES)
+        tmp_path, config(tmp_path, upstreams={"app": upstream.url}, routes=ROUTES)
     ) as g:
         yield g
 
@@ -94,7 +88,7 @@ async def test_two_session_cookies_are_believed_neither(gateway: GatewayProcess)
 
 
 async def test_an_injected_session_is_not_what_the_upstream_loses(
-    gateway: GatewayProcess, upstream: tuple[str, list[str]]
+    gateway: GatewayProcess, upstream: Upstream
 ) -> None:
     alice = await login(gateway.base, "alice")
     async with (
@@ -105,7 +99,7 @@ async def test_an_injected_session_is_not_what_the_upstream_loses(
     ):
         assert resp.status == 200
     # The real session cookie is stripped; pref is another cookie and passes untouched.
-    assert upstream[1][-1] == "pref=x gw_session=zzz"
+    assert upstream.last.values("Cookie") == ["pref=x gw_session=zzz"]
 
 
 @pytest.mark.parametrize(

@@ -23,8 +23,8 @@ from argon2 import PasswordHasher
 
 from tests.e2e.harness import config, login, running, users_yaml
 from tests.e2e.ops.ops_harness import GatewayProcess
-from tests.e2e.upstreams import AppUpstream
 from tests.redis_support import free_port
+from tests.upstreams import Upstream
 
 JSON = {"Accept": "application/json"}
 ROUTES = [
@@ -63,8 +63,8 @@ CHEAP = PasswordHasher(time_cost=1, memory_cost=64, parallelism=1)
 
 
 @pytest.fixture
-async def upstream() -> AsyncIterator[AppUpstream]:
-    app = await AppUpstream().start()
+async def upstream() -> AsyncIterator[Upstream]:
+    app = await Upstream().start()
     yield app
     await app.stop()
 
@@ -86,7 +86,7 @@ def session_section(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str,
 class Setup:
     """A gateway whose users live in a file the test edits and reloads."""
 
-    def __init__(self, tmp_path: Path, upstream: AppUpstream, session: dict[str, Any]) -> None:
+    def __init__(self, tmp_path: Path, upstream: Upstream, session: dict[str, Any]) -> None:
         self.users_file = tmp_path / "users.yaml"
         self.entries = users_yaml(("alice", "bob"))
         self.write()
@@ -122,7 +122,7 @@ class Setup:
 
 
 @pytest.fixture
-async def setup(tmp_path: Path, upstream: AppUpstream, session_section: dict[str, Any]) -> Setup:
+async def setup(tmp_path: Path, upstream: Upstream, session_section: dict[str, Any]) -> Setup:
     return Setup(tmp_path, upstream, session_section)
 
 
@@ -315,7 +315,7 @@ async def test_sessions_revoke_ends_a_users_sessions_and_websockets(
 
 
 async def test_the_admin_revoke_endpoint_needs_the_admin_token(
-    tmp_path: Path, upstream: AppUpstream
+    tmp_path: Path, upstream: Upstream
 ) -> None:
     setup = Setup(tmp_path, upstream, {"backend": "memory"})
     async with running(tmp_path, setup.document) as gateway:
@@ -333,7 +333,7 @@ async def test_the_admin_revoke_endpoint_needs_the_admin_token(
 
 
 async def test_a_user_removed_while_no_gateway_ran_gets_no_session_back(
-    tmp_path: Path, upstream: AppUpstream, redis_url: str, redis_prefix: str
+    tmp_path: Path, upstream: Upstream, redis_url: str, redis_prefix: str
 ) -> None:
     # Redis keeps sessions across restarts: a gateway started without the user ends them, so
     # adding the user back later (same password hash) revives nothing.
@@ -378,7 +378,7 @@ async def test_signing_out_closes_the_sessions_websockets(
 
 
 async def test_a_websocket_closes_when_its_session_expires(
-    tmp_path: Path, upstream: AppUpstream
+    tmp_path: Path, upstream: Upstream
 ) -> None:
     setup = Setup(
         tmp_path, upstream, {"backend": "memory", "idle_timeout": "2s", "absolute_timeout": "2s"}
@@ -393,7 +393,7 @@ async def test_a_websocket_closes_when_its_session_expires(
 
 
 async def test_a_revocation_in_redis_outlives_a_restart(
-    tmp_path: Path, upstream: AppUpstream, redis_url: str, redis_prefix: str
+    tmp_path: Path, upstream: Upstream, redis_url: str, redis_prefix: str
 ) -> None:
     # Found attacking the gateway: revocations lived in process memory only, so a replica
     # started (or restarted) after `gateway sessions revoke` took the user's API token again.

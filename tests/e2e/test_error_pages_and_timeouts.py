@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -20,7 +21,7 @@ from aiohttp import web
 
 from tests.e2e.harness import config, login, raw_exchange, running
 from tests.e2e.ops.ops_harness import GatewayProcess
-from tests.redis_support import free_port
+from tests.upstreams import Received, Upstream, echoed
 
 ROUTES = [
     {"name": "files", "match": {"path_prefix": "/files"}, "upstream": "app", "access": "public"},
@@ -35,39 +36,34 @@ ROUTES = [
 BIG = 64 * 1024 * 1024
 
 
-@pytest.fixture
-async def upstream() -> AsyncIterator[str]:
-    async def serve(request: web.Request) -> web.StreamResponse:
-        if request.path.startswith("/files/big"):
-            response = web.StreamResponse()
-            response.content_length = BIG
-            await response.prepare(request)
-            chunk = b"x" * 65536
-            try:
-                for _ in range(BIG // len(chunk)):
-                    await response.write(chunk)
-            except ConnectionError:
-                pass
-            return response
-        if request.method == "POST":
-            await request.read()  # an upstream that waits for the whole body
-        return web.Response(text=f"ok {request.path}")
-
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", serve)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    yield f"http://127.0.0.1:{port}"
-    await runner.cleanup()
+async def big_file(request: web.Request, received: Received) -> web.StreamResponse | None:
+    """``/files/big``: a download far larger than any socket buffer (the rest: the default
+    answer, which reads the whole body first)."""
+    if not request.path.startswith("/files/big"):
+        return None
+    response = web.StreamResponse()
+    response.content_length = BIG
+    await response.prepare(request)
+    chunk = b"x" * 65536
+    try:
+        for _ in range(BIG // len(chunk)):
+            await response.write(chunk)
+    except ConnectionError:
+        pass
+    return response
 
 
 @pytest.fixture
-async def gateway(tmp_path: Path, upstream: str) -> AsyncIterator[GatewayProcess]:
+async def upstream() -> AsyncIterator[Upstream]:
+    async with Upstream(big_file) as up:
+        yield up
+
+
+@pytest.fixture
+async def gateway(tmp_path: Path, upstream: Upstream) -> AsyncIterator[GatewayProcess]:
     document = config(
         tmp_path,
-        upstreams={"app": {"url": upstream, "max_connections": 1, "connect_timeout": "2s"}},
+        upstreams={"app": {"url": upstream.url, "max_connections": 1, "connect_timeout": "2s"}},
         routes=ROUTES,
         server={
             "timeouts": {"request_header": "1s", "keepalive": "2s", "send": "1s", "body": "1s"}
@@ -162,8 +158,12 @@ async def test_an_idle_keep_alive_connection_is_closed(gateway: GatewayProcess) 
     reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
     writer.write(b"GET /files/x HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
     await writer.drain()
-    first = await asyncio.wait_for(reader.readuntil(b"ok /files/x"), 5)
+    first = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
     assert first.startswith(b"HTTP/1.1 200")
+    length = re.search(rb"(?i)\r\ncontent-length: (\d+)", first)
+    assert length is not None, first
+    body = await asyncio.wait_for(reader.readexactly(int(length[1])), 5)
+    assert echoed(body).raw_path == "/files/x"
     started = time.monotonic()
     rest = await asyncio.wait_for(reader.read(), 10)  # EOF once the gateway closes it
     writer.close()

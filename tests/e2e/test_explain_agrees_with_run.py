@@ -18,7 +18,7 @@ from gateway.bundle import Bundle, load
 from gateway.explain import explain
 from tests.e2e.harness import config, login, running
 from tests.e2e.ops.ops_harness import GatewayProcess
-from tests.e2e.upstreams import AppUpstream
+from tests.upstreams import Upstream
 
 WEBSOCKET = {
     "Upgrade": "websocket",
@@ -90,7 +90,7 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def served(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Served]:
     tmp_path: Path = tmp_path_factory.mktemp("explain-agrees")
-    upstream = await AppUpstream().start()
+    upstream = await Upstream().start()
     document = config(
         tmp_path,
         upstreams={"app": upstream.url},

@@ -16,7 +16,7 @@ import pytest
 
 from tests.e2e.harness import config, login, raw_exchange, running
 from tests.e2e.ops.ops_harness import GatewayProcess
-from tests.e2e.upstreams import KeepAliveHttpServer
+from tests.upstreams import KeepAliveHttpServer
 
 SMUGGLED = b"GET /admin/secret HTTP/1.1\r\nHost: legacy\r\n\r\n"
 UNFINISHED = b"GET /admin/steal HTTP/1.1\r\nHost: legacy\r\nX-User: "

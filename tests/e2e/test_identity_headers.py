@@ -15,7 +15,7 @@ import pytest
 
 from tests.e2e.harness import config, login, raw_exchange, running
 from tests.e2e.ops.ops_harness import GatewayProcess
-from tests.e2e.upstreams import AppUpstream
+from tests.upstreams import Upstream
 
 ROUTES = [
     {
@@ -53,14 +53,14 @@ SPOOFED = [
 
 
 @pytest.fixture
-async def upstream() -> AsyncIterator[AppUpstream]:
-    app = await AppUpstream().start()
+async def upstream() -> AsyncIterator[Upstream]:
+    app = await Upstream().start()
     yield app
     await app.stop()
 
 
 @pytest.fixture
-async def gateway(tmp_path: Path, upstream: AppUpstream) -> AsyncIterator[GatewayProcess]:
+async def gateway(tmp_path: Path, upstream: Upstream) -> AsyncIterator[GatewayProcess]:
     async with running(
         tmp_path, config(tmp_path, upstreams={"app": upstream.url}, routes=ROUTES)
     ) as process:
@@ -76,13 +76,13 @@ async def send_spoofed(gateway: GatewayProcess, path: str, cookie: str | None = 
     return int(answer.split(b" ", 2)[1])
 
 
-def spoofed_values(upstream: AppUpstream) -> list[tuple[str, str]]:
-    return [(k, v) for k, v in upstream.received[-1]["headers"] if v.startswith("evil-")]
+def spoofed_values(upstream: Upstream) -> list[tuple[str, str]]:
+    return [(k, v) for k, v in upstream.received[-1].headers if v.startswith("evil-")]
 
 
 @pytest.mark.parametrize("path", ["/public/page", "/grafana/api"])
 async def test_spoofed_identity_headers_never_reach_the_upstream(
-    gateway: GatewayProcess, upstream: AppUpstream, path: str
+    gateway: GatewayProcess, upstream: Upstream, path: str
 ) -> None:
     alice = await login(gateway.base, "alice")
     assert await send_spoofed(gateway, path, alice) == 200
@@ -92,11 +92,11 @@ async def test_spoofed_identity_headers_never_reach_the_upstream(
 
 
 async def test_a_mapping_sends_the_identity_in_the_headers_the_app_reads(
-    gateway: GatewayProcess, upstream: AppUpstream
+    gateway: GatewayProcess, upstream: Upstream
 ) -> None:
     alice = await login(gateway.base, "alice")
     assert await send_spoofed(gateway, "/grafana/dashboards", alice) == 200
-    headers = dict(upstream.received[-1]["headers"])
+    headers = dict(upstream.received[-1].headers)
     assert headers["X-WEBAUTH-USER"] == "alice"
     assert headers["X-WEBAUTH-EMAIL"] == "alice@example.com"
     assert headers["X-Grafana-Org-Roles"] == "admin"

@@ -14,7 +14,7 @@ import pytest
 
 from tests.e2e.harness import config, login, running
 from tests.e2e.ops.ops_harness import GatewayProcess
-from tests.e2e.upstreams import ServletUpstream
+from tests.upstreams import ServletUpstream
 
 JSON = {"Accept": "application/json"}
 

@@ -14,8 +14,8 @@ import pytest
 
 from tests.e2e.harness import config, login, running
 from tests.e2e.ops.ops_harness import GatewayProcess, parse_metrics, value_of
-from tests.e2e.upstreams import AppUpstream
 from tests.redis_support import RedisServer, free_port
+from tests.upstreams import Upstream
 
 ROUTES = [
     {"name": "public", "match": {"path_prefix": "/public"}, "upstream": "app", "access": "public"},
@@ -33,7 +33,7 @@ ROUTES = [
 async def setup(
     tmp_path: Path, own_redis_server: RedisServer
 ) -> AsyncIterator[tuple[GatewayProcess, str, RedisServer]]:
-    upstream = await AppUpstream().start()
+    upstream = await Upstream().start()
     admin = free_port()
     document = config(
         tmp_path,

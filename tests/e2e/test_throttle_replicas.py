@@ -10,8 +10,8 @@ from pathlib import Path
 import aiohttp
 
 from tests.e2e.harness import config, running
-from tests.e2e.upstreams import AppUpstream
 from tests.redis_support import free_port
+from tests.upstreams import Upstream
 
 ROUTES = [{"name": "app", "match": {"path_prefix": "/"}, "upstream": "app", "access": "public"}]
 
@@ -19,7 +19,7 @@ ROUTES = [{"name": "app", "match": {"path_prefix": "/"}, "upstream": "app", "acc
 async def test_two_replicas_check_exactly_max_failures_guesses(
     tmp_path: Path, redis_url: str, redis_prefix: str
 ) -> None:
-    upstream = await AppUpstream().start()
+    upstream = await Upstream().start()
     documents = [
         config(
             tmp_path / name,

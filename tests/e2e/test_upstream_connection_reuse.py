@@ -17,7 +17,7 @@ import pytest
 
 from tests.e2e.harness import config, raw_exchange, running
 from tests.e2e.test_get_body_desync import SMUGGLED, request_bytes, routes, status_and_body
-from tests.e2e.upstreams import KeepAliveHttpServer
+from tests.upstreams import KeepAliveHttpServer
 
 
 @pytest.fixture

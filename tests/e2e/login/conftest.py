@@ -1,7 +1,6 @@
-"""Fixtures for the login functional tests: a real gateway in front of a real echo upstream.
+"""Fixtures for the login functional tests: a real gateway in front of a real upstream.
 
-- ``upstream``: the echo upstream (:class:`~tests.e2e.login.login_harness.Upstream`), already
-  serving.
+- ``upstream`` (tests/conftest.py): the recording upstream of :mod:`tests.upstreams`.
 - ``make_gateway(settings)``: a :class:`tests.support.GatewayClient` served as ``gateway run``
   serves it, with no cookie jar of its own (the :class:`~tests.e2e.login.login_harness.Browser`
   handles cookies explicitly).
@@ -16,22 +15,13 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestServer
 
 from gateway.config.settings import SessionSettings, Settings
-from tests.e2e.login.login_harness import Upstream, session_settings
+from tests.e2e.login.login_harness import session_settings
 from tests.support import GatewayClient
 
 MakeGateway = Callable[[Settings], Awaitable[GatewayClient]]
 SessionFactory = Callable[..., SessionSettings]
-
-
-@pytest.fixture
-async def upstream(aiohttp_server: Callable[..., Awaitable[TestServer]]) -> Upstream:
-    up = Upstream()
-    server = await aiohttp_server(up.app())
-    up.url = str(server.make_url("")).rstrip("/")
-    return up
 
 
 @pytest.fixture(params=["memory", "redis", "cookie"])
@@ -50,5 +40,3 @@ def backend(request: pytest.FixtureRequest) -> SessionFactory:
 
     make.backend = name  # type: ignore[attr-defined]
     return make
-
-

@@ -1,7 +1,7 @@
 """A scripted browser and settings builders for the login functional tests.
 
 The gateway runs for real (``tests.support.GatewayClient``, the listener ``gateway run`` uses) in
-front of a real upstream on loopback.
+front of the recording upstream of :mod:`tests.upstreams`.
 Cookies are handled here, explicitly: the :class:`Browser` reads ``Set-Cookie`` and sends a
 ``Cookie`` header itself (the aiohttp client's own jar is a ``DummyCookieJar``), and never
 follows redirects, so every test sees exactly what a browser would receive.
@@ -17,7 +17,6 @@ from dataclasses import dataclass, field, replace
 from html.parser import HTMLParser
 from typing import Any
 
-from aiohttp import web
 from argon2 import PasswordHasher
 from multidict import CIMultiDictProxy
 
@@ -34,6 +33,7 @@ from gateway.config.settings import (
     UsersSettings,
 )
 from tests.support import GatewayClient, route, settings
+from tests.upstreams import Received, echoed
 
 HTML = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
 JSON = "application/json"
@@ -124,30 +124,6 @@ def gateway_settings(
         users=UsersSettings(entries=users),
         login=LoginSettings(title=title, throttle=throttle),
     )
-
-
-class Upstream:
-    """A real upstream that echoes what it received and counts the requests."""
-
-    def __init__(self) -> None:
-        self.hits = 0
-        self.url = ""
-
-    def app(self) -> web.Application:
-        async def echo(request: web.Request) -> web.Response:
-            self.hits += 1
-            return web.json_response(
-                {
-                    "method": request.method,
-                    "path": request.raw_path,
-                    "headers": list(request.headers.items()),
-                    "cookie": request.headers.get("Cookie"),
-                }
-            )
-
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", echo)
-        return app
 
 
 @dataclass(frozen=True)
@@ -269,11 +245,9 @@ class Reply:
         return found[0] if found else None
 
     @property
-    def upstream(self) -> dict[str, Any]:
-        """The echo upstream's report of what it received."""
-        data: dict[str, Any] = self.json()
-        assert "headers" in data, data
-        return data
+    def upstream(self) -> Received:
+        """What the upstream received, as its default answer reports it."""
+        return echoed(self.body)
 
 
 @dataclass

@@ -1,6 +1,7 @@
 """Fixtures for the operations tests (issue 5); helpers live in :mod:`tests.e2e.ops.ops_harness`.
 
-- ``upstream``: an :class:`~tests.e2e.ops.ops_harness.OpsUpstream`, already serving on loopback.
+- ``upstream``: the recording upstream (:class:`tests.upstreams.Upstream`) answering as
+  :func:`~tests.e2e.ops.ops_harness.ops_answer` says, already serving on loopback.
 - ``make_gateway(settings)``: a :class:`tests.support.GatewayClient`, served like ``gateway run``
   serves it, without a cookie jar.
 - ``spawn(config, port)``: a real ``gateway run`` process; killed (with its workers) at teardown
@@ -12,24 +13,21 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tests.e2e.ops.ops_harness import GatewayProcess, OpsUpstream
+from tests.e2e.ops.ops_harness import GatewayProcess, ops_answer
+from tests.upstreams import Upstream
 
 Spawn = Callable[[Path, int], GatewayProcess]
 
 
 @pytest.fixture
-async def upstream(aiohttp_server: Any) -> OpsUpstream:
-    up = OpsUpstream()
-    server = await aiohttp_server(up.app(), access_log=None)
-    up.url = str(server.make_url("")).rstrip("/")
-    up.port = server.port
-    return up
+async def upstream() -> AsyncIterator[Upstream]:
+    async with Upstream(ops_answer) as up:
+        yield up
 
 
 @pytest.fixture

@@ -7,8 +7,8 @@ Two ways to run the gateway:
 - as a real ``gateway run`` subprocess (:class:`GatewayProcess`) with a YAML file written by
   :func:`write_config`, for everything involving signals, workers or the admin listener.
 
-Both sit in front of :class:`OpsUpstream`, a real aiohttp app on loopback that records what it
-received and can answer slowly, with a body of a given size, or as a long streamed download.
+Both sit in front of the recording upstream of :mod:`tests.upstreams`, which here can also
+answer slowly, with a body of a given size, or as a long streamed download (:func:`ops_answer`).
 ``server.data_dir`` is always a ``tmp_path``, so no key is ever generated into the repository.
 """
 
@@ -26,7 +26,7 @@ import sys
 import time
 import types
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -39,66 +39,34 @@ from gateway.config.settings import SessionSettings, Settings, ThrottleSettings
 from tests.e2e.login.login_harness import NO_THROTTLE, USERS, gateway_settings, session_settings
 from tests.redis_support import free_port as free_port  # re-exported for the tests
 from tests.support import route
+from tests.upstreams import Received
 
 CHUNK = 64 * 1024
-"""Size of one chunk of :meth:`OpsUpstream` downloads."""
+"""Size of one chunk of the upstream's downloads (:func:`ops_answer`)."""
 
 
-# --- the upstream ----------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Received:
-    """One request as the upstream received it."""
-
-    method: str
-    path: str
-    headers: list[tuple[str, str]]
-
-    def header(self, name: str) -> str | None:
-        values = [value for key, value in self.headers if key.lower() == name.lower()]
-        assert len(values) <= 1, f"{name} received {len(values)} times: {self.headers}"
-        return values[0] if values else None
+# --- what the upstream answers ----------------------------------------------------------------
 
 
-class OpsUpstream:
-    """A real upstream. Every request is recorded; what it answers depends on the path:
+async def ops_answer(request: web.Request, received: Received) -> web.StreamResponse | None:
+    """The recording upstream's answers for these tests, by the path's last segment:
 
     - ``.../sized?n=N``: ``N`` bytes of ``b"s"`` (with Content-Length);
     - ``.../slow?s=S``: waits ``S`` seconds, then ``slept S``;
     - ``.../download?s=S&chunks=K``: ``K`` chunks of :data:`CHUNK` bytes spread over ``S``
       seconds, with a Content-Length announcing all of them (the first chunk goes at once);
-    - anything else: ``ok <path>``.
+    - anything else: the default answer (what the upstream received, as JSON).
     """
-
-    def __init__(self) -> None:
-        self.received: list[Received] = []
-        self.url = ""
-        self.port = 0
-
-    @property
-    def last(self) -> Received:
-        assert self.received, "the upstream was never called"
-        return self.received[-1]
-
-    def app(self) -> web.Application:
-        async def serve(request: web.Request) -> web.StreamResponse:
-            self.received.append(
-                Received(request.method, request.raw_path, list(request.headers.items()))
-            )
-            last = request.path.rstrip("/").rpartition("/")[2]
-            if last == "sized":
-                return web.Response(body=b"s" * int(request.query["n"]))
-            if last == "slow":
-                seconds = float(request.query["s"])
-                await asyncio.sleep(seconds)
-                return web.Response(text=f"slept {seconds}")
-            if last == "download":
-                return await _download(request)
-            return web.Response(text=f"ok {request.path}")
-
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", serve)
-        return app
+    last = request.path.rstrip("/").rpartition("/")[2]
+    if last == "sized":
+        return web.Response(body=b"s" * int(request.query["n"]))
+    if last == "slow":
+        seconds = float(request.query["s"])
+        await asyncio.sleep(seconds)
+        return web.Response(text=f"slept {seconds}")
+    if last == "download":
+        return await _download(request)
+    return None
 
 
 async def _download(request: web.Request) -> web.StreamResponse:

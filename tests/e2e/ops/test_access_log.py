@@ -81,7 +81,7 @@ async def test_json_lines_carry_every_field_with_the_right_values(
     assert first["route"] == "members" and first["upstream"] == "app"
     assert first["user"] == "alice"
     assert first["client_ip"] == "127.0.0.1"
-    assert first["request_id"] == upstream.received[0].header("X-Request-ID")
+    assert first["request_id"] == upstream.received[0].value("X-Request-ID")
     assert REQUEST_ID.fullmatch(first["request_id"])
     logged_at = datetime.strptime(first["time"], "%Y-%m-%dT%H:%M:%S%z").timestamp()
     assert started - 2 <= logged_at <= time.time() + 1
@@ -90,7 +90,7 @@ async def test_json_lines_carry_every_field_with_the_right_values(
 
     assert second["user"] == "-"
     assert second["route"] == "public"
-    assert second["request_id"] == upstream.received[1].header("X-Request-ID")
+    assert second["request_id"] == upstream.received[1].value("X-Request-ID")
     assert second["request_id"] != first["request_id"]
 
 
@@ -147,7 +147,7 @@ async def test_a_trusted_proxys_request_id_is_logged_and_forwarded(
     ) as resp:
         assert resp.status == 200
     (entry,) = access_entries(all_logs.records)
-    assert entry["request_id"] == "edge-42.a_b" == upstream.last.header("X-Request-ID")
+    assert entry["request_id"] == "edge-42.a_b" == upstream.last.value("X-Request-ID")
     assert entry["client_ip"] == "203.0.113.9"
 
 
@@ -166,7 +166,7 @@ async def test_text_format(upstream, make_gateway, tmp_path, all_logs):
     assert (match["method"], match["status"]) == ("GET", "200")
     assert match["path"] == "/members/sized?n=321&token=REDACTED&page=3"
     assert (match["route"], match["upstream"]) == ("members", "app")
-    assert match["rid"] == upstream.last.header("X-Request-ID")
+    assert match["rid"] == upstream.last.value("X-Request-ID")
     assert "hunter2-token" not in everything_logged(all_logs.records)
 
 
@@ -242,7 +242,7 @@ async def test_secret_looking_query_values_are_redacted(
     client = await make_gateway(ops_settings(upstream.url, tmp_path, access_log="json"))
     status, _, _ = await raw_request(client.port, f"/public/x?{query}")  # sent byte for byte
     assert status == 200
-    assert upstream.last.path == f"/public/x?{query}"  # the upstream gets it untouched
+    assert upstream.last.raw_path == f"/public/x?{query}"  # the upstream gets it untouched
     (entry,) = access_entries(all_logs.records)
     assert entry["path"] == f"/public/x?{logged}"
     if secret is not None:
@@ -258,7 +258,7 @@ async def test_secret_path_parameters_are_redacted(upstream, make_gateway, tmp_p
     assert "8F3A12CD" not in everything_logged(all_logs.records)
 
 
-async def test_no_secret_is_ever_logged(aiohttp_server, upstream, make_gateway, tmp_path, all_logs):
+async def test_no_secret_is_ever_logged(upstream, make_gateway, tmp_path, all_logs):
     """Session cookie, password (right or wrong), CSRF token, the JWT the upstream received and
     a client's own Authorization value: in no record of any logger at any level."""
     settings = ops_settings(
@@ -280,7 +280,7 @@ async def test_no_secret_is_ever_logged(aiohttp_server, upstream, make_gateway, 
     assert session is not None
 
     assert (await browser.get("/members/home", accept=HTML)).status == 200
-    upstream_jwt = upstream.last.header("Authorization")
+    upstream_jwt = upstream.last.value("Authorization")
     assert upstream_jwt is not None and upstream_jwt.startswith("Bearer ")
     jwt = upstream_jwt.removeprefix("Bearer ")
 

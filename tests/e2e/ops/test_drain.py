@@ -24,6 +24,7 @@ from tests.e2e.ops.ops_harness import (
     wait_for,
     write_config,
 )
+from tests.upstreams import echoed
 
 
 @dataclass
@@ -102,7 +103,8 @@ async def test_sigterm_during_a_five_second_download_lets_it_finish(upstream, sp
         body = await wait_for(not_ready, timeout=1.5, interval=0.02)
         assert json.loads(body) == {"status": "not ready"}
         assert (await get(f"{gateway.base}/.gateway/healthz"))[0] == 200
-        assert await get(f"{gateway.base}/public/late-comer") == (200, b"ok /public/late-comer")
+        status, body = await get(f"{gateway.base}/public/late-comer")
+        assert (status, echoed(body).raw_path) == (200, "/public/late-comer")
 
         # After the drain delay: the listener is closed while the download goes on.
         await wait_for(lambda: _refused(port), timeout=10, interval=0.02)

@@ -109,7 +109,7 @@ async def test_a_valid_change_is_served_after_sighup(upstream, spawn, tmp_path):
 
     await wait_for(added_served)
     assert await _status(f"{base}/members/x") == 200  # access changed: public now
-    assert upstream.last.path == "/members/x"
+    assert upstream.last.raw_path == "/members/x"
     metrics = await scrape(_metrics_url(gateway.port))
     assert value_of(metrics, RELOADS, result="success") == 1
     assert value_of(metrics, RELOADS, result="failure") is None
@@ -179,8 +179,8 @@ async def test_a_memory_session_outlives_a_reload(upstream, spawn, tmp_path):
     assert status == 200, body
     assert json.loads(body)["user"]["username"] == "alice"
     assert await _status(f"{base}/members/after", headers=cookie) == 200
-    assert upstream.last.path == "/members/after"
-    token = upstream.last.header("Authorization")
+    assert upstream.last.raw_path == "/members/after"
+    token = upstream.last.value("Authorization")
     assert token is not None  # identified: a JWT was minted
     for secret in (session, PASSWORDS["alice"], token.removeprefix("Bearer ")):
         assert secret not in gateway.log
@@ -226,7 +226,7 @@ async def test_a_slow_request_started_before_a_reload_completes(upstream, spawn,
 
 def _upstream_got(upstream, path: str):
     async def probe() -> bool:
-        return any(r.path == path for r in upstream.received)
+        return any(r.raw_path == path for r in upstream.received)
 
     return probe
 
@@ -380,7 +380,7 @@ async def test_signing_keys_are_reloaded_and_a_missing_key_file_is_refused(
     status, session = await _login(base, "alice")
     assert status == 200
     assert await _status(f"{base}/members/x", headers={"Cookie": f"gw_session={session}"}) == 200
-    token = upstream.last.header("Authorization")
+    token = upstream.last.value("Authorization")
     assert token is not None
     assert jwt.get_unverified_header(token.removeprefix("Bearer "))["kid"] == keys["new"]
 

@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import contextlib
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestServer
 
 from gateway.config.settings import (
     AccessSettings,
@@ -24,20 +23,17 @@ from tests.e2e.proxy.harness import (
     CLIENTS,
     UNTRUSTED,
     MakeGateway,
+    ProxyUpstream,
     RecordingFactory,
-    Upstream,
     start_gateway,
-    upstream_app,
 )
 from tests.support import GatewayClient
 
 
 @pytest.fixture
-async def upstream(aiohttp_server: Callable[..., Awaitable[TestServer]]) -> Upstream:
-    rec = Upstream()
-    server = await aiohttp_server(upstream_app(rec))
-    rec.url = f"http://127.0.0.1:{server.port}"
-    return rec
+async def upstream() -> AsyncIterator[ProxyUpstream]:
+    async with ProxyUpstream() as up:
+        yield up
 
 
 @pytest.fixture(params=sorted(CLIENTS))
@@ -49,7 +45,7 @@ def upstream_client(request: pytest.FixtureRequest) -> RecordingFactory:
 
 @pytest.fixture
 async def make_gateway(
-    upstream: Upstream, upstream_client: RecordingFactory
+    upstream: ProxyUpstream, upstream_client: RecordingFactory
 ) -> AsyncIterator[MakeGateway]:
     """``await make_gateway(**route_options, upstream_url=..., trusted=..., add_headers=...,
     connect_timeout_s=..., read_timeout_s=..., preserve_host=...)`` -> a test client."""

@@ -1,4 +1,5 @@
-"""The functional-test harness: a real recording upstream and a tiny gateway in front of it.
+"""The functional-test harness: the recording upstream with endpoints of its own (streams, SSE,
+WebSockets, faults) and the gateway in front of it.
 
 The gateway here is deliberately minimal (resolve_client + forward, GatewayError -> status) so the
 tests exercise gateway.proxy, gateway.forwarded and gateway.upstream alone; point the tests at the
@@ -15,7 +16,6 @@ import contextlib
 import hashlib
 import ipaddress
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
-from dataclasses import dataclass, field
 
 import pytest
 from aiohttp import ClientResponse, WSMsgType, web
@@ -41,6 +41,7 @@ from gateway.upstream import (
 )
 from gateway.websockets import OpenWebSockets
 from tests.support import GatewayClient, settings
+from tests.upstreams import Received, Upstream
 
 PUBLIC_URL = "https://gw.example"
 SESSION_COOKIE = "gw_session"
@@ -91,154 +92,60 @@ def pattern_sha256(size: int) -> str:
     return digest.hexdigest()
 
 
-@dataclass
-class Received:
-    """One request as the upstream saw it."""
-
-    method: str
-    raw_path: str
-    headers: list[tuple[str, str]]
-    body: bytes = b""
-
-    def values(self, name: str) -> list[str]:
-        return [v for k, v in self.headers if k.lower() == name.lower()]
-
-    def value(self, name: str) -> str | None:
-        values = self.values(name)
-        assert len(values) <= 1, f"{name} sent {len(values)} times: {values}"
-        return values[0] if values else None
-
-    @property
-    def names(self) -> set[str]:
-        return {k.lower() for k, _ in self.headers}
+Endpoint = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-@dataclass
-class Upstream:
-    """The recording upstream: its URL and what it received."""
+class ProxyUpstream(Upstream):
+    """The recording upstream (:class:`tests.upstreams.Upstream`) with the endpoints these tests
+    need; any other path gets the default answer (what the upstream received, as JSON)."""
 
-    url: str = ""
-    requests: list[Received] = field(default_factory=list)
-    sse_gate: asyncio.Event = field(default_factory=asyncio.Event)
-    ws_close_codes: list[int] = field(default_factory=list)
-    ws_closed: asyncio.Event = field(default_factory=asyncio.Event)
+    def __init__(self) -> None:
+        super().__init__(self._endpoint)
+        self.sse_gate = asyncio.Event()
+        """``/sse`` sends its second event once this is set."""
+        self.ws_close_codes: list[int] = []
+        """The close codes ``/ws`` received from the gateway."""
+        self.ws_closed = asyncio.Event()
+        get = ("GET", "HEAD")
+        self._endpoints: dict[str, tuple[tuple[str, ...], Endpoint]] = {
+            "/upload": (("POST", "PUT"), _upload),
+            "/sse": (get, self._sse),
+            "/truncated": (get, _truncated),
+            "/slow": (get, _slow),
+            "/stall": (get, _stall),
+            "/early": (("POST",), _early),
+            "/redirect": (get, _redirect),
+            "/hop": (get, _hop),
+            "/set-cookies": (get, _set_cookies),
+            "/head": (("*",), _head_or_get),
+            "/ws": (get, self._websocket),
+            "/ws-deny": (get, _websocket_deny),
+        }
 
-    @property
-    def last(self) -> Received:
-        assert self.requests, "the upstream received nothing"
-        return self.requests[-1]
+    async def _endpoint(
+        self, request: web.Request, received: Received
+    ) -> web.StreamResponse | None:
+        if request.path.startswith("/stream/") and request.method in ("GET", "HEAD"):
+            return await _stream(request)
+        found = self._endpoints.get(request.path)
+        if found is None or not {request.method, "*"} & set(found[0]):
+            return None  # the default answer, the body recorded
+        return await found[1](request)
 
-    def _record(self, request: web.Request, body: bytes = b"") -> Received:
-        received = Received(request.method, request.raw_path, list(request.headers.items()), body)
-        self.requests.append(received)
-        return received
-
-
-def upstream_app(rec: Upstream) -> web.Application:
-    """Test endpoints; anything else records the request and answers ``{"ok": true}``."""
-
-    async def anything(request: web.Request) -> web.Response:
-        rec._record(request, await request.read())
-        return web.json_response({"ok": True})
-
-    async def upload(request: web.Request) -> web.Response:
-        digest, size = hashlib.sha256(), 0
-        async for chunk in request.content.iter_any():
-            digest.update(chunk)
-            size += len(chunk)
-        rec._record(request)
-        return web.json_response({"size": size, "sha256": digest.hexdigest()})
-
-    async def stream(request: web.Request) -> web.StreamResponse:
-        size = int(request.match_info["size"])
-        response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
-        if "chunked" not in request.query:
-            response.content_length = size
-        await response.prepare(request)
-        for chunk in pattern(size):
-            await response.write(chunk)
-        await response.write_eof()
-        return response
-
-    async def sse(request: web.Request) -> web.StreamResponse:
+    async def _sse(self, request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
         await response.write(b"data: one\n\n")
-        await rec.sse_gate.wait()
+        await self.sse_gate.wait()
         await response.write(b"data: two\n\n")
         await response.write_eof()
         return response
 
-    async def truncated(request: web.Request) -> web.StreamResponse:
-        """Promise 1000 bytes (or chunked), send 100, then drop the connection."""
-        response = web.StreamResponse()
-        if "chunked" not in request.query:
-            response.content_length = 1000
-        await response.prepare(request)
-        await response.write(b"x" * 100)
-        await asyncio.sleep(0.05)
-        assert request.transport is not None
-        request.transport.close()
-        return response
-
-    async def slow(request: web.Request) -> web.Response:
-        await asyncio.sleep(float(request.query.get("delay", "1")))
-        return web.Response(text="late")
-
-    async def stall(request: web.Request) -> web.StreamResponse:
-        """Send the head and a first chunk, then go quiet."""
-        response = web.StreamResponse()
-        await response.prepare(request)
-        await response.write(b"first")
-        await asyncio.sleep(float(request.query.get("delay", "1")))
-        await response.write(b"second")
-        return response
-
-    async def early(request: web.Request) -> web.StreamResponse:
-        """Answer the head before reading the body, then report the body size."""
-        response = web.StreamResponse()
-        await response.prepare(request)
-        await response.write(b"started;")
-        size = len(await request.read())
-        await response.write(str(size).encode())
-        return response
-
-    async def redirect(request: web.Request) -> web.Response:
-        to = request.query["to"]
-        return web.Response(status=302, headers={"Location": to, "Content-Location": to})
-
-    async def hop(request: web.Request) -> web.Response:
-        return web.Response(
-            text="hop",
-            headers={
-                "Connection": "X-Internal",
-                "X-Internal": "secret",
-                "Keep-Alive": "timeout=5",
-                "Proxy-Authenticate": "Basic",
-                "X-Kept": "1",
-                "Set-Cookie": "a=1",
-            },
-        )
-
-    async def set_cookies(request: web.Request) -> web.Response:
-        response = web.Response(text="cookies")
-        for cookie in (
-            f"{SESSION_COOKIE}=fixated; Path=/",
-            "__Host-gw_csrf=known; Path=/; Secure",
-            "app_pref=dark; Path=/",
-            f"{SESSION_COOKIE}_other=kept; Path=/",
-        ):
-            response.headers.add("Set-Cookie", cookie)
-        return response
-
-    async def head_or_get(request: web.Request) -> web.Response:
-        rec._record(request)
-        return web.Response(text="hello head", headers={"X-Method": request.method})
-
-    async def websocket(request: web.Request) -> web.WebSocketResponse:
+    async def _websocket(self, request: web.Request) -> web.WebSocketResponse:
+        """Echoes messages; ``drop`` cuts the connection without a close frame, ``close:CODE``
+        closes with CODE; records the close code the gateway sends."""
         ws = web.WebSocketResponse(protocols=("chat",))
         await ws.prepare(request)
-        rec._record(request)
         while True:
             msg = await ws.receive()
             if msg.type is WSMsgType.TEXT:
@@ -254,36 +161,114 @@ def upstream_app(rec: Upstream) -> web.Application:
                 await ws.send_bytes(msg.data)
             else:
                 if msg.type is WSMsgType.CLOSE:
-                    rec.ws_close_codes.append(msg.data)
+                    self.ws_close_codes.append(msg.data)
                 break
-        rec.ws_closed.set()
+        self.ws_closed.set()
         return ws
 
-    async def websocket_deny(request: web.Request) -> web.Response:
-        response = web.Response(status=403, text="go away", headers={"X-Why": "nope"})
-        # A hostile upstream also tries to fixate the gateway's session on its refusal.
-        response.headers.add("Set-Cookie", f"{SESSION_COOKIE}=fixated; Path=/")
-        response.headers.add("Set-Cookie", f"={SESSION_COOKIE}=nameless; Path=/")
-        response.headers.add("Set-Cookie", "theirs=1; Path=/")
-        return response
 
-    app = web.Application()
-    app.router.add_post("/upload", upload)
-    app.router.add_put("/upload", upload)
-    app.router.add_get("/stream/{size}", stream)
-    app.router.add_get("/sse", sse)
-    app.router.add_get("/truncated", truncated)
-    app.router.add_get("/slow", slow)
-    app.router.add_get("/stall", stall)
-    app.router.add_post("/early", early)
-    app.router.add_get("/redirect", redirect)
-    app.router.add_get("/hop", hop)
-    app.router.add_get("/set-cookies", set_cookies)
-    app.router.add_route("*", "/head", head_or_get)
-    app.router.add_get("/ws", websocket)
-    app.router.add_get("/ws-deny", websocket_deny)
-    app.router.add_route("*", "/{tail:.*}", anything)
-    return app
+async def _upload(request: web.Request) -> web.Response:
+    """Streams the body, answers its size and SHA-256 (the body is not kept)."""
+    digest, size = hashlib.sha256(), 0
+    async for chunk in request.content.iter_any():
+        digest.update(chunk)
+        size += len(chunk)
+    return web.json_response({"size": size, "sha256": digest.hexdigest()})
+
+
+async def _stream(request: web.Request) -> web.StreamResponse:
+    """``/stream/SIZE``: SIZE bytes of the pattern, with a Content-Length (``?chunked``: not)."""
+    size = int(request.path.rpartition("/")[2])
+    response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
+    if "chunked" not in request.query:
+        response.content_length = size
+    await response.prepare(request)
+    for chunk in pattern(size):
+        await response.write(chunk)
+    await response.write_eof()
+    return response
+
+
+async def _truncated(request: web.Request) -> web.StreamResponse:
+    """Promise 1000 bytes (or chunked), send 100, then drop the connection."""
+    response = web.StreamResponse()
+    if "chunked" not in request.query:
+        response.content_length = 1000
+    await response.prepare(request)
+    await response.write(b"x" * 100)
+    await asyncio.sleep(0.05)
+    assert request.transport is not None
+    request.transport.close()
+    return response
+
+
+async def _slow(request: web.Request) -> web.Response:
+    await asyncio.sleep(float(request.query.get("delay", "1")))
+    return web.Response(text="late")
+
+
+async def _stall(request: web.Request) -> web.StreamResponse:
+    """Send the head and a first chunk, then go quiet."""
+    response = web.StreamResponse()
+    await response.prepare(request)
+    await response.write(b"first")
+    await asyncio.sleep(float(request.query.get("delay", "1")))
+    await response.write(b"second")
+    return response
+
+
+async def _early(request: web.Request) -> web.StreamResponse:
+    """Answer the head before reading the body, then report the body size."""
+    response = web.StreamResponse()
+    await response.prepare(request)
+    await response.write(b"started;")
+    size = len(await request.read())
+    await response.write(str(size).encode())
+    return response
+
+
+async def _redirect(request: web.Request) -> web.Response:
+    to = request.query["to"]
+    return web.Response(status=302, headers={"Location": to, "Content-Location": to})
+
+
+async def _hop(request: web.Request) -> web.Response:
+    return web.Response(
+        text="hop",
+        headers={
+            "Connection": "X-Internal",
+            "X-Internal": "secret",
+            "Keep-Alive": "timeout=5",
+            "Proxy-Authenticate": "Basic",
+            "X-Kept": "1",
+            "Set-Cookie": "a=1",
+        },
+    )
+
+
+async def _set_cookies(request: web.Request) -> web.Response:
+    response = web.Response(text="cookies")
+    for cookie in (
+        f"{SESSION_COOKIE}=fixated; Path=/",
+        "__Host-gw_csrf=known; Path=/; Secure",
+        "app_pref=dark; Path=/",
+        f"{SESSION_COOKIE}_other=kept; Path=/",
+    ):
+        response.headers.add("Set-Cookie", cookie)
+    return response
+
+
+async def _head_or_get(request: web.Request) -> web.Response:
+    return web.Response(text="hello head", headers={"X-Method": request.method})
+
+
+async def _websocket_deny(request: web.Request) -> web.Response:
+    response = web.Response(status=403, text="go away", headers={"X-Why": "nope"})
+    # A hostile upstream also tries to fixate the gateway's session on its refusal.
+    response.headers.add("Set-Cookie", f"{SESSION_COOKIE}=fixated; Path=/")
+    response.headers.add("Set-Cookie", f"={SESSION_COOKIE}=nameless; Path=/")
+    response.headers.add("Set-Cookie", "theirs=1; Path=/")
+    return response
 
 
 async def start_gateway(

@@ -1,4 +1,4 @@
-"""Upstream faults: unreachable, slow, cut short. Each is followed by a request that works."""
+"""ProxyUpstream faults: unreachable, slow, cut short. Each is followed by a request that works."""
 
 from __future__ import annotations
 
@@ -11,14 +11,15 @@ import pytest
 from gateway.config.settings import UpstreamSettings
 from gateway.errors import UpstreamTimeout, UpstreamUnavailable
 from gateway.upstream import AiohttpUpstreamClient, UpstreamRequest
-from tests.e2e.proxy.harness import MakeGateway, Upstream, expect_refusal
+from tests.e2e.proxy.harness import MakeGateway, ProxyUpstream, expect_refusal
 from tests.support import GatewayClient
+from tests.upstreams import echoed
 
 
 async def assert_still_serves(gw: GatewayClient) -> None:
     resp = await gw.get("/after")
     assert resp.status == 200
-    assert await resp.json() == {"ok": True}
+    assert echoed(await resp.read()).raw_path == "/after"
 
 
 async def test_connection_refused_is_502(
@@ -129,7 +130,7 @@ async def test_chunked_overflow_after_response_started_aborts_client(
 
 
 async def test_max_connections_bounds_concurrency(
-    caplog: pytest.LogCaptureFixture, make_gateway: MakeGateway, upstream: Upstream
+    caplog: pytest.LogCaptureFixture, make_gateway: MakeGateway, upstream: ProxyUpstream
 ) -> None:
     gw = await make_gateway(max_connections=1, connect_timeout_s=0.3)
     first = asyncio.create_task(gw.get("/sse"))
@@ -144,7 +145,7 @@ async def test_max_connections_bounds_concurrency(
 
 
 async def test_client_gone_mid_upload_frees_everything(
-    make_gateway: MakeGateway, upstream: Upstream
+    make_gateway: MakeGateway, upstream: ProxyUpstream
 ) -> None:
     gw = await make_gateway(max_connections=1, connect_timeout_s=0.5)
     assert gw.port is not None

@@ -7,7 +7,7 @@ from urllib.parse import quote
 import pytest
 
 from gateway.proxy import _rewrite_location
-from tests.e2e.proxy.harness import PUBLIC_URL, MakeGateway, Upstream
+from tests.e2e.proxy.harness import PUBLIC_URL, MakeGateway, ProxyUpstream
 
 UP = "http://10.1.2.3:9000"
 
@@ -56,7 +56,7 @@ def test_rewrite_location(location: str, upstream_url: str, prefix: str, expecte
 
 
 async def test_location_to_upstream_origin_is_rewritten(
-    make_gateway: MakeGateway, upstream: Upstream
+    make_gateway: MakeGateway, upstream: ProxyUpstream
 ) -> None:
     gw = await make_gateway()
     to = f"{upstream.url}/login?next=%2Fhome"
@@ -67,7 +67,7 @@ async def test_location_to_upstream_origin_is_rewritten(
 
 
 async def test_location_gets_the_stripped_prefix_back(
-    make_gateway: MakeGateway, upstream: Upstream
+    make_gateway: MakeGateway, upstream: ProxyUpstream
 ) -> None:
     gw = await make_gateway(strip_prefix="/api")
     to = f"{upstream.url}/v1/done"

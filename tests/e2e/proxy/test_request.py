@@ -6,7 +6,14 @@ import re
 
 import pytest
 
-from tests.e2e.proxy.harness import TRUSTED, UNTRUSTED, MakeGateway, Upstream, achunks, raw_exchange
+from tests.e2e.proxy.harness import (
+    TRUSTED,
+    UNTRUSTED,
+    MakeGateway,
+    ProxyUpstream,
+    achunks,
+    raw_exchange,
+)
 
 HEX32 = re.compile(r"[0-9a-f]{32}")
 
@@ -25,7 +32,7 @@ HEX32 = re.compile(r"[0-9a-f]{32}")
     ids=lambda v: v if isinstance(v, str) else None,
 )
 async def test_method_path_query_and_body_pass_through(
-    make_gateway: MakeGateway, upstream: Upstream, method: str, body: bytes
+    make_gateway: MakeGateway, upstream: ProxyUpstream, method: str, body: bytes
 ) -> None:
     gw = await make_gateway()
     resp = await gw.request(method, "/a/b%20c/?q=1&q=2&e=%20x+y&&flag", data=body or None)
@@ -40,7 +47,7 @@ async def test_method_path_query_and_body_pass_through(
 
 
 async def test_no_body_adds_no_framing_or_default_headers(
-    make_gateway: MakeGateway, upstream: Upstream
+    make_gateway: MakeGateway, upstream: ProxyUpstream
 ) -> None:
     gw = await make_gateway()
     port = gw.port
@@ -60,7 +67,7 @@ async def test_no_body_adds_no_framing_or_default_headers(
 
 
 async def test_chunked_request_body_streams_chunked(
-    make_gateway: MakeGateway, upstream: Upstream
+    make_gateway: MakeGateway, upstream: ProxyUpstream
 ) -> None:
     gw = await make_gateway()
     resp = await gw.post("/chunked", data=achunks(iter([b"one ", b"two ", b"three"])))
@@ -71,7 +78,9 @@ async def test_chunked_request_body_streams_chunked(
     assert got.value("Content-Length") is None
 
 
-async def test_empty_query_mark_is_dropped(make_gateway: MakeGateway, upstream: Upstream) -> None:
+async def test_empty_query_mark_is_dropped(
+    make_gateway: MakeGateway, upstream: ProxyUpstream
+) -> None:
     gw = await make_gateway()
     assert gw.port is not None
     await raw_exchange(gw.port, b"GET /x? HTTP/1.1\r\nHost: gw.test\r\nConnection: close\r\n\r\n")
@@ -79,7 +88,7 @@ async def test_empty_query_mark_is_dropped(make_gateway: MakeGateway, upstream: 
 
 
 async def test_head_has_no_body_but_keeps_length(
-    make_gateway: MakeGateway, upstream: Upstream
+    make_gateway: MakeGateway, upstream: ProxyUpstream
 ) -> None:
     gw = await make_gateway()
     resp = await gw.head("/head")
@@ -104,7 +113,7 @@ async def test_head_has_no_body_but_keeps_length(
 )
 async def test_strip_prefix(
     make_gateway: MakeGateway,
-    upstream: Upstream,
+    upstream: ProxyUpstream,
     strip: str | None,
     path: str,
     upstream_path: str,
@@ -117,7 +126,7 @@ async def test_strip_prefix(
 
 
 async def test_hop_by_hop_headers_are_removed(
-    make_gateway: MakeGateway, upstream: Upstream
+    make_gateway: MakeGateway, upstream: ProxyUpstream
 ) -> None:
     gw = await make_gateway()
     assert gw.port is not None
@@ -159,7 +168,7 @@ async def test_hop_by_hop_headers_are_removed(
 
 
 async def test_upgrade_is_removed_outside_websocket(
-    make_gateway: MakeGateway, upstream: Upstream
+    make_gateway: MakeGateway, upstream: ProxyUpstream
 ) -> None:
     gw = await make_gateway()
     assert gw.port is not None
@@ -172,7 +181,7 @@ async def test_upgrade_is_removed_outside_websocket(
 
 
 async def test_connection_header_cannot_strip_gateway_headers(
-    make_gateway: MakeGateway, upstream: Upstream
+    make_gateway: MakeGateway, upstream: ProxyUpstream
 ) -> None:
     gw = await make_gateway(add_headers={"Authorization": "Bearer gw-token"})
     resp = await gw.get(
@@ -187,7 +196,7 @@ async def test_connection_header_cannot_strip_gateway_headers(
 
 
 async def test_client_authorization_is_never_forwarded(
-    make_gateway: MakeGateway, upstream: Upstream
+    make_gateway: MakeGateway, upstream: ProxyUpstream
 ) -> None:
     gw = await make_gateway()
     await gw.get("/x", headers={"Authorization": "Bearer forged"})
@@ -195,7 +204,7 @@ async def test_client_authorization_is_never_forwarded(
 
 
 async def test_client_authorization_is_replaced_by_the_gateways(
-    make_gateway: MakeGateway, upstream: Upstream
+    make_gateway: MakeGateway, upstream: ProxyUpstream
 ) -> None:
     gw = await make_gateway(add_headers={"Authorization": "Bearer minted"})
     await gw.get("/x", headers={"Authorization": "Bearer forged"})
@@ -203,7 +212,7 @@ async def test_client_authorization_is_replaced_by_the_gateways(
 
 
 async def test_underscore_header_variant_is_stripped(
-    make_gateway: MakeGateway, upstream: Upstream
+    make_gateway: MakeGateway, upstream: ProxyUpstream
 ) -> None:
     gw = await make_gateway()
     assert gw.port is not None
@@ -219,7 +228,7 @@ async def test_underscore_header_variant_is_stripped(
 
 
 async def test_identity_headers_come_only_from_the_gateway(
-    make_gateway: MakeGateway, upstream: Upstream
+    make_gateway: MakeGateway, upstream: ProxyUpstream
 ) -> None:
     gw = await make_gateway(add_headers={"X-Auth-User": "alice", "X-Auth-Roles": "admin"})
     await gw.get("/x", headers={"X-Auth-User": "mallory", "x_auth_roles": "root"})
@@ -241,7 +250,7 @@ async def test_identity_headers_come_only_from_the_gateway(
     ids=["middle", "first", "last-no-space", "only", "similar-name-kept"],
 )
 async def test_session_cookie_is_stripped_others_byte_exact(
-    make_gateway: MakeGateway, upstream: Upstream, cookie: str, forwarded: str | None
+    make_gateway: MakeGateway, upstream: ProxyUpstream, cookie: str, forwarded: str | None
 ) -> None:
     gw = await make_gateway()
     await gw.get("/x", headers={"Cookie": cookie})
@@ -249,7 +258,7 @@ async def test_session_cookie_is_stripped_others_byte_exact(
 
 
 async def test_untrusted_peer_forwarding_headers_are_replaced(
-    make_gateway: MakeGateway, upstream: Upstream
+    make_gateway: MakeGateway, upstream: ProxyUpstream
 ) -> None:
     gw = await make_gateway(trusted=UNTRUSTED)
     await gw.get(
@@ -277,7 +286,7 @@ async def test_untrusted_peer_forwarding_headers_are_replaced(
 
 
 async def test_trusted_peer_forwarding_headers_are_believed(
-    make_gateway: MakeGateway, upstream: Upstream
+    make_gateway: MakeGateway, upstream: ProxyUpstream
 ) -> None:
     gw = await make_gateway(trusted=TRUSTED)
     await gw.get(
@@ -297,7 +306,7 @@ async def test_trusted_peer_forwarding_headers_are_believed(
 
 
 async def test_trusted_peer_insane_request_id_is_regenerated(
-    make_gateway: MakeGateway, upstream: Upstream
+    make_gateway: MakeGateway, upstream: ProxyUpstream
 ) -> None:
     gw = await make_gateway(trusted=TRUSTED)
     await gw.get("/x", headers={"X-Request-ID": "<script>alert(1)</script>"})
@@ -307,7 +316,7 @@ async def test_trusted_peer_insane_request_id_is_regenerated(
 
 @pytest.mark.parametrize("preserve_host", [True, False])
 async def test_preserve_host(
-    make_gateway: MakeGateway, upstream: Upstream, preserve_host: bool
+    make_gateway: MakeGateway, upstream: ProxyUpstream, preserve_host: bool
 ) -> None:
     gw = await make_gateway(preserve_host=preserve_host)
     await gw.get("/x", headers={"Host": "app.example.com"})
@@ -327,7 +336,7 @@ async def test_preserve_host(
     ],
 )
 async def test_method_and_url_override_headers_never_reach_the_upstream(
-    make_gateway: MakeGateway, upstream: Upstream, name: str
+    make_gateway: MakeGateway, upstream: ProxyUpstream, name: str
 ) -> None:
     # A request authorised as GET /x must not act upstream as a DELETE or on another path.
     gw = await make_gateway()
@@ -340,7 +349,7 @@ async def test_method_and_url_override_headers_never_reach_the_upstream(
 
 
 async def test_an_upstream_cannot_set_the_gateways_own_cookies(
-    make_gateway: MakeGateway, upstream: Upstream
+    make_gateway: MakeGateway, upstream: ProxyUpstream
 ) -> None:
     gw = await make_gateway()
     resp = await gw.get("/set-cookies")

@@ -9,7 +9,7 @@ import pytest
 
 from tests.e2e.proxy.harness import (
     MakeGateway,
-    Upstream,
+    ProxyUpstream,
     achunks,
     expect_refusal,
     pattern,
@@ -20,7 +20,9 @@ from tests.e2e.proxy.harness import (
 MiB = 1024 * 1024
 
 
-async def test_sse_events_arrive_as_produced(make_gateway: MakeGateway, upstream: Upstream) -> None:
+async def test_sse_events_arrive_as_produced(
+    make_gateway: MakeGateway, upstream: ProxyUpstream
+) -> None:
     gw = await make_gateway()
     async with asyncio.timeout(5):
         resp = await gw.get("/sse")
@@ -58,7 +60,7 @@ async def test_response_hop_by_hop_headers_are_removed(make_gateway: MakeGateway
 
 
 async def test_large_upload_streams_with_content_length(
-    make_gateway: MakeGateway, upstream: Upstream
+    make_gateway: MakeGateway, upstream: ProxyUpstream
 ) -> None:
     size = 64 * MiB
     gw = await make_gateway()
@@ -72,7 +74,7 @@ async def test_large_upload_streams_with_content_length(
     assert upstream.last.value("Content-Length") == str(size)
 
 
-async def test_large_chunked_upload(make_gateway: MakeGateway, upstream: Upstream) -> None:
+async def test_large_chunked_upload(make_gateway: MakeGateway, upstream: ProxyUpstream) -> None:
     size = 64 * MiB + 123
     gw = await make_gateway()
     resp = await gw.put("/upload", data=achunks(pattern(size)))
@@ -96,18 +98,18 @@ async def test_large_download(make_gateway: MakeGateway, chunked: bool) -> None:
 
 
 async def test_max_body_by_content_length_is_refused_before_the_upstream(
-    make_gateway: MakeGateway, upstream: Upstream
+    make_gateway: MakeGateway, upstream: ProxyUpstream
 ) -> None:
     gw = await make_gateway(max_body_bytes=10)
     resp = await gw.post("/upload", data=b"x" * 11)
     assert resp.status == 413
-    assert upstream.requests == []
+    assert upstream.received == []
     resp = await gw.post("/upload", data=b"x" * 10)
     assert resp.status == 200
 
 
 async def test_max_body_chunked_overflow_is_413(
-    caplog: pytest.LogCaptureFixture, make_gateway: MakeGateway, upstream: Upstream
+    caplog: pytest.LogCaptureFixture, make_gateway: MakeGateway, upstream: ProxyUpstream
 ) -> None:
     gw = await make_gateway(max_body_bytes=100 * 1024)
     resp = await gw.post("/upload", data=achunks(pattern(1 * MiB)))
@@ -118,7 +120,7 @@ async def test_max_body_chunked_overflow_is_413(
     assert (await resp.json())["size"] == 50 * 1024
 
 
-async def test_expect_100_continue(make_gateway: MakeGateway, upstream: Upstream) -> None:
+async def test_expect_100_continue(make_gateway: MakeGateway, upstream: ProxyUpstream) -> None:
     gw = await make_gateway(max_body_bytes=100)
     assert gw.port is not None
     first, rest = await raw_exchange(
@@ -136,7 +138,7 @@ async def test_expect_100_continue(make_gateway: MakeGateway, upstream: Upstream
 
 
 async def test_expect_100_continue_too_large_gets_413_without_100(
-    make_gateway: MakeGateway, upstream: Upstream
+    make_gateway: MakeGateway, upstream: ProxyUpstream
 ) -> None:
     gw = await make_gateway(max_body_bytes=100)
     assert gw.port is not None
@@ -147,7 +149,7 @@ async def test_expect_100_continue_too_large_gets_413_without_100(
         read_rest=False,
     )
     assert first.startswith(b"HTTP/1.1 413 ")
-    assert upstream.requests == []
+    assert upstream.received == []
 
 
 async def test_expect_100_continue_not_sent_when_upstream_is_down(
@@ -164,7 +166,9 @@ async def test_expect_100_continue_not_sent_when_upstream_is_down(
     assert first.startswith(b"HTTP/1.1 502 ")
 
 
-async def test_unknown_expectation_is_417(make_gateway: MakeGateway, upstream: Upstream) -> None:
+async def test_unknown_expectation_is_417(
+    make_gateway: MakeGateway, upstream: ProxyUpstream
+) -> None:
     gw = await make_gateway()
     assert gw.port is not None
     first, _ = await raw_exchange(
@@ -174,4 +178,4 @@ async def test_unknown_expectation_is_417(make_gateway: MakeGateway, upstream: U
         read_rest=False,
     )
     assert first.startswith(b"HTTP/1.1 417 ")
-    assert upstream.requests == []
+    assert upstream.received == []

@@ -8,10 +8,10 @@ import aiohttp
 import pytest
 from aiohttp import WSMsgType
 
-from tests.e2e.proxy.harness import MakeGateway, Upstream
+from tests.e2e.proxy.harness import MakeGateway, ProxyUpstream
 
 
-async def test_messages_relay_both_ways(make_gateway: MakeGateway, upstream: Upstream) -> None:
+async def test_messages_relay_both_ways(make_gateway: MakeGateway, upstream: ProxyUpstream) -> None:
     gw = await make_gateway(websocket=True)
     async with gw.ws_connect("/ws", protocols=("superchat", "chat")) as ws:
         assert ws.protocol == "chat"  # what the upstream picked, offered back to the client
@@ -25,7 +25,7 @@ async def test_messages_relay_both_ways(make_gateway: MakeGateway, upstream: Ups
 
 
 async def test_websocket_handshake_header_hygiene(
-    make_gateway: MakeGateway, upstream: Upstream
+    make_gateway: MakeGateway, upstream: ProxyUpstream
 ) -> None:
     gw = await make_gateway(websocket=True, add_headers={"Authorization": "Bearer minted"})
     headers = {
@@ -47,7 +47,7 @@ async def test_websocket_handshake_header_hygiene(
 
 
 async def test_upstream_close_code_reaches_client(
-    make_gateway: MakeGateway, upstream: Upstream
+    make_gateway: MakeGateway, upstream: ProxyUpstream
 ) -> None:
     gw = await make_gateway(websocket=True)
     async with gw.ws_connect("/ws") as ws:
@@ -60,7 +60,7 @@ async def test_upstream_close_code_reaches_client(
 
 
 async def test_client_close_code_reaches_upstream(
-    make_gateway: MakeGateway, upstream: Upstream
+    make_gateway: MakeGateway, upstream: ProxyUpstream
 ) -> None:
     gw = await make_gateway(websocket=True)
     ws = await gw.ws_connect("/ws")
@@ -73,7 +73,7 @@ async def test_client_close_code_reaches_upstream(
 
 
 async def test_client_lost_is_going_away_upstream(
-    make_gateway: MakeGateway, upstream: Upstream
+    make_gateway: MakeGateway, upstream: ProxyUpstream
 ) -> None:
     gw = await make_gateway(websocket=True)
     ws = await gw.ws_connect("/ws")
@@ -98,13 +98,13 @@ async def test_upstream_lost_is_bad_gateway_for_client(make_gateway: MakeGateway
 
 
 async def test_websocket_not_upgraded_when_route_disallows(
-    make_gateway: MakeGateway, upstream: Upstream
+    make_gateway: MakeGateway, upstream: ProxyUpstream
 ) -> None:
     gw = await make_gateway(websocket=False)
     with pytest.raises(aiohttp.WSServerHandshakeError) as info:
         await gw.ws_connect("/ws")
     assert info.value.status == 400  # the upstream saw a plain GET and said so
-    assert "upgrade" not in upstream.last.names if upstream.requests else True
+    assert "upgrade" not in upstream.last.names if upstream.received else True
 
 
 async def test_websocket_refused_by_upstream_passes_status(make_gateway: MakeGateway) -> None:
@@ -125,7 +125,7 @@ async def test_websocket_upstream_down_is_502(make_gateway: MakeGateway, closed_
 
 
 async def test_plain_request_on_websocket_route_is_proxied(
-    make_gateway: MakeGateway, upstream: Upstream
+    make_gateway: MakeGateway, upstream: ProxyUpstream
 ) -> None:
     gw = await make_gateway(websocket=True)
     resp = await gw.get("/plain")

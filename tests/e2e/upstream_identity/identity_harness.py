@@ -1,8 +1,8 @@
 """Harness for the end-to-end tests of what an upstream learns about the caller (issue 4).
 
 The gateway runs for real (``tests.support.GatewayClient``, the listener ``gateway run`` uses) in
-front of a real upstream on loopback
-(:class:`Recorder`) that records every request's headers exactly as it received them. Browsers,
+front of the recording upstream of :mod:`tests.upstreams`, which records every request's
+headers exactly as it received them. Browsers,
 users and cheap argon2 hashes come from :mod:`tests.e2e.login.login_harness`; keys are written into
 ``tmp_path``, and ``server.data_dir`` is always ``tmp_path`` so no key is ever generated into the
 repository.
@@ -21,7 +21,6 @@ from typing import Any
 
 import aiohttp
 import jwt as pyjwt
-from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 from prometheus_client import REGISTRY
 
@@ -182,68 +181,6 @@ def identity_settings(
 def with_route_token(settings: Settings, name: str, token: RouteTokenSettings) -> Settings:
     routes = tuple(replace(r, token=token) if r.name == name else r for r in settings.routes)
     return replace(settings, routes=routes)
-
-
-# --- the recording upstream ------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Received:
-    """One request as the upstream received it."""
-
-    method: str
-    path: str
-    headers: list[tuple[str, str]]
-
-    def all(self, name: str) -> list[str]:
-        return [value for key, value in self.headers if key.lower() == name.lower()]
-
-    def one(self, name: str) -> str:
-        values = self.all(name)
-        assert len(values) == 1, f"expected one {name}, got {values} in {self.headers}"
-        return values[0]
-
-    def auth_like(self) -> list[tuple[str, str]]:
-        """Every header an upstream could read as ``X-Auth-*`` (any case, ``_`` for ``-``)."""
-        return [
-            (key, value) for key, value in self.headers
-            if key.lower().replace("_", "-").startswith("x-auth-")
-        ]
-
-    @property
-    def bearer(self) -> str:
-        """The gateway's JWT from the one ``Authorization: Bearer`` header."""
-        scheme, _, token = self.one("Authorization").partition(" ")
-        assert scheme == "Bearer" and token.count(".") == 2, self.headers
-        return token
-
-
-class Recorder:
-    """A real upstream that records what it received and answers 200 with a small JSON body."""
-
-    def __init__(self) -> None:
-        self.received: list[Received] = []
-        self.url = ""
-        self.port = 0
-
-    @property
-    def hits(self) -> int:
-        return len(self.received)
-
-    @property
-    def last(self) -> Received:
-        assert self.received, "the upstream was never called"
-        return self.received[-1]
-
-    def app(self) -> web.Application:
-        async def record(request: web.Request) -> web.Response:
-            self.received.append(
-                Received(request.method, request.raw_path, list(request.headers.items()))
-            )
-            return web.json_response({"upstream": "ok", "path": request.raw_path})
-
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", record)
-        return app
 
 
 # --- clients ---------------------------------------------------------------------------------

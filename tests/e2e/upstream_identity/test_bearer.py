@@ -22,7 +22,6 @@ from tests.e2e.upstream_identity.identity_harness import (
     TOKEN,
     Counters,
     KeyFile,
-    Recorder,
     api_token,
     claims_of,
     fetch,
@@ -30,6 +29,7 @@ from tests.e2e.upstream_identity.identity_harness import (
     identity_settings,
 )
 from tests.support import GatewayClient
+from tests.upstreams import Upstream
 
 pytestmark = pytest.mark.filterwarnings("ignore:EdDSA is deprecated:joserfc.errors.SecurityWarning")
 
@@ -38,7 +38,7 @@ UNAUTHENTICATED = 'Bearer realm="gateway"'
 
 async def gateway(
     make_gateway: Any,
-    recorder: Recorder,
+    recorder: Upstream,
     tmp_path: Path,
     key: KeyFile,
     *,
@@ -67,7 +67,7 @@ async def post_token(client: GatewayClient, **kwargs: Any) -> tuple[int, Any, by
 # --- POST /.gateway/token --------------------------------------------------------------------
 
 async def test_token_endpoint_issues_a_bearer_token_for_json_credentials(
-    tmp_path: Path, recorder: Recorder, make_gateway: Any, ed_key: KeyFile
+    tmp_path: Path, recorder: Upstream, make_gateway: Any, ed_key: KeyFile
 ) -> None:
     client = await gateway(make_gateway, recorder, tmp_path, ed_key)
     counters = Counters()
@@ -103,7 +103,7 @@ async def test_token_endpoint_issues_a_bearer_token_for_json_credentials(
 
 
 async def test_token_endpoint_is_404_when_api_tokens_are_disabled(
-    tmp_path: Path, recorder: Recorder, make_gateway: Any, ed_key: KeyFile
+    tmp_path: Path, recorder: Upstream, make_gateway: Any, ed_key: KeyFile
 ) -> None:
     client = await gateway(make_gateway, recorder, tmp_path, ed_key, api_tokens=False)
     counters = Counters()
@@ -123,7 +123,7 @@ async def test_token_endpoint_is_404_when_api_tokens_are_disabled(
 )
 async def test_token_endpoint_refuses_bad_credentials_with_401(
     tmp_path: Path,
-    recorder: Recorder,
+    recorder: Upstream,
     make_gateway: Any,
     ed_key: KeyFile,
     username: str,
@@ -142,7 +142,7 @@ async def test_token_endpoint_refuses_bad_credentials_with_401(
 
 
 async def test_token_endpoint_refuses_form_encoded_credentials_with_400(
-    tmp_path: Path, recorder: Recorder, make_gateway: Any, ed_key: KeyFile
+    tmp_path: Path, recorder: Upstream, make_gateway: Any, ed_key: KeyFile
 ) -> None:
     client = await gateway(make_gateway, recorder, tmp_path, ed_key)
     counters = Counters()
@@ -157,7 +157,7 @@ async def test_token_endpoint_refuses_form_encoded_credentials_with_400(
 # --- using the token -------------------------------------------------------------------------
 
 async def test_bearer_on_an_accept_bearer_route_is_replaced_by_a_fresh_upstream_token(
-    tmp_path: Path, recorder: Recorder, make_gateway: Any, ed_key: KeyFile
+    tmp_path: Path, recorder: Upstream, make_gateway: Any, ed_key: KeyFile
 ) -> None:
     client = await gateway(make_gateway, recorder, tmp_path, ed_key)
     token = await api_token(client, "bob")
@@ -166,7 +166,7 @@ async def test_bearer_on_an_accept_bearer_route_is_replaced_by_a_fresh_upstream_
     assert status == 200, body
     assert recorder.hits == 1
     received = recorder.last
-    assert received.path == "/api/v1/things?x=1"
+    assert received.raw_path == "/api/v1/things?x=1"
     upstream = received.bearer
     assert upstream != token
     assert all(token not in value for _name, value in received.headers)  # never the API token
@@ -189,7 +189,7 @@ async def test_bearer_on_an_accept_bearer_route_is_replaced_by_a_fresh_upstream_
 
 
 async def test_repeated_calls_with_one_api_token_reuse_one_upstream_token(
-    tmp_path: Path, recorder: Recorder, make_gateway: Any, ed_key: KeyFile
+    tmp_path: Path, recorder: Upstream, make_gateway: Any, ed_key: KeyFile
 ) -> None:
     client = await gateway(make_gateway, recorder, tmp_path, ed_key)
     first, second = await api_token(client), await api_token(client)
@@ -212,7 +212,7 @@ async def test_repeated_calls_with_one_api_token_reuse_one_upstream_token(
 )
 async def test_bearer_on_a_protected_route_without_accept_bearer_is_anonymous(
     tmp_path: Path,
-    recorder: Recorder,
+    recorder: Upstream,
     make_gateway: Any,
     ed_key: KeyFile,
     path: str,
@@ -233,18 +233,18 @@ async def test_bearer_on_a_protected_route_without_accept_bearer_is_anonymous(
 
 
 async def test_bearer_on_a_public_route_without_accept_bearer_is_not_forwarded(
-    tmp_path: Path, recorder: Recorder, make_gateway: Any, ed_key: KeyFile
+    tmp_path: Path, recorder: Upstream, make_gateway: Any, ed_key: KeyFile
 ) -> None:
     client = await gateway(make_gateway, recorder, tmp_path, ed_key)
     token = await api_token(client)
     status, _headers, _body = await call(client, "/public/x", token)
     assert status == 200
-    assert recorder.last.all("Authorization") == []
+    assert recorder.last.values("Authorization") == []
     assert all(token not in value for _name, value in recorder.last.headers)
 
 
 async def test_bearer_of_a_user_removed_from_the_directory_is_refused(
-    tmp_path: Path, recorder: Recorder, make_gateway: Any, ed_key: KeyFile
+    tmp_path: Path, recorder: Upstream, make_gateway: Any, ed_key: KeyFile
 ) -> None:
     issuing = await gateway(make_gateway, recorder, tmp_path, ed_key)
     token = await api_token(issuing, "bob")

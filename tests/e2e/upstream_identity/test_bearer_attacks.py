@@ -29,7 +29,6 @@ from tests.e2e.upstream_identity.identity_harness import (
     ISSUER,
     JWKS,
     KeyFile,
-    Recorder,
     api_token,
     claims_of,
     fetch,
@@ -41,6 +40,7 @@ from tests.e2e.upstream_identity.identity_harness import (
 )
 from tests.support import GatewayClient
 from tests.tokens.token_helpers import b64url, b64url_json, new_private_key, unb64url
+from tests.upstreams import Received, Upstream
 
 API = "/api/v1/orders"
 # The credential stamp a token of alice's must carry to be hers (see gateway.identity.users).
@@ -72,7 +72,7 @@ def ours(key: KeyFile, header: dict[str, Any] | None = None, **changes: Any) -> 
 
 
 async def gateway(
-    make_gateway: Any, recorder: Recorder, tmp_path: Path, key: KeyFile
+    make_gateway: Any, recorder: Upstream, tmp_path: Path, key: KeyFile
 ) -> GatewayClient:
     client: GatewayClient = await make_gateway(
         identity_settings(recorder.url, tmp_path, [key.setting], api_tokens=True)
@@ -92,7 +92,7 @@ async def call(
 
 async def assert_refused(
     client: GatewayClient,
-    recorder: Recorder,
+    recorder: Upstream,
     token: str,
     description: str | set[str],
     **kwargs: Any,
@@ -106,7 +106,7 @@ async def assert_refused(
 
 
 async def test_control_a_hand_made_token_with_our_key_is_accepted(
-    tmp_path: Path, recorder: Recorder, make_gateway: Any, ed_key: KeyFile
+    tmp_path: Path, recorder: Upstream, make_gateway: Any, ed_key: KeyFile
 ) -> None:
     client = await gateway(make_gateway, recorder, tmp_path, ed_key)
     status, _headers, body = await call(client, ours(ed_key))
@@ -121,7 +121,7 @@ async def test_control_a_hand_made_token_with_our_key_is_accepted(
 )
 async def test_alg_none_is_refused(
     tmp_path: Path,
-    recorder: Recorder,
+    recorder: Upstream,
     make_gateway: Any,
     ed_key: KeyFile,
     signature: str,
@@ -136,7 +136,7 @@ async def test_alg_none_is_refused(
 @pytest.mark.parametrize("alg", ["EdDSA", "ES256", "RS256"])
 @pytest.mark.parametrize("secret_from", ["public-key-pem", "jwks-over-http"])
 async def test_hs256_signed_with_our_public_key_is_refused(
-    tmp_path: Path, recorder: Recorder, make_gateway: Any, alg: str, secret_from: str
+    tmp_path: Path, recorder: Upstream, make_gateway: Any, alg: str, secret_from: str
 ) -> None:
     # Algorithm confusion: HMAC with our PUBLIC key as the secret, hoping "the key" goes to HMAC.
     key = write_key(tmp_path, alg)
@@ -155,7 +155,7 @@ async def test_hs256_signed_with_our_public_key_is_refused(
 
 
 async def test_unknown_kid_is_refused(
-    tmp_path: Path, recorder: Recorder, make_gateway: Any, ed_key: KeyFile
+    tmp_path: Path, recorder: Upstream, make_gateway: Any, ed_key: KeyFile
 ) -> None:
     client = await gateway(make_gateway, recorder, tmp_path, ed_key)
     token = ours(ed_key, {"alg": "EdDSA", "typ": "JWT", "kid": "somebody-elses-key"})
@@ -163,7 +163,7 @@ async def test_unknown_kid_is_refused(
 
 
 async def test_expired_token_is_refused(
-    tmp_path: Path, recorder: Recorder, make_gateway: Any, ed_key: KeyFile
+    tmp_path: Path, recorder: Upstream, make_gateway: Any, ed_key: KeyFile
 ) -> None:
     client = await gateway(make_gateway, recorder, tmp_path, ed_key)
     now = int(time.time())
@@ -172,7 +172,7 @@ async def test_expired_token_is_refused(
 
 
 async def test_not_yet_valid_token_is_refused(
-    tmp_path: Path, recorder: Recorder, make_gateway: Any, ed_key: KeyFile
+    tmp_path: Path, recorder: Upstream, make_gateway: Any, ed_key: KeyFile
 ) -> None:
     client = await gateway(make_gateway, recorder, tmp_path, ed_key)
     token = ours(ed_key, nbf=int(time.time()) + 300)
@@ -180,7 +180,7 @@ async def test_not_yet_valid_token_is_refused(
 
 
 async def test_wrong_issuer_is_refused(
-    tmp_path: Path, recorder: Recorder, make_gateway: Any, ed_key: KeyFile
+    tmp_path: Path, recorder: Upstream, make_gateway: Any, ed_key: KeyFile
 ) -> None:
     client = await gateway(make_gateway, recorder, tmp_path, ed_key)
     token = ours(ed_key, iss="https://evil.example.com")
@@ -193,7 +193,7 @@ async def test_wrong_issuer_is_refused(
     ids=["foreign", "this-routes-audience", "another-upstream", "list-with-issuer"],
 )
 async def test_wrong_audience_is_refused(
-    tmp_path: Path, recorder: Recorder, make_gateway: Any, ed_key: KeyFile, audience: Any
+    tmp_path: Path, recorder: Upstream, make_gateway: Any, ed_key: KeyFile, audience: Any
 ) -> None:
     client = await gateway(make_gateway, recorder, tmp_path, ed_key)
     await assert_refused(client, recorder, ours(ed_key, aud=audience), "invalid audience")
@@ -205,7 +205,7 @@ async def test_wrong_audience_is_refused(
     ids=["registered-name", "b64", "unknown-extension"],
 )
 async def test_crit_header_is_refused(
-    tmp_path: Path, recorder: Recorder, make_gateway: Any, ed_key: KeyFile, extra: dict[str, Any]
+    tmp_path: Path, recorder: Upstream, make_gateway: Any, ed_key: KeyFile, extra: dict[str, Any]
 ) -> None:
     client = await gateway(make_gateway, recorder, tmp_path, ed_key)
     token = ours(ed_key, {"alg": "EdDSA", "typ": "JWT", "kid": ed_key.kid, **extra})
@@ -214,7 +214,7 @@ async def test_crit_header_is_refused(
 
 @pytest.mark.parametrize("byte", [0, 31, -1], ids=["first-byte", "middle-byte", "last-byte"])
 async def test_forged_signature_is_refused(
-    tmp_path: Path, recorder: Recorder, make_gateway: Any, ed_key: KeyFile, byte: int
+    tmp_path: Path, recorder: Upstream, make_gateway: Any, ed_key: KeyFile, byte: int
 ) -> None:
     client = await gateway(make_gateway, recorder, tmp_path, ed_key)
     head, body, signature = ours(ed_key).split(".")
@@ -226,7 +226,7 @@ async def test_forged_signature_is_refused(
 
 
 async def test_changed_claims_under_our_signature_are_refused(
-    tmp_path: Path, recorder: Recorder, make_gateway: Any, ed_key: KeyFile
+    tmp_path: Path, recorder: Upstream, make_gateway: Any, ed_key: KeyFile
 ) -> None:
     client = await gateway(make_gateway, recorder, tmp_path, ed_key)
     genuine = await api_token(client, "carol")
@@ -236,7 +236,7 @@ async def test_changed_claims_under_our_signature_are_refused(
 
 
 async def test_10kb_token_is_refused(
-    tmp_path: Path, recorder: Recorder, make_gateway: Any, ed_key: KeyFile
+    tmp_path: Path, recorder: Upstream, make_gateway: Any, ed_key: KeyFile
 ) -> None:
     client = await gateway(make_gateway, recorder, tmp_path, ed_key)
     token = ours(ed_key, padding="x" * 10_000)  # otherwise valid: our key, our claims
@@ -251,7 +251,7 @@ async def test_10kb_token_is_refused(
 )
 async def test_upstream_token_replayed_as_bearer_is_refused(
     tmp_path: Path,
-    recorder: Recorder,
+    recorder: Upstream,
     make_gateway: Any,
     ed_key: KeyFile,
     captured_on: str,
@@ -267,7 +267,7 @@ async def test_upstream_token_replayed_as_bearer_is_refused(
 
 
 async def test_hs256_token_made_with_the_shared_hmac_secret_is_refused(
-    tmp_path: Path, recorder: Recorder, make_gateway: Any, ed_key: KeyFile
+    tmp_path: Path, recorder: Upstream, make_gateway: Any, ed_key: KeyFile
 ) -> None:
     # HS256 signs upstream tokens for legacy backends, which therefore hold the secret: a token
     # they can make (even with every claim of a genuine API token) must be no credential.
@@ -284,21 +284,13 @@ async def test_hs256_token_made_with_the_shared_hmac_secret_is_refused(
     await assert_refused(client, recorder, forged, "algorithm not allowed")
 
 
-class KeyServer:
-    """An attacker's server offering a JWKS and a certificate URL; counts every hit."""
+def key_server(jwks: dict[str, Any]) -> Upstream:
+    """An attacker's server offering a JWKS (and a certificate URL); records every hit."""
 
-    def __init__(self, jwks: dict[str, Any]) -> None:
-        self.jwks = jwks
-        self.hits = 0
+    async def offer(request: web.Request, received: Received) -> web.Response:
+        return web.json_response(jwks)
 
-    def app(self) -> web.Application:
-        async def serve(request: web.Request) -> web.Response:
-            self.hits += 1
-            return web.json_response(self.jwks)
-
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", serve)
-        return app
+    return Upstream(offer)
 
 
 @pytest.mark.parametrize(
@@ -308,9 +300,8 @@ class KeyServer:
 )
 async def test_jku_x5u_and_jwk_headers_are_ignored_and_nothing_is_fetched(
     tmp_path: Path,
-    recorder: Recorder,
+    recorder: Upstream,
     make_gateway: Any,
-    aiohttp_server: Any,
     ed_key: KeyFile,
     kid_of: str,
     description: str,
@@ -318,19 +309,18 @@ async def test_jku_x5u_and_jwk_headers_are_ignored_and_nothing_is_fetched(
     attacker = new_private_key("EdDSA")
     jwk = pyjwt.algorithms.OKPAlgorithm.to_jwk(attacker.public_key(), as_dict=True)
     kid = "attacker-key" if kid_of == "attacker" else ed_key.kid
-    key_server = KeyServer({"keys": [{**jwk, "kid": kid, "alg": "EdDSA", "use": "sig"}]})
-    server = await aiohttp_server(key_server.app())
-    port = server.port
-    client = await gateway(make_gateway, recorder, tmp_path, ed_key)
-    header = {
-        "alg": "EdDSA", "typ": "JWT", "kid": kid,
-        "jku": f"http://127.0.0.1:{port}/jwks.json",
-        "x5u": f"http://127.0.0.1:{port}/cert.pem",
-        "jwk": {**jwk, "kid": kid},
-    }
-    token = sign(header, api_claims(), attacker, "EdDSA")
-    await assert_refused(client, recorder, token, description)
-    assert key_server.hits == 0
+    jwks = {"keys": [{**jwk, "kid": kid, "alg": "EdDSA", "use": "sig"}]}
+    async with key_server(jwks) as attackers:
+        client = await gateway(make_gateway, recorder, tmp_path, ed_key)
+        header = {
+            "alg": "EdDSA", "typ": "JWT", "kid": kid,
+            "jku": f"{attackers.url}/jwks.json",
+            "x5u": f"{attackers.url}/cert.pem",
+            "jwk": {**jwk, "kid": kid},
+        }
+        token = sign(header, api_claims(), attacker, "EdDSA")
+        await assert_refused(client, recorder, token, description)
+        assert attackers.received == []
 
 
 @pytest.mark.parametrize(
@@ -340,7 +330,7 @@ async def test_jku_x5u_and_jwk_headers_are_ignored_and_nothing_is_fetched(
 )
 async def test_a_failed_bearer_never_falls_back_to_the_session_cookie(
     tmp_path: Path,
-    recorder: Recorder,
+    recorder: Upstream,
     make_gateway: Any,
     ed_key: KeyFile,
     bad: str,

@@ -14,12 +14,12 @@ import pytest
 from tests.e2e.upstream_identity.identity_harness import (
     SESSION_COOKIE,
     KeyFile,
-    Recorder,
     claims_of,
     identity_settings,
     login,
 )
 from tests.support import GatewayClient, raw_request
+from tests.upstreams import Upstream
 
 CLIENT_AUTHORIZATIONS = {
     "bearer-junk": "Bearer anything",
@@ -36,7 +36,7 @@ BOB_HEADERS = [("X-Auth-User", "bob"), ("X-Auth-Email", "bob@example.com"),
 
 
 async def gateway(
-    make_gateway: Any, recorder: Recorder, tmp_path: Path, key: KeyFile, **options: Any
+    make_gateway: Any, recorder: Upstream, tmp_path: Path, key: KeyFile, **options: Any
 ) -> GatewayClient:
     client: GatewayClient = await make_gateway(
         identity_settings(recorder.url, tmp_path, [key.setting], **options)
@@ -54,17 +54,17 @@ async def send(client: GatewayClient, path: str, headers: Any) -> int:
 
 @pytest.mark.parametrize("value", CLIENT_AUTHORIZATIONS.values(), ids=CLIENT_AUTHORIZATIONS.keys())
 async def test_client_authorization_is_removed_for_an_anonymous_caller_on_a_public_route(
-    tmp_path: Path, recorder: Recorder, make_gateway: Any, ed_key: KeyFile, value: str
+    tmp_path: Path, recorder: Upstream, make_gateway: Any, ed_key: KeyFile, value: str
 ) -> None:
     client = await gateway(make_gateway, recorder, tmp_path, ed_key)
     assert await send(client, "/public/x", {"Authorization": value}) == 200
     assert recorder.hits == 1
-    assert recorder.last.all("Authorization") == []
+    assert recorder.last.values("Authorization") == []
 
 
 @pytest.mark.parametrize("value", CLIENT_AUTHORIZATIONS.values(), ids=CLIENT_AUTHORIZATIONS.keys())
 async def test_client_authorization_is_replaced_by_the_gateways_token_when_signed_in(
-    tmp_path: Path, recorder: Recorder, make_gateway: Any, ed_key: KeyFile, value: str
+    tmp_path: Path, recorder: Upstream, make_gateway: Any, ed_key: KeyFile, value: str
 ) -> None:
     client = await gateway(make_gateway, recorder, tmp_path, ed_key)
     alice = await login(client)
@@ -78,19 +78,19 @@ async def test_client_authorization_is_replaced_by_the_gateways_token_when_signe
 
 
 async def test_several_client_authorization_headers_are_all_removed(
-    tmp_path: Path, recorder: Recorder, make_gateway: Any, ed_key: KeyFile
+    tmp_path: Path, recorder: Upstream, make_gateway: Any, ed_key: KeyFile
 ) -> None:
     client = await gateway(make_gateway, recorder, tmp_path, ed_key)
     headers = {"Authorization": "Basic YTpi", "authorization": "Bearer x.y.z"}
     status, _headers, _body = await raw_request(client.port, "/public/x", headers=headers)
     assert status == 200
-    assert recorder.last.all("Authorization") == []
+    assert recorder.last.values("Authorization") == []
 
 
 # --- X-Auth-* --------------------------------------------------------------------------------
 
 async def test_control_every_spoofed_name_reaches_an_upstream_when_sent_directly(
-    recorder: Recorder,
+    recorder: Upstream,
 ) -> None:
     # Without this, a client library folding or dropping e.g. X_Auth_User would make the
     # hygiene tests below pass without testing anything (aiohttp's client folds names that
@@ -102,7 +102,7 @@ async def test_control_every_spoofed_name_reaches_an_upstream_when_sent_directly
 
 @pytest.mark.parametrize("name", SPOOFED)
 async def test_spoofed_x_auth_header_is_removed_when_identity_headers_is_off(
-    tmp_path: Path, recorder: Recorder, make_gateway: Any, ed_key: KeyFile, name: str
+    tmp_path: Path, recorder: Upstream, make_gateway: Any, ed_key: KeyFile, name: str
 ) -> None:
     client = await gateway(make_gateway, recorder, tmp_path, ed_key)
     bob = await login(client, "bob")
@@ -113,7 +113,7 @@ async def test_spoofed_x_auth_header_is_removed_when_identity_headers_is_off(
 
 @pytest.mark.parametrize("name", SPOOFED)
 async def test_spoofed_x_auth_header_leaves_only_the_gateways_values_when_identity_headers_is_on(
-    tmp_path: Path, recorder: Recorder, make_gateway: Any, ed_key: KeyFile, name: str
+    tmp_path: Path, recorder: Upstream, make_gateway: Any, ed_key: KeyFile, name: str
 ) -> None:
     client = await gateway(make_gateway, recorder, tmp_path, ed_key)
     bob = await login(client, "bob")
@@ -123,7 +123,7 @@ async def test_spoofed_x_auth_header_leaves_only_the_gateways_values_when_identi
 
 @pytest.mark.parametrize("name", SPOOFED)
 async def test_spoofed_x_auth_header_is_removed_for_an_anonymous_caller(
-    tmp_path: Path, recorder: Recorder, make_gateway: Any, ed_key: KeyFile, name: str
+    tmp_path: Path, recorder: Upstream, make_gateway: Any, ed_key: KeyFile, name: str
 ) -> None:
     client = await gateway(make_gateway, recorder, tmp_path, ed_key)
     assert await send(client, "/pubident/x", {name: "admin"}) == 200
@@ -131,7 +131,7 @@ async def test_spoofed_x_auth_header_is_removed_for_an_anonymous_caller(
 
 
 async def test_every_spoofed_variant_at_once_leaves_only_the_gateways_values(
-    tmp_path: Path, recorder: Recorder, make_gateway: Any, ed_key: KeyFile
+    tmp_path: Path, recorder: Upstream, make_gateway: Any, ed_key: KeyFile
 ) -> None:
     client = await gateway(make_gateway, recorder, tmp_path, ed_key)
     bob = await login(client, "bob")
@@ -158,7 +158,7 @@ async def test_every_spoofed_variant_at_once_leaves_only_the_gateways_values(
 )
 async def test_session_cookie_is_stripped_and_other_cookies_pass_byte_exact(
     tmp_path: Path,
-    recorder: Recorder,
+    recorder: Upstream,
     make_gateway: Any,
     ed_key: KeyFile,
     layout: str,
@@ -169,23 +169,23 @@ async def test_session_cookie_is_stripped_and_other_cookies_pass_byte_exact(
     raw = layout.format(s=f"{SESSION_COOKIE}={alice.session}")
     assert await send(client, "/members/x", {"Cookie": raw}) == 200
     assert claims_of(recorder.last.bearer)["sub"] == "alice"  # the session was used ...
-    assert recorder.last.all("Cookie") == ([] if expected is None else [expected])  # ... and cut
+    assert recorder.last.values("Cookie") == ([] if expected is None else [expected])  # ... and cut
 
 
 async def test_a_dead_session_cookie_is_stripped_on_a_public_route_too(
-    tmp_path: Path, recorder: Recorder, make_gateway: Any, ed_key: KeyFile
+    tmp_path: Path, recorder: Upstream, make_gateway: Any, ed_key: KeyFile
 ) -> None:
     client = await gateway(make_gateway, recorder, tmp_path, ed_key)
     raw = f"a=1; {SESSION_COOKIE}=not-a-session-{'x' * 40}; b=2"
     assert await send(client, "/public/x", {"Cookie": raw}) == 200
-    assert recorder.last.all("Cookie") == ["a=1; b=2"]
-    assert recorder.last.all("Authorization") == []
+    assert recorder.last.values("Cookie") == ["a=1; b=2"]
+    assert recorder.last.values("Authorization") == []
 
 
 # --- a custom token header ---------------------------------------------------------------------
 
 async def test_custom_token_header_carries_the_bare_token_and_client_authorization_is_removed(
-    tmp_path: Path, recorder: Recorder, make_gateway: Any, ed_key: KeyFile
+    tmp_path: Path, recorder: Upstream, make_gateway: Any, ed_key: KeyFile
 ) -> None:
     client = await gateway(make_gateway, recorder, tmp_path, ed_key, header="X-Identity")
     alice = await login(client)
@@ -195,11 +195,11 @@ async def test_custom_token_header_carries_the_bare_token_and_client_authorizati
     assert not token.lower().startswith("bearer")
     assert token.count(".") == 2
     assert claims_of(token)["sub"] == "alice" and claims_of(token)["aud"] == "app"
-    assert recorder.last.all("Authorization") == []
+    assert recorder.last.values("Authorization") == []
 
 
 async def test_custom_token_header_sent_by_an_anonymous_client_is_not_forwarded(
-    tmp_path: Path, recorder: Recorder, make_gateway: Any, ed_key: KeyFile
+    tmp_path: Path, recorder: Upstream, make_gateway: Any, ed_key: KeyFile
 ) -> None:
     # The upstream reads X-Identity as the gateway's token: a client must not get to set it,
     # whether or not the gateway has a token of its own to put there (as with Authorization).
@@ -219,7 +219,7 @@ async def test_custom_token_header_sent_by_an_anonymous_client_is_not_forwarded(
 # --- public routes ---------------------------------------------------------------------------
 
 async def test_public_route_with_a_valid_session_forwards_identity_and_jwt(
-    tmp_path: Path, recorder: Recorder, make_gateway: Any, ed_key: KeyFile
+    tmp_path: Path, recorder: Upstream, make_gateway: Any, ed_key: KeyFile
 ) -> None:
     client = await gateway(make_gateway, recorder, tmp_path, ed_key)
     bob = await login(client, "bob")
@@ -230,10 +230,10 @@ async def test_public_route_with_a_valid_session_forwards_identity_and_jwt(
 
 
 async def test_public_route_without_a_session_forwards_no_jwt_and_no_identity(
-    tmp_path: Path, recorder: Recorder, make_gateway: Any, ed_key: KeyFile
+    tmp_path: Path, recorder: Upstream, make_gateway: Any, ed_key: KeyFile
 ) -> None:
     client = await gateway(make_gateway, recorder, tmp_path, ed_key)
     await login(client, "bob")  # someone else is signed in; this caller is not
     assert await send(client, "/pubident/x", {"Accept": "text/html"}) == 200
-    assert recorder.last.all("Authorization") == []
+    assert recorder.last.values("Authorization") == []
     assert recorder.last.auth_like() == []

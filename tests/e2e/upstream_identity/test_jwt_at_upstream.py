@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,7 @@ from tests.e2e.upstream_identity.identity_harness import (
     write_key,
 )
 from tests.tokens.token_helpers import b64url
+from tests.upstreams import Received, Upstream
 
 # RFC 9864 deprecates "EdDSA" for the fully-specified "Ed25519"; the contract names EdDSA, which
 # far more verifiers know today, so joserfc's deprecation notice is expected here (and only it).
@@ -83,30 +85,38 @@ class JwksBackend:
         keys = JoseKeySet.import_key_set(json.loads(body))
         return jose_jwt.decode(token, keys, algorithms=list(ASYMMETRIC))
 
-    def app(self) -> web.Application:
-        async def handle(request: web.Request) -> web.Response:
-            scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-            if scheme != "Bearer" or not token:
-                self.refused.append(f"{request.raw_path}: no bearer token")
-                return web.json_response({"error": "no token"}, status=401)
-            try:
-                decoded = await self.verify(token)
-            except JoseError as exc:
-                self.refused.append(f"{request.raw_path}: {exc!r}")
-                return web.json_response({"error": "invalid token"}, status=401)
-            self.verified.append(
-                Verified(request.raw_path, token, dict(decoded.header), dict(decoded.claims))
-            )
-            return web.json_response({"verified_sub": decoded.claims["sub"]})
-
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", handle)
-        return app
+    async def answer(self, request: web.Request, received: Received) -> web.Response:
+        """Served by the recording upstream: verify, then answer."""
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        if scheme != "Bearer" or not token:
+            self.refused.append(f"{request.raw_path}: no bearer token")
+            return web.json_response({"error": "no token"}, status=401)
+        try:
+            decoded = await self.verify(token)
+        except JoseError as exc:
+            self.refused.append(f"{request.raw_path}: {exc!r}")
+            return web.json_response({"error": "invalid token"}, status=401)
+        self.verified.append(
+            Verified(request.raw_path, token, dict(decoded.header), dict(decoded.claims))
+        )
+        return web.json_response({"verified_sub": decoded.claims["sub"]})
 
 
-async def serve(aiohttp_server: Any, backend: JwksBackend) -> str:
-    server = await aiohttp_server(backend.app())
-    return str(server.make_url("")).rstrip("/")
+Serve = Callable[[JwksBackend], Awaitable[str]]
+
+
+@pytest.fixture
+async def serve() -> AsyncIterator[Serve]:
+    """``await serve(backend)``: ``backend`` behind a recording upstream on loopback; its URL."""
+    started: list[Upstream] = []
+
+    async def start(backend: JwksBackend) -> str:
+        started.append(await Upstream(backend.answer).start())
+        return started[-1].url
+
+    yield start
+    for upstream in started:
+        await upstream.stop()
 
 
 def check_claims(claims: dict[str, Any], *, audience: str, subject: str) -> None:
@@ -134,12 +144,12 @@ def keys_for(tmp_path: Path, alg: str) -> tuple[list[Any], str]:
 
 @pytest.mark.parametrize("alg", [*ASYMMETRIC, "HS256"])
 async def test_a_backend_knowing_only_the_jwks_url_verifies_every_request(
-    tmp_path: Path, aiohttp_server: Any, make_gateway: Any, alg: str
+    tmp_path: Path, serve: Serve, make_gateway: Any, alg: str
 ) -> None:
     keys, kid = keys_for(tmp_path, alg)
     backend = JwksBackend(secret=HMAC_SECRET if alg == "HS256" else None)
     client = await make_gateway(
-        identity_settings(await serve(aiohttp_server, backend), tmp_path, keys)
+        identity_settings(await serve(backend), tmp_path, keys)
     )
     backend.jwks_url = str(client.make_url(JWKS))
     bob = await login(client, "bob")
@@ -186,12 +196,12 @@ async def test_a_backend_knowing_only_the_jwks_url_verifies_every_request(
 
 
 async def test_hs256_key_is_never_published_so_only_the_secret_verifies(
-    tmp_path: Path, aiohttp_server: Any, make_gateway: Any
+    tmp_path: Path, serve: Serve, make_gateway: Any
 ) -> None:
     keys, _kid = keys_for(tmp_path, "HS256")
     backend = JwksBackend(secret=HMAC_SECRET)
     client = await make_gateway(
-        identity_settings(await serve(aiohttp_server, backend), tmp_path, keys)
+        identity_settings(await serve(backend), tmp_path, keys)
     )
     alice = await login(client)
     assert (await alice.get("/members/x")).status == 200
@@ -237,12 +247,12 @@ async def test_jwks_endpoint_headers_and_shape(
 
 
 async def test_key_rotation_new_key_signs_and_old_tokens_still_verify(
-    tmp_path: Path, aiohttp_server: Any, make_gateway: Any
+    tmp_path: Path, serve: Serve, make_gateway: Any
 ) -> None:
     old: KeyFile = write_key(tmp_path, "ES256", "old.pem")
     new: KeyFile = write_key(tmp_path, "EdDSA", "new.pem")
     backend = JwksBackend()
-    url = await serve(aiohttp_server, backend)
+    url = await serve(backend)
 
     before_rotation = await make_gateway(identity_settings(url, tmp_path, [old.setting]))
     backend.jwks_url = str(before_rotation.make_url(JWKS))
@@ -285,14 +295,14 @@ async def test_key_rotation_new_key_signs_and_old_tokens_still_verify(
 )
 async def test_tokens_claims_select_the_identity_claims(
     tmp_path: Path,
-    aiohttp_server: Any,
+    serve: Serve,
     make_gateway: Any,
     ed_key: KeyFile,
     claims: tuple[str, ...],
     expected: dict[str, Any],
 ) -> None:
     backend = JwksBackend()
-    url = await serve(aiohttp_server, backend)
+    url = await serve(backend)
     client = await make_gateway(identity_settings(url, tmp_path, [ed_key.setting], claims=claims))
     backend.jwks_url = str(client.make_url(JWKS))
     bob = await login(client, "bob")
@@ -305,13 +315,13 @@ async def test_tokens_claims_select_the_identity_claims(
 @pytest.mark.parametrize("session_backend", ["memory", "cookie"])
 async def test_sid_is_stable_per_session_and_reveals_no_session_id(
     tmp_path: Path,
-    aiohttp_server: Any,
+    serve: Serve,
     make_gateway: Any,
     ed_key: KeyFile,
     session_backend: str,
 ) -> None:
     backend = JwksBackend()
-    url = await serve(aiohttp_server, backend)
+    url = await serve(backend)
     client = await make_gateway(
         identity_settings(url, tmp_path, [ed_key.setting], backend=session_backend)
     )

@@ -14,22 +14,22 @@ from tests.e2e.login.login_harness import JSON, LOGOUT
 from tests.e2e.upstream_identity.identity_harness import (
     Counters,
     KeyFile,
-    Recorder,
     claims_of,
     identity_settings,
     login,
     with_route_token,
 )
+from tests.upstreams import Upstream
 
 N = 20
 
 
-async def gateway(make_gateway: Any, recorder: Recorder, tmp_path: Path, key: KeyFile) -> Any:
+async def gateway(make_gateway: Any, recorder: Upstream, tmp_path: Path, key: KeyFile) -> Any:
     return await make_gateway(identity_settings(recorder.url, tmp_path, [key.setting]))
 
 
 async def test_repeated_requests_of_one_session_mint_once(
-    tmp_path: Path, recorder: Recorder, make_gateway: Any, ed_key: KeyFile
+    tmp_path: Path, recorder: Upstream, make_gateway: Any, ed_key: KeyFile
 ) -> None:
     client = await gateway(make_gateway, recorder, tmp_path, ed_key)
     alice = await login(client)
@@ -44,7 +44,7 @@ async def test_repeated_requests_of_one_session_mint_once(
 
 
 async def test_a_second_audience_mints_one_more_token(
-    tmp_path: Path, recorder: Recorder, make_gateway: Any, ed_key: KeyFile
+    tmp_path: Path, recorder: Upstream, make_gateway: Any, ed_key: KeyFile
 ) -> None:
     client = await gateway(make_gateway, recorder, tmp_path, ed_key)
     alice = await login(client)
@@ -62,7 +62,7 @@ async def test_a_second_audience_mints_one_more_token(
 
 
 async def test_a_second_session_of_the_same_user_mints_its_own_token(
-    tmp_path: Path, recorder: Recorder, make_gateway: Any, ed_key: KeyFile
+    tmp_path: Path, recorder: Upstream, make_gateway: Any, ed_key: KeyFile
 ) -> None:
     client = await gateway(make_gateway, recorder, tmp_path, ed_key)
     first = await login(client)
@@ -79,7 +79,7 @@ async def test_a_second_session_of_the_same_user_mints_its_own_token(
 
 
 async def test_logout_drops_the_sessions_tokens_and_the_next_login_mints_afresh(
-    tmp_path: Path, recorder: Recorder, make_gateway: Any, ed_key: KeyFile
+    tmp_path: Path, recorder: Upstream, make_gateway: Any, ed_key: KeyFile
 ) -> None:
     client = await gateway(make_gateway, recorder, tmp_path, ed_key)
     cache = client.gateway.holder.current.tokens.cache
@@ -106,7 +106,7 @@ async def test_logout_drops_the_sessions_tokens_and_the_next_login_mints_afresh(
 
 
 async def test_a_token_is_renewed_once_four_fifths_of_its_lifetime_have_passed(
-    tmp_path: Path, recorder: Recorder, make_gateway: Any, ed_key: KeyFile, clock: Any
+    tmp_path: Path, recorder: Upstream, make_gateway: Any, ed_key: KeyFile, clock: Any
 ) -> None:
     settings = identity_settings(recorder.url, tmp_path, [ed_key.setting])
     settings = with_route_token(settings, "members", RouteTokenSettings(ttl_s=5))
