@@ -1,11 +1,13 @@
-"""Builders for settings and a gateway served in this process, with a client for it."""
+"""A gateway served in this process exactly as ``gateway run`` serves it, with a client for it.
+
+:meth:`GatewayClient.start` takes the configuration as the YAML document (Python data, see
+:mod:`tests.configs`) and reads it with the gateway's own loader.
+"""
 
 from __future__ import annotations
 
-import tempfile
-import types
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from pathlib import Path
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 import aiohttp
@@ -14,68 +16,12 @@ from yarl import URL
 
 from gateway.app import Gateway
 from gateway.bundle import build
-from gateway.config.settings import (
-    AccessSettings,
-    ClientTimeouts,
-    LoginSettings,
-    MatchSettings,
-    RouteSettings,
-    ServerSettings,
-    SessionSettings,
-    Settings,
-    TokenSettings,
-    UpstreamSettings,
-    UsersSettings,
-)
+from gateway.config.settings import ClientTimeouts
 from gateway.listener import Handler, Listener
 from gateway.upstream import ClientFactory
+from tests.configs import load
 
 DEFAULT_TIMEOUTS = ClientTimeouts()
-
-# Generated signing keys go here, never into the checkout's ./.gateway.
-TEST_DATA_DIR = Path(tempfile.gettempdir()) / "gateway-tests-data"
-
-
-def route(
-    name: str,
-    *,
-    prefix: str | None = "/",
-    access: str = "public",
-    upstream: str = "app",
-    **kwargs: Any,
-) -> RouteSettings:
-    match = kwargs.pop("match", None) or MatchSettings(path_prefix=prefix)
-    return RouteSettings(
-        name=name, match=match, upstream=upstream, access=AccessSettings(kind=access), **kwargs  # type: ignore[arg-type]
-    )
-
-
-def settings(
-    upstream_url: str,
-    routes: Iterable[RouteSettings],
-    *,
-    public_url: str = "http://gw.test",
-    upstream: UpstreamSettings | None = None,
-    session: SessionSettings | None = None,
-    **server: Any,
-) -> Settings:
-    """Settings for the real app; ``upstream`` replaces the default ``app`` upstream."""
-    if upstream is None:
-        upstream = UpstreamSettings(name="app", url=upstream_url, read_timeout_s=5.0)
-    return Settings(
-        server=ServerSettings(
-            listen_host="127.0.0.1",
-            listen_port=0,
-            public_url=public_url,
-            **{"data_dir": TEST_DATA_DIR, **server},
-        ),
-        session=session or SessionSettings(),
-        users=UsersSettings(),
-        login=LoginSettings(),
-        tokens=TokenSettings(issuer=public_url),
-        upstreams=types.MappingProxyType({upstream.name: upstream}),
-        routes=tuple(routes),
-    )
 
 
 async def raw_request(
@@ -87,8 +33,6 @@ async def raw_request(
     body: bytes = b"",
 ) -> tuple[int, dict[str, str], bytes]:
     """Send one request with the target byte-exact (no client-side URL normalisation)."""
-    import asyncio
-
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     headers = dict(headers or {})
     host = headers.pop("Host", "gw.test")
@@ -143,11 +87,14 @@ class GatewayClient:
     @classmethod
     async def start(
         cls,
-        settings: Settings,
+        document: Mapping[str, Any],
         *,
         cookie_jar: aiohttp.abc.AbstractCookieJar | None = None,
         client_factory: ClientFactory | None = None,
     ) -> GatewayClient:
+        """Serve the configuration ``document`` (:func:`tests.configs.config`), loaded and
+        built as ``gateway run`` loads and builds its file."""
+        settings = load(document)
         gateway = Gateway(build(settings, generate_key=True), client_factory=client_factory)
         listener = Listener(gateway.handle, settings.server.timeouts)
         await listener.start("127.0.0.1", 0)
@@ -223,12 +170,13 @@ MakeGateway = Callable[..., Awaitable[GatewayClient]]
 
 @pytest.fixture
 async def make_gateway() -> AsyncIterator[MakeGateway]:
-    """``await make_gateway(settings)``: a :class:`GatewayClient` without a cookie jar (tests send
-    and read cookies themselves); closed at teardown."""
+    """``await make_gateway(document)``: a :class:`GatewayClient` serving that configuration
+    document, without a cookie jar (tests send and read cookies themselves); closed at
+    teardown."""
     started: list[GatewayClient] = []
 
-    async def make(settings: Settings, **kwargs: Any) -> GatewayClient:
-        client = await GatewayClient.start(settings, **kwargs)
+    async def make(document: Mapping[str, Any], **kwargs: Any) -> GatewayClient:
+        client = await GatewayClient.start(document, **kwargs)
         started.append(client)
         return client
 

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from gateway.config.settings import MatchSettings
-from tests.support import MakeGateway, raw_request, route, settings
+from tests.configs import config, route
+from tests.support import MakeGateway, raw_request
 from tests.upstreams import Upstream, echoed
 
 
@@ -24,10 +24,10 @@ async def gateway(make_gateway: MakeGateway, upstream: Upstream):
         route("members", prefix="/members", access="authenticated"),
         route("api", prefix="/api", access="authenticated", unauthenticated="status"),
         route("forced", prefix="/forced", access="authenticated", unauthenticated="redirect"),
-        route("exact", match=MatchSettings(path="/only")),
+        route("exact", match={"path": "/only"}),
         route("public", prefix="/public"),
     ]
-    return await make_gateway(settings(upstream.url, routes))
+    return await make_gateway(config(upstream.url, routes))
 
 
 async def test_public_route_reaches_the_upstream_with_the_normalised_path(gateway):
@@ -133,13 +133,13 @@ async def host_gateway(make_gateway, upstream):
     routes = [
         route(
             "admin-host",
-            match=MatchSettings(host="admin.example.com", path_prefix="/"),
+            match={"host": "admin.example.com", "path_prefix": "/"},
             access="deny",
         ),
         route("java-admin", prefix="/admin", access="deny"),
         route("rest", prefix="/"),
     ]
-    return await make_gateway(settings(upstream.url, routes))
+    return await make_gateway(config(upstream.url, routes))
 
 
 @pytest.mark.parametrize(

@@ -1,5 +1,6 @@
 """Path normalisation (``gateway.paths``): what every request path becomes before routing,
-which paths are refused, and the servlet container's reading of ``;parameters``."""
+which paths are refused, the servlet container's reading of ``;parameters``, and the path an
+upstream receives once a route's ``strip_prefix`` is removed."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 import pytest
 
 from gateway.errors import BadRequest
-from gateway.paths import matching_path, normalise_path
+from gateway.paths import matching_path, normalise_path, strip_route_prefix
 
 
 def cases(rows: Sequence[tuple[Any, ...]]) -> list[Any]:
@@ -142,3 +143,28 @@ def test_refusal_detail_escapes_control_characters() -> None:
     with pytest.raises(BadRequest) as caught:
         normalise_path("/a\r\nX-Forged: 1")
     assert "\r" not in str(caught.value) and "\n" not in str(caught.value)
+
+
+# ------------------------------------------------------------------------------------------
+# strip_route_prefix
+# ------------------------------------------------------------------------------------------
+
+STRIPPED = [
+    # (strip_prefix, ignore_case, normalised path, upstream path, prefix removed, id)
+    ("/api", False, "/api/v1/x", "/v1/x", "/api", "nested"),
+    ("/api", False, "/api", "/", "/api", "exact"),
+    ("/api", False, "/api/", "/", "/api", "trailing-slash"),
+    ("/api/", False, "/api/v1", "/v1", "/api", "prefix-with-slash"),
+    ("/api", False, "/apix/v1", "/apix/v1", "", "not-a-segment"),
+    ("/api", False, "/API/v1", "/API/v1", "", "case-sensitive"),
+    ("/api", True, "/API/v1", "/v1", "/API", "ignore-case-removes-as-sent"),
+    ("/", False, "/api/v1", "/api/v1", "", "root"),
+    (None, False, "/api/v1", "/api/v1", "", "no-strip"),
+]
+
+
+@pytest.mark.parametrize(("strip", "ignore_case", "path", "upstream", "prefix"), cases(STRIPPED))
+def test_strip_route_prefix(
+    strip: str | None, ignore_case: bool, path: str, upstream: str, prefix: str
+) -> None:
+    assert strip_route_prefix(path, strip, ignore_case) == (upstream, prefix)

@@ -8,9 +8,8 @@ import pytest
 from prometheus_client import REGISTRY
 
 from gateway import reload as reload_module
-from gateway.bundle import build
+from gateway.bundle import load
 from gateway.runtime import Runtime, RuntimeHolder
-from tests.support import route, settings
 
 CONFIG = """
 server: { listen: "127.0.0.1:8080", public_url: "http://127.0.0.1:8080", data_dir: %s }
@@ -32,7 +31,7 @@ async def test_an_unexpected_build_error_is_refused_logged_and_counted(
 ):
     config = tmp_path / "config.yaml"
     config.write_text(CONFIG % tmp_path)
-    running = Runtime.build(build(settings("http://127.0.0.1:9000", [route("old")])))
+    running = Runtime.build(load(config))
     holder = RuntimeHolder(running)
 
     def broken(*args, **kwargs):

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from tests.configs import PASSWORDS
 from tests.e2e.harness import config, login, running
 from tests.e2e.ops.ops_harness import GatewayProcess
 from tests.upstreams import Received, Upstream
@@ -70,8 +71,6 @@ async def session_of(context: Any) -> str:
 async def test_an_oversized_cookie_header_does_not_reveal_the_session(
     browser: Any, gateway: GatewayProcess
 ) -> None:
-    from tests.e2e.login.login_harness import PASSWORDS
-
     context = await browser.new_context()
     page = await context.new_page()
     await sign_in(page, gateway.base, "alice", PASSWORDS["alice"])
@@ -99,8 +98,6 @@ async def test_an_oversized_cookie_header_does_not_reveal_the_session(
 async def test_a_planted_cookie_value_is_not_a_session(
     browser: Any, gateway: GatewayProcess
 ) -> None:
-    from tests.e2e.login.login_harness import PASSWORDS
-
     bob = await login(gateway.base, "bob")  # the attacker's own session
     context = await browser.new_context()
     page = await context.new_page()

@@ -1,9 +1,9 @@
 """A real ``gateway run`` process in front of real upstreams, configured by YAML written here.
 
-``config(...)`` builds the YAML document as Python data (the users of
-:mod:`tests.e2e.login.login_harness`, with cheap argon2id hashes, are always there);
-``running(...)`` writes it, starts ``python -m gateway run -c FILE``, waits for healthz and
-kills the process group afterwards.
+``config(...)`` builds the YAML document as Python data (:func:`tests.configs.config`, with the
+test users of :mod:`tests.configs` and their cheap argon2id hashes unless the test gives its
+own); ``running(...)`` writes it, starts ``python -m gateway run -c FILE``, waits for healthz
+and kills the process group afterwards.
 """
 
 from __future__ import annotations
@@ -15,25 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import yaml
 
-from tests.e2e.login.login_harness import PASSWORDS, USERS
+from tests import configs
+from tests.configs import PASSWORDS, dump
 from tests.e2e.ops.ops_harness import GatewayProcess
 from tests.redis_support import free_port
-
-
-def users_yaml(names: tuple[str, ...] = ("alice", "bob", "carol", "dave")) -> list[dict[str, Any]]:
-    entries = {user.username: user for user in USERS}
-    return [
-        {
-            "username": name,
-            "password_hash": entries[name].password_hash,
-            "email": entries[name].email,
-            "name": entries[name].name,
-            "roles": list(entries[name].roles),
-        }
-        for name in names
-    ]
 
 
 def config(
@@ -45,27 +31,21 @@ def config(
     server: Mapping[str, Any] | None = None,
     **sections: Any,
 ) -> dict[str, Any]:
-    """A whole configuration document; ``upstreams`` maps names to a URL or a settings mapping."""
+    """A whole configuration document for ``gateway run`` on ``127.0.0.1:port`` (a free port by
+    default), ``server.data_dir`` in ``tmp_path``; ``upstreams`` maps names to a URL or a
+    settings mapping, ``server`` and ``sections`` as the YAML spells them."""
     port = port or free_port()
-    document: dict[str, Any] = {
-        "server": {
-            "listen": f"127.0.0.1:{port}",
-            "public_url": f"http://127.0.0.1:{port}",
-            "data_dir": str(tmp_path / "data"),
-            "access_log": "text",
-            "shutdown_grace": "5s",
-            **(server or {}),
-        },
-        "users": {"inline": users_yaml()},
-        "login": {"throttle": {"max_failures": 1000}},
-        "upstreams": {
-            name: ({"url": value} if isinstance(value, str) else dict(value))
-            for name, value in upstreams.items()
-        },
-        "routes": routes,
-    }
-    document.update(sections)
-    return document
+    sections.setdefault("users", {"inline": configs.users()})
+    sections.setdefault("login", {"throttle": {"max_failures": 1000}})
+    return configs.config(
+        upstreams,
+        routes,
+        public_url=f"http://127.0.0.1:{port}",
+        listen=f"127.0.0.1:{port}",
+        data_dir=tmp_path / "data",
+        server={"access_log": "text", "shutdown_grace": "5s", **(server or {})},
+        **sections,
+    )
 
 
 def listen_port(document: Mapping[str, Any]) -> int:
@@ -76,7 +56,7 @@ def listen_port(document: Mapping[str, Any]) -> int:
 async def running(tmp_path: Path, document: Mapping[str, Any]) -> AsyncIterator[GatewayProcess]:
     """``gateway run`` with ``document`` as its configuration, ready to serve."""
     path = tmp_path / f"gateway-{listen_port(document)}.yaml"
-    path.write_text(yaml.safe_dump(dict(document), sort_keys=False), encoding="utf-8")
+    path.write_text(dump(document), encoding="utf-8")
     gateway = GatewayProcess(path, listen_port(document))
     admin = document["server"].get("admin_listen")
     try:

@@ -21,7 +21,8 @@ import pytest
 import yaml
 from argon2 import PasswordHasher
 
-from tests.e2e.harness import config, login, running, users_yaml
+from tests.configs import PASSWORDS, users
+from tests.e2e.harness import config, login, running
 from tests.e2e.ops.ops_harness import GatewayProcess
 from tests.redis_support import free_port
 from tests.upstreams import Upstream
@@ -88,7 +89,7 @@ class Setup:
 
     def __init__(self, tmp_path: Path, upstream: Upstream, session: dict[str, Any]) -> None:
         self.users_file = tmp_path / "users.yaml"
-        self.entries = users_yaml(("alice", "bob"))
+        self.entries = users("alice", "bob")
         self.write()
         self.document = config(
             tmp_path,
@@ -148,8 +149,6 @@ async def status(
 
 
 async def api_token(gateway: GatewayProcess, username: str, password: str | None = None) -> str:
-    from tests.e2e.login.login_harness import PASSWORDS
-
     async with (
         aiohttp.ClientSession() as http,
         http.post(
@@ -220,8 +219,6 @@ async def test_a_new_password_ends_sessions_tokens_and_websockets(
 async def test_disabling_a_user_ends_everything_and_refuses_sign_in(
     gateway: GatewayProcess, setup: Setup
 ) -> None:
-    from tests.e2e.login.login_harness import PASSWORDS
-
     cookie = await login(gateway.base, "alice")
     token = await api_token(gateway, "alice")
     http, ws = await open_socket(gateway, cookie)

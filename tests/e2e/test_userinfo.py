@@ -8,8 +8,8 @@ from pathlib import Path
 
 import aiohttp
 
+from tests.configs import PASSWORDS
 from tests.e2e.harness import config, login, running
-from tests.e2e.login.login_harness import PASSWORDS
 
 
 async def test_userinfo_answers_for_a_session_and_for_an_api_token(tmp_path: Path) -> None:

@@ -5,28 +5,26 @@
   serves it, with no cookie jar of its own (the :class:`~tests.e2e.login.login_harness.Browser`
   handles cookies explicitly).
 - ``backend``: parametrised over ``memory``, ``redis`` (the shared test Redis under a per-test
-  key prefix) and ``cookie``; gives a factory of :class:`SessionSettings` for that backend.
+  key prefix) and ``cookie``; gives a factory of ``session:`` sections for that backend.
 - ``clock`` (tests/conftest.py): the wall clock, stopped and moved by the test.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from gateway.config.settings import SessionSettings, Settings
-from tests.e2e.login.login_harness import session_settings
-from tests.support import GatewayClient
+from tests.configs import session_config
 
-MakeGateway = Callable[[Settings], Awaitable[GatewayClient]]
-SessionFactory = Callable[..., SessionSettings]
+SessionFactory = Callable[..., dict[str, Any]]
 
 
 @pytest.fixture(params=["memory", "redis", "cookie"])
 def backend(request: pytest.FixtureRequest) -> SessionFactory:
-    """``backend(**session_options)`` -> SessionSettings for the parametrised backend."""
+    """``backend(**session_options)`` -> the ``session:`` section for the parametrised backend
+    (``session_options`` as the YAML spells them: ``idle_timeout=600``...)."""
     name: str = request.param
     redis: dict[str, str] = {}
     if name == "redis":
@@ -35,8 +33,8 @@ def backend(request: pytest.FixtureRequest) -> SessionFactory:
             "redis_prefix": request.getfixturevalue("redis_prefix"),
         }
 
-    def make(**options: Any) -> SessionSettings:
-        return session_settings(name, **redis, **options)
+    def make(**options: Any) -> dict[str, Any]:
+        return session_config(name, **redis, **options)
 
     make.backend = name  # type: ignore[attr-defined]
     return make

@@ -1,7 +1,8 @@
-"""A scripted browser and settings builders for the login functional tests.
+"""A scripted browser and configuration builders for the login functional tests.
 
 The gateway runs for real (``tests.support.GatewayClient``, the listener ``gateway run`` uses) in
-front of the recording upstream of :mod:`tests.upstreams`.
+front of the recording upstream of :mod:`tests.upstreams`, on a configuration the loader read
+(:func:`login_config`, made of the builders of :mod:`tests.configs`).
 Cookies are handled here, explicitly: the :class:`Browser` reads ``Set-Cookie`` and sends a
 ``Cookie`` header itself (the aiohttp client's own jar is a ``DummyCookieJar``), and never
 follows redirects, so every test sees exactly what a browser would receive.
@@ -9,30 +10,18 @@ follows redirects, so every test sees exactly what a browser would receive.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from typing import Any
 
-from argon2 import PasswordHasher
 from multidict import CIMultiDictProxy
 
-from gateway.config.settings import (
-    AccessSettings,
-    CookieStoreSettings,
-    LoginSettings,
-    RedisSettings,
-    RouteSettings,
-    SessionSettings,
-    Settings,
-    ThrottleSettings,
-    UserEntry,
-    UsersSettings,
-)
-from tests.support import GatewayClient, route, settings
+from tests.configs import NO_THROTTLE, PASSWORDS, PUBLIC_URL, config, route
+from tests.configs import users as test_users
+from tests.support import GatewayClient
 from tests.upstreams import Received, echoed
 
 HTML = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
@@ -44,86 +33,54 @@ READYZ = "/.gateway/readyz"
 COOKIE = "gw_session"
 CSRF_COOKIE = "gw_csrf"
 
-# Real argon2id hashes, with the cheapest parameters libargon2 accepts so that a known user's
-# login costs about a millisecond (an unknown username still costs one full dummy verification).
-_CHEAP = PasswordHasher(time_cost=1, memory_cost=64, parallelism=1)
-
-PASSWORDS = {
-    "alice": "alice-correct-horse",
-    "bob": "bob-battery-staple",
-    "carol": "carol-tr0ub4dor",
-    "dave": "dave-hunter2-long",
-}
-ROLES = {"alice": ("admin",), "bob": ("ops", "dev"), "carol": (), "dave": ("dev",)}
-USERS: tuple[UserEntry, ...] = tuple(
-    UserEntry(
-        username=name,
-        password_hash=_CHEAP.hash(password),
-        name=f"{name.title()} Example",
-        email=f"{name}@example.com",
-        roles=ROLES[name],
-    )
-    for name, password in PASSWORDS.items()
-)
-
-NO_THROTTLE = ThrottleSettings(max_failures=10_000, window_s=300.0, lockout_s=900.0)
-LOOPBACK = (ipaddress.ip_network("127.0.0.1/32"),)
+LOOPBACK = ["127.0.0.1/32"]
+"""``server.trusted_proxies`` covering the test client, for ``X-Forwarded-For`` to count."""
 
 
-def session_settings(
-    backend: str,
-    *,
-    redis_url: str | None = None,
-    redis_prefix: str | None = None,
-    **options: Any,
-) -> SessionSettings:
-    """Settings for one backend; the redis backend needs ``redis_url`` and ``redis_prefix``."""
-    if backend == "redis":
-        assert redis_url is not None and redis_prefix is not None
-        options["redis"] = RedisSettings(url=redis_url, key_prefix=redis_prefix)
-    if backend == "cookie":
-        options.setdefault("cookie", CookieStoreSettings(secret=b"k" * 16 + bytes(range(16))))
-    return SessionSettings(backend=backend, **options)  # type: ignore[arg-type]
-
-
-def default_routes() -> tuple[RouteSettings, ...]:
-    return (
+def default_routes() -> list[dict[str, Any]]:
+    return [
         route("public", prefix="/public", access="public"),
         route("members", prefix="/members", access="authenticated"),
         route("api", prefix="/api", access="authenticated", unauthenticated="status"),
-    )
+    ]
 
 
-def rules_route(name: str, prefix: str, *, roles: Iterable[str] = (), users: Iterable[str] = ()):
-    return replace(
-        route(name, prefix=prefix),
-        access=AccessSettings(kind="rules", roles=frozenset(roles), users=frozenset(users)),
-    )
+def rules_route(
+    name: str, prefix: str, *, roles: Iterable[str] = (), users: Iterable[str] = ()
+) -> dict[str, Any]:
+    """A route whose ``access`` lists roles and/or users."""
+    access = {key: list(names) for key, names in (("roles", roles), ("users", users)) if names}
+    return route(name, prefix=prefix, access=access)
 
 
-def gateway_settings(
-    upstream_url: str,
-    session: SessionSettings,
+def login_config(
+    upstreams: str | Mapping[str, Any],
+    session: Mapping[str, Any],
     *,
-    routes: Iterable[RouteSettings] | None = None,
-    users: tuple[UserEntry, ...] = USERS,
-    throttle: ThrottleSettings = NO_THROTTLE,
-    title: str = "Sign in",
-    public_url: str = "http://gw.test",
+    routes: Iterable[Mapping[str, Any]] | None = None,
+    users: Iterable[Mapping[str, Any]] | None = None,
+    throttle: Mapping[str, Any] = NO_THROTTLE,
+    title: str | None = None,
+    public_url: str = PUBLIC_URL,
+    tokens: Mapping[str, Any] | None = None,
     **server: Any,
-) -> Settings:
-    base = settings(
-        upstream_url,
+) -> dict[str, Any]:
+    """A configuration document with a ``session:`` section, the test users (all four unless
+    ``users`` lists inline entries), and ``server`` keys as the YAML spells them."""
+    login: dict[str, Any] = {"throttle": dict(throttle)}
+    if title is not None:
+        login["title"] = title
+    return config(
+        upstreams,
         default_routes() if routes is None else routes,
         public_url=public_url,
-        **server,
+        server=server,
+        session=dict(session),
+        users={"inline": list(test_users() if users is None else users)},
+        login=login,
+        tokens=tokens,
     )
-    return replace(
-        base,
-        session=session,
-        users=UsersSettings(entries=users),
-        login=LoginSettings(title=title, throttle=throttle),
-    )
+
 
 
 @dataclass(frozen=True)
@@ -340,8 +297,6 @@ class Browser:
 
 def _password(username: str, password: str | None) -> str:
     return PASSWORDS[username] if password is None else password
-
-
 
 
 SESSION_ID = re.compile(r"[A-Za-z0-9_-]{43}")

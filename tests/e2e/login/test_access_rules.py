@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import pytest
 
+from tests.configs import route, session_config
 from tests.e2e.login.login_harness import (
     COOKIE,
     HTML,
     JSON,
     Browser,
-    gateway_settings,
+    login_config,
     rules_route,
-    session_settings,
 )
-from tests.support import route
 
 ROUTES = (
     route("public", prefix="/public", access="public"),
@@ -29,7 +28,7 @@ ROUTES = (
 
 @pytest.fixture
 async def client(upstream, make_gateway):
-    settings = gateway_settings(upstream.url, session_settings("memory"), routes=ROUTES)
+    settings = login_config(upstream.url, session_config("memory"), routes=ROUTES)
     return await make_gateway(settings)
 
 

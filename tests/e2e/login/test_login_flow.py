@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from gateway.config.settings import ThrottleSettings, UserEntry
 from gateway.passwords import hash_password
+from tests.configs import PASSWORDS, session_config
 from tests.e2e.login.login_harness import (
     COOKIE,
     CSRF_COOKIE,
@@ -15,29 +15,27 @@ from tests.e2e.login.login_harness import (
     LOGIN,
     LOGOUT,
     LOOPBACK,
-    PASSWORDS,
     Browser,
-    gateway_settings,
-    session_settings,
+    login_config,
 )
 
 # The journey uses a real argon2id hash with the production parameters (one hash per module).
-REAL_USERS = (
-    UserEntry(
-        username="alice",
-        password_hash=hash_password(PASSWORDS["alice"]),
-        name="Alice Example",
-        email="alice@example.com",
-        roles=("admin",),
-    ),
-)
+REAL_USERS = [
+    {
+        "username": "alice",
+        "password_hash": hash_password(PASSWORDS["alice"]),
+        "name": "Alice Example",
+        "email": "alice@example.com",
+        "roles": ["admin"],
+    },
+]
 FAILURE = {"error": "invalid_credentials", "message": "Invalid username or password."}
 
 
 async def test_sign_in_reach_a_protected_page_sign_out_and_the_old_cookie_is_refused(
     backend, upstream, make_gateway
 ):
-    client = await make_gateway(gateway_settings(upstream.url, backend(), users=REAL_USERS))
+    client = await make_gateway(login_config(upstream.url, backend(), users=REAL_USERS))
     person = Browser(client)
 
     first = await person.get("/members/page?tab=1")
@@ -93,7 +91,7 @@ async def test_sign_in_reach_a_protected_page_sign_out_and_the_old_cookie_is_ref
 async def test_json_login_answers_with_the_user_and_sets_the_session_cookie(
     backend, upstream, make_gateway
 ):
-    spa = Browser(await make_gateway(gateway_settings(upstream.url, backend())))
+    spa = Browser(await make_gateway(login_config(upstream.url, backend())))
     reply = await spa.json_login("bob")
     assert reply.status == 200
     assert reply.headers["Content-Type"].startswith("application/json")
@@ -115,7 +113,7 @@ async def test_json_login_answers_with_the_user_and_sets_the_session_cookie(
 
 
 async def test_the_gateways_own_cookies_never_reach_the_upstream(backend, upstream, make_gateway):
-    person = Browser(await make_gateway(gateway_settings(upstream.url, backend())))
+    person = Browser(await make_gateway(login_config(upstream.url, backend())))
     await person.form_login("alice")
     assert person.session is not None and "gw_csrf" in person.cookies
     person.cookies["app_pref"] = "dark"
@@ -125,7 +123,7 @@ async def test_the_gateways_own_cookies_never_reach_the_upstream(backend, upstre
 
 
 async def test_json_logout_is_204_and_ends_the_session(backend, upstream, make_gateway):
-    spa = Browser(await make_gateway(gateway_settings(upstream.url, backend())))
+    spa = Browser(await make_gateway(login_config(upstream.url, backend())))
     await spa.json_login("bob")
     old = spa.session
     assert old is not None
@@ -140,7 +138,7 @@ async def test_json_logout_is_204_and_ends_the_session(backend, upstream, make_g
 
 
 async def test_the_logout_page_never_logs_out_by_itself(upstream, make_gateway):
-    person = Browser(await make_gateway(gateway_settings(upstream.url, _memory())))
+    person = Browser(await make_gateway(login_config(upstream.url, _memory())))
     await person.json_login("dave")
     page = await person.get(LOGOUT)
     assert page.status == 200
@@ -156,7 +154,7 @@ async def test_the_logout_page_never_logs_out_by_itself(upstream, make_gateway):
 async def test_userinfo_shows_the_signed_in_user_and_401_without_a_session(
     backend, upstream, clock, make_gateway
 ):
-    client = await make_gateway(gateway_settings(upstream.url, backend()))
+    client = await make_gateway(login_config(upstream.url, backend()))
     anonymous = await Browser(client).userinfo()
     assert anonymous.status == 401
     assert anonymous.json()["error"] == "unauthenticated"
@@ -183,7 +181,7 @@ async def test_userinfo_shows_the_signed_in_user_and_401_without_a_session(
 
 async def test_opening_the_login_page_with_a_session_keeps_it(backend, upstream, make_gateway):
     # A link checker or an <img src="/.gateway/login"> must not sign anyone out.
-    person = Browser(await make_gateway(gateway_settings(upstream.url, backend())))
+    person = Browser(await make_gateway(login_config(upstream.url, backend())))
     await person.form_login("carol")
     old = person.session
     assert old is not None
@@ -203,7 +201,7 @@ async def test_opening_the_login_page_with_a_session_keeps_it(backend, upstream,
 async def test_the_login_page_with_a_dead_session_shows_the_form_and_clears_it(
     upstream, make_gateway
 ):
-    person = Browser(await make_gateway(gateway_settings(upstream.url, _memory())))
+    person = Browser(await make_gateway(login_config(upstream.url, _memory())))
     page = await person.get(LOGIN, cookies={COOKIE: "x" * 43})
     assert page.status == 200
     assert page.page.field("username") == ""
@@ -212,9 +210,9 @@ async def test_the_login_page_with_a_dead_session_shows_the_form_and_clears_it(
 
 
 async def test_every_json_login_failure_is_the_same_401(upstream, make_gateway):
-    throttle = ThrottleSettings(max_failures=2, window_s=300, lockout_s=900)
+    throttle = {"max_failures": 2, "window": 300, "lockout": 900}
     client = await make_gateway(
-        gateway_settings(upstream.url, _memory(), throttle=throttle, trusted_proxies=LOOPBACK)
+        login_config(upstream.url, _memory(), throttle=throttle, trusted_proxies=LOOPBACK)
     )
     replies = []
     for n, (username, password) in enumerate(
@@ -239,9 +237,9 @@ async def test_every_json_login_failure_is_the_same_401(upstream, make_gateway):
 async def test_every_form_login_failure_shows_the_same_message_and_a_fresh_form(
     upstream, make_gateway
 ):
-    throttle = ThrottleSettings(max_failures=2, window_s=300, lockout_s=900)
+    throttle = {"max_failures": 2, "window": 300, "lockout": 900}
     client = await make_gateway(
-        gateway_settings(upstream.url, _memory(), throttle=throttle, trusted_proxies=LOOPBACK)
+        login_config(upstream.url, _memory(), throttle=throttle, trusted_proxies=LOOPBACK)
     )
     attempts = [
         ("nobody", "whatever"),
@@ -265,7 +263,7 @@ async def test_every_form_login_failure_shows_the_same_message_and_a_fresh_form(
 
 
 async def test_empty_or_missing_credentials_never_sign_in(upstream, make_gateway):
-    client = await make_gateway(gateway_settings(upstream.url, _memory()))
+    client = await make_gateway(login_config(upstream.url, _memory()))
     person = Browser(client)
     form = await person.form_login("", "")
     assert form.status == 401
@@ -295,7 +293,7 @@ async def test_empty_or_missing_credentials_never_sign_in(upstream, make_gateway
     ids=["truncated", "not-utf8", "array", "number-password"],
 )
 async def test_malformed_json_login_is_400(upstream, make_gateway, body):
-    client = await make_gateway(gateway_settings(upstream.url, _memory()))
+    client = await make_gateway(login_config(upstream.url, _memory()))
     reply = await Browser(client).post(
         LOGIN, data=body, headers={"Content-Type": "application/json"}, accept=JSON
     )
@@ -306,7 +304,7 @@ async def test_malformed_json_login_is_400(upstream, make_gateway, body):
 
 @pytest.mark.parametrize("content_type", ["application/json", "application/x-www-form-urlencoded"])
 async def test_an_oversized_login_body_is_413(upstream, make_gateway, content_type):
-    client = await make_gateway(gateway_settings(upstream.url, _memory()))
+    client = await make_gateway(login_config(upstream.url, _memory()))
     person = Browser(client)
     token = await person.csrf()
     padding = "x" * 20_000
@@ -323,7 +321,7 @@ async def test_an_oversized_login_body_is_413(upstream, make_gateway, content_ty
 
 
 async def test_an_oversized_chunked_login_body_is_413(upstream, make_gateway):
-    client = await make_gateway(gateway_settings(upstream.url, _memory()))
+    client = await make_gateway(login_config(upstream.url, _memory()))
 
     async def chunks():
         yield b'{"username": "alice", "password": "'
@@ -339,4 +337,4 @@ async def test_an_oversized_chunked_login_body_is_413(upstream, make_gateway):
 
 
 def _memory():
-    return session_settings("memory")
+    return session_config("memory")

@@ -6,19 +6,18 @@ import asyncio
 
 import pytest
 
-from gateway.config.settings import ThrottleSettings, UserEntry
 from gateway.passwords import hash_password
-from tests.e2e.login.login_harness import JSON, LOGIN, Browser, gateway_settings
+from tests.e2e.login.login_harness import JSON, LOGIN, Browser, login_config
 
-THROTTLE = ThrottleSettings(max_failures=3, window_s=300, lockout_s=900)
+THROTTLE = {"max_failures": 3, "window": 300, "lockout": 900}
 PASSWORD = "correct horse battery"
 # Real cost (about 0.1 s a check): slow enough that concurrent guesses overlap.
-SLOW_ALICE = UserEntry(username="alice", password_hash=hash_password(PASSWORD), roles=("admin",))
+SLOW_ALICE = {"username": "alice", "password_hash": hash_password(PASSWORD), "roles": ["admin"]}
 
 
 async def test_a_burst_of_concurrent_guesses_meets_the_lockout(upstream, make_gateway, backend):
     client = await make_gateway(
-        gateway_settings(upstream.url, backend(), users=(SLOW_ALICE,), throttle=THROTTLE)
+        login_config(upstream.url, backend(), users=[SLOW_ALICE], throttle=THROTTLE)
     )
     guesses = [f"guess-{n}" for n in range(12)]
     guesses.insert(8, PASSWORD)  # the right one, after more than max_failures wrong ones
@@ -44,7 +43,7 @@ async def test_a_burst_of_concurrent_guesses_meets_the_lockout(upstream, make_ga
 async def test_hostile_json_is_a_400_not_a_crash(
     upstream, make_gateway, backend, body, content_type
 ):
-    client = await make_gateway(gateway_settings(upstream.url, backend()))
+    client = await make_gateway(login_config(upstream.url, backend()))
     for path in (LOGIN, "/.gateway/token"):
         resp = await client.post(
             path, data=body, headers={"Content-Type": content_type, "Accept": JSON}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests.configs import session_config
 from tests.e2e.login.login_harness import (
     COOKIE,
     CSRF_COOKIE,
@@ -11,8 +12,7 @@ from tests.e2e.login.login_harness import (
     LOGIN,
     LOGOUT,
     Browser,
-    gateway_settings,
-    session_settings,
+    login_config,
 )
 
 CSRF_MESSAGE = "The form expired or came from another site. Please try again."
@@ -20,7 +20,7 @@ CSRF_MESSAGE = "The form expired or came from another site. Please try again."
 
 @pytest.fixture
 async def client(upstream, make_gateway):
-    return await make_gateway(gateway_settings(upstream.url, session_settings("memory")))
+    return await make_gateway(login_config(upstream.url, session_config("memory")))
 
 
 async def _signed_in(client) -> Browser:
@@ -140,7 +140,7 @@ async def test_our_own_origin_may_log_in_and_out(client):
 async def test_logging_in_again_issues_a_new_cookie_and_kills_the_old_one(
     backend, upstream, make_gateway
 ):
-    person = Browser(await make_gateway(gateway_settings(upstream.url, backend())))
+    person = Browser(await make_gateway(login_config(upstream.url, backend())))
     await person.form_login("alice")
     first = person.session
     assert first is not None
@@ -156,7 +156,7 @@ async def test_logging_in_again_issues_a_new_cookie_and_kills_the_old_one(
 async def test_a_planted_session_cookie_never_becomes_the_victims_session(
     backend, upstream, make_gateway
 ):
-    client = await make_gateway(gateway_settings(upstream.url, backend()))
+    client = await make_gateway(login_config(upstream.url, backend()))
     attacker = Browser(client)
     await attacker.json_login("carol")
     planted = attacker.session
@@ -177,7 +177,7 @@ async def test_a_planted_session_cookie_never_becomes_the_victims_session(
 async def test_an_attacker_chosen_cookie_value_is_replaced_at_login(
     backend, upstream, make_gateway
 ):
-    victim = Browser(await make_gateway(gateway_settings(upstream.url, backend())))
+    victim = Browser(await make_gateway(login_config(upstream.url, backend())))
     token = await victim.csrf()
     chosen = "fixated" + "A" * 36
     victim.cookies[COOKIE] = chosen

@@ -7,22 +7,21 @@ import re
 
 import pytest
 
-from gateway.config.settings import CookieStoreSettings
+from tests.configs import session_config
 from tests.e2e.login.login_harness import (
     COOKIE,
     JSON,
     LOGOUT,
     SESSION_ID,
     Browser,
-    gateway_settings,
-    session_settings,
+    login_config,
 )
 
 URL_SAFE = re.compile(r"[A-Za-z0-9_-]+")
 
 
 async def test_http_session_cookie_attributes(backend, upstream, make_gateway):
-    settings = gateway_settings(upstream.url, backend(absolute_timeout_s=7200))
+    settings = login_config(upstream.url, backend(absolute_timeout=7200))
     person = Browser(await make_gateway(settings))
     cookie = (await person.form_login("alice")).cookie()
     assert cookie is not None
@@ -45,7 +44,7 @@ async def test_http_session_cookie_attributes(backend, upstream, make_gateway):
 async def test_https_session_cookie_is_secure_host_only_and_named_host(
     backend, upstream, make_gateway
 ):
-    settings = gateway_settings(
+    settings = login_config(
         upstream.url, backend(cookie_name="__Host-gw_session"), public_url="https://gw.test"
     )
     person = Browser(await make_gateway(settings))
@@ -78,26 +77,31 @@ async def test_https_session_cookie_is_secure_host_only_and_named_host(
 
 
 @pytest.mark.parametrize(
-    ("same_site", "public_url", "shown"),
-    [("strict", "http://gw.test", "Strict"), ("none", "https://gw.test", "None")],
+    ("same_site", "public_url", "name", "shown"),
+    [
+        ("strict", "http://gw.test", "gw_session", "Strict"),
+        ("none", "https://gw.test", "__Host-gw_session", "None"),  # the https default name
+    ],
 )
-async def test_same_site_setting_is_reflected(upstream, make_gateway, same_site, public_url, shown):
-    settings = gateway_settings(
-        upstream.url, session_settings("memory", same_site=same_site), public_url=public_url
+async def test_same_site_setting_is_reflected(
+    upstream, make_gateway, same_site, public_url, name, shown
+):
+    settings = login_config(
+        upstream.url, session_config("memory", same_site=same_site), public_url=public_url
     )
     person = Browser(await make_gateway(settings))
     reply = await person.form_login("alice")
-    cookie = reply.cookie()
+    cookie = reply.cookie(name)
     assert cookie is not None
     assert cookie.attributes["samesite"] == shown
     out = await person.post(LOGOUT, json={}, accept=JSON)
-    expired = out.cookie()
+    expired = out.cookie(name)
     assert expired is not None and expired.expires_now
     assert expired.attributes["samesite"] == shown
 
 
 async def test_every_login_issues_a_different_session_id(upstream, make_gateway):
-    client = await make_gateway(gateway_settings(upstream.url, session_settings("memory")))
+    client = await make_gateway(login_config(upstream.url, session_config("memory")))
     values = set()
     for _ in range(5):
         reply = await Browser(client).json_login("alice")
@@ -111,7 +115,7 @@ async def test_every_login_issues_a_different_session_id(upstream, make_gateway)
 
 
 async def test_login_page_security_headers(upstream, make_gateway):
-    client = await make_gateway(gateway_settings(upstream.url, session_settings("memory")))
+    client = await make_gateway(login_config(upstream.url, session_config("memory")))
     person = Browser(client)
     replies = [
         await person.login_page("/members"),
@@ -134,7 +138,7 @@ async def test_login_page_security_headers(upstream, make_gateway):
 
 
 async def test_login_page_has_no_external_assets_and_labels_every_input(upstream, make_gateway):
-    client = await make_gateway(gateway_settings(upstream.url, session_settings("memory")))
+    client = await make_gateway(login_config(upstream.url, session_config("memory")))
     person = Browser(client)
     reply = await person.login_page("/members")
     text = reply.text
@@ -155,7 +159,7 @@ async def test_login_page_has_no_external_assets_and_labels_every_input(upstream
 
 async def test_login_page_shows_the_configured_title_escaped(upstream, make_gateway):
     title = "Acme <b>Portal</b> & Co"
-    settings = gateway_settings(upstream.url, session_settings("memory"), title=title)
+    settings = login_config(upstream.url, session_config("memory"), title=title)
     reply = await Browser(await make_gateway(settings)).login_page()
     assert "<b>" not in reply.text
     assert "Acme &lt;b&gt;Portal&lt;/b&gt; &amp; Co" in reply.text
@@ -188,7 +192,7 @@ async def _assert_anonymous(person: Browser, cookie: str, upstream) -> None:
 
 @pytest.mark.parametrize("damage", ["flip", "truncate", "extend"])
 async def test_a_tampered_cookie_is_no_session(backend, upstream, make_gateway, damage):
-    person = Browser(await make_gateway(gateway_settings(upstream.url, backend())))
+    person = Browser(await make_gateway(login_config(upstream.url, backend())))
     await person.json_login("alice")
     value = person.session
     assert value is not None
@@ -204,18 +208,18 @@ async def test_a_tampered_cookie_is_no_session(backend, upstream, make_gateway, 
 
 
 async def test_a_cookie_sealed_under_another_secret_is_no_session(upstream, make_gateway):
-    mine = session_settings("cookie")
-    theirs = session_settings("cookie", cookie=CookieStoreSettings(secret=b"z" * 32))
-    other = Browser(await make_gateway(gateway_settings(upstream.url, theirs)))
+    mine = session_config("cookie")
+    theirs = session_config("cookie", secret=b"z" * 32)
+    other = Browser(await make_gateway(login_config(upstream.url, theirs)))
     await other.json_login("alice")
     foreign = other.session
     assert foreign is not None
-    person = Browser(await make_gateway(gateway_settings(upstream.url, mine)))
+    person = Browser(await make_gateway(login_config(upstream.url, mine)))
     await _assert_anonymous(person, foreign, upstream)
 
 
 async def test_an_idle_session_expires(backend, upstream, make_gateway, clock):
-    settings = gateway_settings(upstream.url, backend(idle_timeout_s=600, absolute_timeout_s=3600))
+    settings = login_config(upstream.url, backend(idle_timeout=600, absolute_timeout=3600))
     person = Browser(await make_gateway(settings))
     await person.json_login("alice")
     value = person.session
@@ -227,7 +231,7 @@ async def test_an_idle_session_expires(backend, upstream, make_gateway, clock):
 async def test_activity_keeps_a_session_alive_past_the_idle_timeout(
     backend, upstream, make_gateway, clock
 ):
-    settings = gateway_settings(upstream.url, backend(idle_timeout_s=600, absolute_timeout_s=3600))
+    settings = login_config(upstream.url, backend(idle_timeout=600, absolute_timeout=3600))
     person = Browser(await make_gateway(settings))
     await person.json_login("alice")
     for _ in range(3):
@@ -249,7 +253,7 @@ async def test_activity_keeps_a_session_alive_past_the_idle_timeout(
 async def test_the_absolute_timeout_ends_even_an_active_session(
     backend, upstream, make_gateway, clock
 ):
-    settings = gateway_settings(upstream.url, backend(idle_timeout_s=600, absolute_timeout_s=1500))
+    settings = login_config(upstream.url, backend(idle_timeout=600, absolute_timeout=1500))
     person = Browser(await make_gateway(settings))
     await person.json_login("alice")
     for step in (500, 500, 400):  # 1400 s after login, never idle for long

@@ -6,14 +6,14 @@ stopped after a user signed in.
 
 from __future__ import annotations
 
+from tests.configs import session_config
 from tests.e2e.login.login_harness import (
     COOKIE,
     JSON,
     LOGOUT,
     READYZ,
     Browser,
-    gateway_settings,
-    session_settings,
+    login_config,
 )
 from tests.redis_support import closed_port_url
 
@@ -21,8 +21,8 @@ WELL_FORMED = "Q" * 43  # looks like a session id, so the store must be asked
 
 
 async def _down_gateway(upstream, make_gateway):
-    session = session_settings("redis", redis_url=closed_port_url(), redis_prefix="gwtest:down:")
-    return await make_gateway(gateway_settings(upstream.url, session))
+    session = session_config("redis", redis_url=closed_port_url(), redis_prefix="gwtest:down:")
+    return await make_gateway(login_config(upstream.url, session))
 
 
 def _assert_unavailable(reply) -> None:
@@ -69,8 +69,8 @@ async def test_a_public_route_still_serves_while_the_store_is_down(upstream, mak
 
 
 async def test_redis_stopping_mid_session_fails_closed(upstream, make_gateway, own_redis_server):
-    session = session_settings("redis", redis_url=own_redis_server.url, redis_prefix="gwtest:stop:")
-    client = await make_gateway(gateway_settings(upstream.url, session))
+    session = session_config("redis", redis_url=own_redis_server.url, redis_prefix="gwtest:stop:")
+    client = await make_gateway(login_config(upstream.url, session))
     person = Browser(client)
     assert (await person.json_login("alice")).status == 200
     assert (await person.get("/members/x")).status == 200

@@ -7,15 +7,15 @@ client (127.0.0.1); tests that want per-user counting spread attempts over sever
 
 from __future__ import annotations
 
-from gateway.config.settings import ThrottleSettings
+from tests.configs import session_config
 from tests.e2e.login.login_harness import (
     LOOPBACK,
     Browser,
-    gateway_settings,
-    session_settings,
+    login_config,
 )
 
-THROTTLE = ThrottleSettings(max_failures=3, window_s=300, lockout_s=900)
+MAX_FAILURES, WINDOW_S, LOCKOUT_S = 3, 300, 900
+THROTTLE = {"max_failures": MAX_FAILURES, "window": WINDOW_S, "lockout": LOCKOUT_S}
 FAILURE = {"error": "invalid_credentials", "message": "Invalid username or password."}
 
 
@@ -24,8 +24,8 @@ def _from(client, ip: str) -> Browser:
 
 
 async def _gateway(make_gateway, upstream, session=None, **server):
-    settings = gateway_settings(
-        upstream.url, session or session_settings("memory"), throttle=THROTTLE, **server
+    settings = login_config(
+        upstream.url, session or session_config("memory"), throttle=THROTTLE, **server
     )
     return await make_gateway(settings)
 
@@ -38,7 +38,7 @@ def _refused(reply) -> None:
 
 async def test_after_max_failures_the_right_password_gets_the_same_401(upstream, make_gateway):
     client = await _gateway(make_gateway, upstream, trusted_proxies=LOOPBACK)
-    for n in range(THROTTLE.max_failures):
+    for n in range(MAX_FAILURES):
         _refused(await _from(client, f"192.0.2.{n + 1}").json_login("alice", "guess"))
     # from a fresh address (its IP is clean): alice herself is locked
     _refused(await _from(client, "192.0.2.99").json_login("alice"))
@@ -59,10 +59,10 @@ async def test_the_username_lock_ignores_letter_case(upstream, make_gateway):
 async def test_a_success_before_the_limit_resets_the_users_counter(upstream, make_gateway):
     client = await _gateway(make_gateway, upstream, trusted_proxies=LOOPBACK)
     ips = iter(f"192.0.2.{n}" for n in range(1, 50))
-    for _ in range(THROTTLE.max_failures - 1):
+    for _ in range(MAX_FAILURES - 1):
         _refused(await _from(client, next(ips)).json_login("alice", "typo"))
     assert (await _from(client, next(ips)).json_login("alice")).status == 200
-    for _ in range(THROTTLE.max_failures - 1):
+    for _ in range(MAX_FAILURES - 1):
         _refused(await _from(client, next(ips)).json_login("alice", "typo"))
     # 4 failures in all, but never max_failures in a row: not locked
     assert (await _from(client, next(ips)).json_login("alice")).status == 200
@@ -124,9 +124,9 @@ async def test_without_trusted_proxies_a_spoofed_forwarded_for_does_not_escape_t
 async def test_the_lockout_ends_after_its_duration(upstream, make_gateway, clock):
     client = await _gateway(make_gateway, upstream)
     person = Browser(client)
-    for _ in range(THROTTLE.max_failures):
+    for _ in range(MAX_FAILURES):
         _refused(await person.json_login("alice", "guess"))
-    clock.advance(THROTTLE.lockout_s - 1)
+    clock.advance(LOCKOUT_S - 1)
     _refused(await person.json_login("alice"))
     clock.advance(2)
     assert (await person.json_login("alice")).status == 200
@@ -135,9 +135,9 @@ async def test_the_lockout_ends_after_its_duration(upstream, make_gateway, clock
 async def test_failures_outside_the_window_do_not_add_up(upstream, make_gateway, clock):
     client = await _gateway(make_gateway, upstream)
     person = Browser(client)
-    for _ in range(THROTTLE.max_failures - 1):
+    for _ in range(MAX_FAILURES - 1):
         _refused(await person.json_login("alice", "guess"))
-    clock.advance(THROTTLE.window_s + 1)
+    clock.advance(WINDOW_S + 1)
     _refused(await person.json_login("alice", "guess"))
     assert (await person.json_login("alice")).status == 200
 
@@ -145,10 +145,10 @@ async def test_failures_outside_the_window_do_not_add_up(upstream, make_gateway,
 async def test_redis_replicas_share_the_user_lockout(
     upstream, make_gateway, redis_url, redis_prefix
 ):
-    session = session_settings("redis", redis_url=redis_url, redis_prefix=redis_prefix)
+    session = session_config("redis", redis_url=redis_url, redis_prefix=redis_prefix)
     replica_a = await _gateway(make_gateway, upstream, session, trusted_proxies=LOOPBACK)
     replica_b = await _gateway(make_gateway, upstream, session, trusted_proxies=LOOPBACK)
-    for n in range(THROTTLE.max_failures):
+    for n in range(MAX_FAILURES):
         _refused(await _from(replica_a, f"192.0.2.{n + 1}").json_login("alice", "guess"))
     _refused(await _from(replica_b, "192.0.2.77").json_login("alice"))
     bob = _from(replica_b, "192.0.2.77")
@@ -159,7 +159,7 @@ async def test_redis_replicas_share_the_user_lockout(
 
 
 async def test_redis_replicas_share_the_ip_lockout(upstream, make_gateway, redis_url, redis_prefix):
-    session = session_settings("redis", redis_url=redis_url, redis_prefix=redis_prefix)
+    session = session_config("redis", redis_url=redis_url, redis_prefix=redis_prefix)
     replica_a = await _gateway(make_gateway, upstream, session, trusted_proxies=LOOPBACK)
     replica_b = await _gateway(make_gateway, upstream, session, trusted_proxies=LOOPBACK)
     for username in ("bob", "carol", "nobody"):

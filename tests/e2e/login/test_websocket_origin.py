@@ -5,24 +5,16 @@ from __future__ import annotations
 import aiohttp
 import pytest
 
-from gateway.config.settings import AccessSettings, MatchSettings, RouteSettings
-from tests.e2e.login.login_harness import COOKIE, Browser, gateway_settings, session_settings
+from tests.configs import route, session_config
+from tests.e2e.login.login_harness import COOKIE, Browser, login_config
 
 PUBLIC_URL = "http://gw.test"
 
 
 @pytest.fixture
 async def signed_in(upstream, make_gateway):
-    route = RouteSettings(
-        name="live",
-        match=MatchSettings(path_prefix="/"),
-        upstream="app",
-        access=AccessSettings(kind="authenticated"),
-        websocket=True,
-    )
-    client = await make_gateway(
-        gateway_settings(upstream.url, session_settings("memory"), routes=[route])
-    )
+    live = route("live", prefix="/", access="authenticated", websocket=True)
+    client = await make_gateway(login_config(upstream.url, session_config("memory"), routes=[live]))
     browser = Browser(client)
     assert (await browser.json_login("alice")).status == 200
     return client, browser.cookies[COOKIE]

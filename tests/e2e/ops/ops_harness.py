@@ -24,9 +24,7 @@ import signal
 import subprocess
 import sys
 import time
-import types
 from collections.abc import Iterable, Mapping
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -35,10 +33,9 @@ from aiohttp import web
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.config.settings import SessionSettings, Settings, ThrottleSettings
-from tests.e2e.login.login_harness import NO_THROTTLE, USERS, gateway_settings, session_settings
+from tests.configs import NO_THROTTLE, USERS, route, session_config
+from tests.e2e.login.login_harness import login_config
 from tests.redis_support import free_port as free_port  # re-exported for the tests
-from tests.support import route
 from tests.upstreams import Received
 
 CHUNK = 64 * 1024
@@ -93,48 +90,51 @@ def expected_download(chunks: int) -> bytes:
     return b"".join(bytes([65 + i % 26]) * CHUNK for i in range(chunks))
 
 
-# --- in-process settings ---------------------------------------------------------------------
+# --- in-process configurations ----------------------------------------------------------------
 
-def ops_routes() -> tuple[Any, ...]:
+def ops_routes() -> list[dict[str, Any]]:
     """No catch-all: anything outside these prefixes is a 404 with route ``-``."""
-    return (
+    return [
         route("public", prefix="/public", access="public"),
         route("members", prefix="/members", access="authenticated"),
         route(
             "api", prefix="/api", access="authenticated", accept_bearer=True,
             unauthenticated="status",
         ),
-    )
+    ]
 
 
-def ops_settings(
+def ops_config(
     upstream_url: str,
     data_dir: Path,
     *,
     access_log: str = "json",
-    session: SessionSettings | None = None,
-    routes: Iterable[Any] | None = None,
-    throttle: ThrottleSettings = NO_THROTTLE,
+    session: Mapping[str, Any] | None = None,
+    routes: Iterable[Mapping[str, Any]] | None = None,
+    throttle: Mapping[str, Any] = NO_THROTTLE,
     **server: Any,
-) -> Settings:
-    """Gateway settings for in-process tests: memory sessions unless told otherwise, the users
-    of :mod:`tests.e2e.login.login_harness` (cheap argon2 hashes), ``data_dir`` in ``tmp_path``, an
-    admin listener (on a free port of its own: ``client.admin_url(...)``) for the metrics."""
-    server.setdefault("admin_listen", ("127.0.0.1", 0))
-    return gateway_settings(
+) -> dict[str, Any]:
+    """A configuration document for in-process tests: memory sessions unless told otherwise,
+    the test users of :mod:`tests.configs` (cheap argon2 hashes), ``data_dir`` in ``tmp_path``,
+    an admin listener (on a free port of its own: ``client.admin_url(...)``) for the metrics;
+    ``server`` keys as the YAML spells them."""
+    server.setdefault("admin_listen", "127.0.0.1:0")
+    return login_config(
         upstream_url,
-        session if session is not None else session_settings("memory"),
+        session if session is not None else session_config("memory"),
         routes=ops_routes() if routes is None else routes,
         throttle=throttle,
-        data_dir=data_dir,
+        data_dir=str(data_dir),
         access_log=access_log,
         **server,
     )
 
 
-def with_upstream_url(settings: Settings, url: str) -> Settings:
-    upstreams = {name: replace(up, url=url) for name, up in settings.upstreams.items()}
-    return replace(settings, upstreams=types.MappingProxyType(upstreams))
+def with_upstream_url(document: dict[str, Any], url: str) -> dict[str, Any]:
+    """``document`` with every upstream at ``url``."""
+    for upstream in document["upstreams"].values():
+        upstream["url"] = url
+    return document
 
 
 # --- metrics ---------------------------------------------------------------------------------
@@ -229,10 +229,10 @@ def write_config(
     """A YAML configuration (ASCII only) for ``gateway run`` on ``127.0.0.1:port``; ``extra``
     holds more top-level sections (``tokens:``...)."""
     admin = f'  admin_listen: "127.0.0.1:{admin_port}"\n' if admin_port is not None else ""
-    entries = {user.username: user for user in USERS}
     users_yaml = "".join(
-        f'    - username: {name}\n      password_hash: "{entries[name].password_hash}"\n'
-        f"      roles: [{', '.join(entries[name].roles)}]\n"
+        f"    - username: {name}\n"
+        f'      password_hash: "{USERS[name]["password_hash"]}"\n'
+        f"      roles: [{', '.join(USERS[name]['roles'])}]\n"
         for name in users
     )
     text = f"""\

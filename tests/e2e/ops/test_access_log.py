@@ -11,25 +11,23 @@ import logging
 import re
 import secrets
 import time
-from dataclasses import replace
 from datetime import datetime
-from types import MappingProxyType
 
 import aiohttp
 import pytest
 
-from gateway.config.settings import ThrottleSettings
+from tests.configs import route
 from tests.e2e.login.login_harness import COOKIE, HTML, JSON, LOGOUT, LOOPBACK, Browser
 from tests.e2e.ops.ops_harness import (
     Deltas,
     access_entries,
     access_lines,
     everything_logged,
+    ops_config,
     ops_routes,
-    ops_settings,
 )
 from tests.redis_support import free_port as closed_port
-from tests.support import raw_request, route
+from tests.support import raw_request
 
 FIELDS = {
     "time",
@@ -61,7 +59,7 @@ TEXT_LINE = re.compile(
 async def test_json_lines_carry_every_field_with_the_right_values(
     upstream, make_gateway, tmp_path, all_logs
 ):
-    client = await make_gateway(ops_settings(upstream.url, tmp_path, access_log="json"))
+    client = await make_gateway(ops_config(upstream.url, tmp_path, access_log="json"))
     browser = Browser(client)
     assert (await browser.json_login("alice")).status == 200
     all_logs.clear()
@@ -97,7 +95,7 @@ async def test_json_lines_carry_every_field_with_the_right_values(
 async def test_one_line_per_request_whatever_its_outcome(
     upstream, make_gateway, tmp_path, all_logs
 ):
-    client = await make_gateway(ops_settings(upstream.url, tmp_path, access_log="json"))
+    client = await make_gateway(ops_config(upstream.url, tmp_path, access_log="json"))
     expected = [
         ("GET", "/public/a", 200, "public", "app"),
         ("POST", "/public/b", 200, "public", "app"),
@@ -123,7 +121,7 @@ async def test_bytes_is_the_length_of_the_body_sent(
 ):
     """What the client got as a body, whoever produced it: proxied with a Content-Length,
     proxied as a chunked stream, or the gateway's own answer (here a JSON 404)."""
-    client = await make_gateway(ops_settings(upstream.url, tmp_path, access_log=log_format))
+    client = await make_gateway(ops_config(upstream.url, tmp_path, access_log=log_format))
     sizes = []
     for path in ("/public/sized?n=1234", "/public/download?s=0.1&chunks=3", "/nowhere"):
         async with client.get(path, headers={"Accept": JSON}) as resp:
@@ -140,8 +138,8 @@ async def test_bytes_is_the_length_of_the_body_sent(
 async def test_a_trusted_proxys_request_id_is_logged_and_forwarded(
     upstream, make_gateway, tmp_path, all_logs
 ):
-    settings = ops_settings(upstream.url, tmp_path, access_log="json", trusted_proxies=LOOPBACK)
-    client = await make_gateway(settings)
+    document = ops_config(upstream.url, tmp_path, access_log="json", trusted_proxies=LOOPBACK)
+    client = await make_gateway(document)
     async with client.get(
         "/public/x", headers={"X-Request-ID": "edge-42.a_b", "X-Forwarded-For": "203.0.113.9"}
     ) as resp:
@@ -152,7 +150,7 @@ async def test_a_trusted_proxys_request_id_is_logged_and_forwarded(
 
 
 async def test_text_format(upstream, make_gateway, tmp_path, all_logs):
-    client = await make_gateway(ops_settings(upstream.url, tmp_path, access_log="text"))
+    client = await make_gateway(ops_config(upstream.url, tmp_path, access_log="text"))
     browser = Browser(client)
     assert (await browser.json_login("bob")).status == 200
     all_logs.clear()
@@ -173,7 +171,7 @@ async def test_text_format(upstream, make_gateway, tmp_path, all_logs):
 async def test_access_log_off_writes_no_access_line_but_still_counts(
     upstream, make_gateway, tmp_path, all_logs
 ):
-    client = await make_gateway(ops_settings(upstream.url, tmp_path, access_log="off"))
+    client = await make_gateway(ops_config(upstream.url, tmp_path, access_log="off"))
     watched = ("gateway_requests_total", {"route": "public", "method": "GET", "code": "200"})
     delta = Deltas(watched)
     for _ in range(3):
@@ -239,7 +237,7 @@ RANDOM_40 = secrets.token_urlsafe(30)  # 40 characters
 async def test_secret_looking_query_values_are_redacted(
     upstream, make_gateway, tmp_path, all_logs, query, logged, secret
 ):
-    client = await make_gateway(ops_settings(upstream.url, tmp_path, access_log="json"))
+    client = await make_gateway(ops_config(upstream.url, tmp_path, access_log="json"))
     status, _, _ = await raw_request(client.port, f"/public/x?{query}")  # sent byte for byte
     assert status == 200
     assert upstream.last.raw_path == f"/public/x?{query}"  # the upstream gets it untouched
@@ -250,7 +248,7 @@ async def test_secret_looking_query_values_are_redacted(
 
 
 async def test_secret_path_parameters_are_redacted(upstream, make_gateway, tmp_path, all_logs):
-    client = await make_gateway(ops_settings(upstream.url, tmp_path, access_log="json"))
+    client = await make_gateway(ops_config(upstream.url, tmp_path, access_log="json"))
     status, _, _ = await raw_request(client.port, "/public/x;jsessionid=8F3A12CD/y;v=1?a=1")
     assert status == 200
     [entry] = access_entries(all_logs.records)
@@ -261,13 +259,13 @@ async def test_secret_path_parameters_are_redacted(upstream, make_gateway, tmp_p
 async def test_no_secret_is_ever_logged(upstream, make_gateway, tmp_path, all_logs):
     """Session cookie, password (right or wrong), CSRF token, the JWT the upstream received and
     a client's own Authorization value: in no record of any logger at any level."""
-    settings = ops_settings(
+    document = ops_config(
         upstream.url,
         tmp_path,
         access_log="json",
-        throttle=ThrottleSettings(max_failures=2, window_s=300.0, lockout_s=900.0),
+        throttle={"max_failures": 2, "window": 300, "lockout": 900},
     )
-    client = await make_gateway(settings)
+    client = await make_gateway(document)
     browser = Browser(client)
     wrong_password = "Wr0ng-" + secrets.token_hex(8)
     failed = await browser.form_login("alice", wrong_password)
@@ -324,10 +322,12 @@ async def test_no_secret_is_ever_logged(upstream, make_gateway, tmp_path, all_lo
 
 async def test_error_lines_carry_a_stable_reason(upstream, make_gateway, tmp_path, all_logs):
     routes = (*ops_routes(), route("dead", prefix="/dead", upstream="dead"))
-    settings = ops_settings(upstream.url, tmp_path, routes=routes)
-    dead = replace(settings.upstreams["app"], name="dead", url=f"http://127.0.0.1:{closed_port()}")
-    settings = replace(settings, upstreams=MappingProxyType({**settings.upstreams, "dead": dead}))
-    client = await make_gateway(settings)
+    document = ops_config(upstream.url, tmp_path, routes=routes)
+    document["upstreams"]["dead"] = {
+        **document["upstreams"]["app"],
+        "url": f"http://127.0.0.1:{closed_port()}",
+    }
+    client = await make_gateway(document)
     for path, status in (("/dead/x", 502), ("/nowhere", 404), ("/members/x", 401)):
         async with client.get(path, headers={"Accept": JSON}) as resp:
             assert resp.status == status
@@ -359,7 +359,7 @@ async def test_an_upstream_speaking_garbage_does_not_put_secrets_in_the_log(
     try:
         port = server.sockets[0].getsockname()[1]
         client = await make_gateway(
-            ops_settings(f"http://127.0.0.1:{port}", tmp_path, access_log="json")
+            ops_config(f"http://127.0.0.1:{port}", tmp_path, access_log="json")
         )
         browser = Browser(client)
         assert (await browser.json_login("alice")).status == 200
@@ -396,7 +396,7 @@ async def test_a_response_the_upstream_cut_short_is_logged_as_such(
     try:
         port = server.sockets[0].getsockname()[1]
         client = await make_gateway(
-            ops_settings(f"http://127.0.0.1:{port}", tmp_path, access_log="json")
+            ops_config(f"http://127.0.0.1:{port}", tmp_path, access_log="json")
         )
         with contextlib.suppress(aiohttp.ClientPayloadError):
             async with client.get("/public/download") as resp:
@@ -412,7 +412,7 @@ async def test_a_response_the_upstream_cut_short_is_logged_as_such(
 async def test_a_client_gone_mid_download_is_logged_as_such(
     upstream, make_gateway, tmp_path, all_logs
 ):
-    client = await make_gateway(ops_settings(upstream.url, tmp_path, access_log="json"))
+    client = await make_gateway(ops_config(upstream.url, tmp_path, access_log="json"))
     reader, writer = await asyncio.open_connection("127.0.0.1", client.port)
     writer.write(b"GET /public/download?s=3&chunks=60 HTTP/1.1\r\nHost: gw.test\r\n\r\n")
     await writer.drain()

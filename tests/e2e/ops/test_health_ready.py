@@ -14,12 +14,12 @@ import time
 
 import redis
 
-from tests.e2e.login.login_harness import session_settings
+from tests.configs import session_config
 from tests.e2e.ops.ops_harness import (
     free_port,
     get,
     label_values,
-    ops_settings,
+    ops_config,
     parse_metrics,
     value_of,
     wait_for,
@@ -31,13 +31,13 @@ from tests.upstreams import echoed
 HEALTHZ = "/.gateway/healthz"
 READYZ = "/.gateway/readyz"
 ALL_CHECKS = {"config", "keys", "session_store", "not_draining"}
-ADMIN = ("127.0.0.1", 0)  # in process: the admin listener takes a free port of its own
+ADMIN = "127.0.0.1:0"  # in process: the admin listener takes a free port of its own
 
 
 async def test_healthz_and_readyz_answer_200_with_every_check_true(
     upstream, make_gateway, tmp_path
 ):
-    client = await make_gateway(ops_settings(upstream.url, tmp_path, admin_listen=ADMIN))
+    client = await make_gateway(ops_config(upstream.url, tmp_path, admin_listen=ADMIN))
     async with client.get(HEALTHZ) as resp:
         assert resp.status == 200
         assert resp.headers["Cache-Control"] == "no-store"
@@ -58,9 +58,9 @@ async def test_healthz_and_readyz_answer_200_with_every_check_true(
 async def test_readyz_is_503_when_redis_is_unreachable_while_healthz_stays_200(
     upstream, make_gateway, tmp_path
 ):
-    session = session_settings("redis", redis_url=closed_port_url(), redis_prefix="gwtest:ops:")
+    session = session_config("redis", redis_url=closed_port_url(), redis_prefix="gwtest:ops:")
     client = await make_gateway(
-        ops_settings(upstream.url, tmp_path, session=session, admin_listen=ADMIN)
+        ops_config(upstream.url, tmp_path, session=session, admin_listen=ADMIN)
     )
     async with client.get(READYZ) as resp:
         assert resp.status == 503
@@ -78,11 +78,11 @@ async def test_readyz_is_503_when_redis_is_unreachable_while_healthz_stays_200(
 async def test_readyz_follows_redis_going_away_and_coming_back(
     upstream, make_gateway, tmp_path, own_redis_server
 ):
-    session = session_settings(
+    session = session_config(
         "redis", redis_url=own_redis_server.url, redis_prefix="gwtest:ops-ready:"
     )
     client = await make_gateway(
-        ops_settings(upstream.url, tmp_path, session=session, admin_listen=ADMIN)
+        ops_config(upstream.url, tmp_path, session=session, admin_listen=ADMIN)
     )
     async with client.get(READYZ) as resp:
         assert resp.status == 200, await resp.text()

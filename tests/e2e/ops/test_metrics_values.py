@@ -10,15 +10,12 @@ import asyncio
 import os
 import signal
 import tempfile
-from dataclasses import replace
 from pathlib import Path
-from types import MappingProxyType
 
 import aiohttp
 import pytest
 from prometheus_client import REGISTRY
 
-from gateway.config.settings import ThrottleSettings
 from tests.e2e.login.login_harness import JSON, LOGOUT, Browser
 from tests.e2e.ops.ops_harness import (
     Deltas,
@@ -26,7 +23,7 @@ from tests.e2e.ops.ops_harness import (
     free_port,
     get,
     label_values,
-    ops_settings,
+    ops_config,
     parse_metrics,
     sample,
     scrape,
@@ -48,7 +45,7 @@ def _get(route: str, code: str = "200", method: str = "GET") -> tuple[str, dict[
 async def test_requests_are_counted_by_route_name_method_and_code(
     upstream, make_gateway, tmp_path
 ):
-    client = await make_gateway(ops_settings(upstream.url, tmp_path))
+    client = await make_gateway(ops_config(upstream.url, tmp_path))
     delta = Deltas(
         _get("public"),
         (DURATION_COUNT, {"route": "public"}),
@@ -92,7 +89,7 @@ def _series(name: str) -> set[frozenset[tuple[str, str]]]:
 
 
 async def test_route_labels_are_route_names_never_paths(upstream, make_gateway, tmp_path):
-    client = await make_gateway(ops_settings(upstream.url, tmp_path))
+    client = await make_gateway(ops_config(upstream.url, tmp_path))
     delta = Deltas(_get("public"), _get("-", "404"))
     series_before = _series(REQUESTS) | _series(DURATION_COUNT)
     for i in range(50):
@@ -125,10 +122,10 @@ async def test_route_labels_are_route_names_never_paths(upstream, make_gateway, 
 
 
 async def test_upstream_refused_is_counted_as_connect_failed(upstream, make_gateway, tmp_path):
-    settings = with_upstream_url(
-        ops_settings(upstream.url, tmp_path), f"http://127.0.0.1:{closed_port()}"
+    document = with_upstream_url(
+        ops_config(upstream.url, tmp_path), f"http://127.0.0.1:{closed_port()}"
     )
-    client = await make_gateway(settings)
+    client = await make_gateway(document)
     delta = Deltas(
         ("gateway_upstream_errors_total", {"upstream": "app", "reason": "connect_failed"}),
         _get("public", "502"),
@@ -140,8 +137,8 @@ async def test_upstream_refused_is_counted_as_connect_failed(upstream, make_gate
 
 
 async def test_login_attempts_are_counted_by_result(upstream, make_gateway, tmp_path):
-    throttle = ThrottleSettings(max_failures=2, window_s=300.0, lockout_s=900.0)
-    client = await make_gateway(ops_settings(upstream.url, tmp_path, throttle=throttle))
+    throttle = {"max_failures": 2, "window": 300, "lockout": 900}
+    client = await make_gateway(ops_config(upstream.url, tmp_path, throttle=throttle))
     attempts = "gateway_login_attempts_total"
     delta = Deltas(
         *((attempts, {"result": r}) for r in ("success", "failure", "locked"))
@@ -162,7 +159,7 @@ async def test_login_attempts_are_counted_by_result(upstream, make_gateway, tmp_
 async def test_sessions_active_is_the_number_of_live_memory_sessions_when_scraped(
     upstream, make_gateway, tmp_path
 ):
-    client = await make_gateway(ops_settings(upstream.url, tmp_path))
+    client = await make_gateway(ops_config(upstream.url, tmp_path))
     people = {name: Browser(client) for name in ("alice", "bob", "carol")}
     for name, browser in people.items():
         assert (await browser.json_login(name)).status == 200
@@ -183,7 +180,7 @@ async def test_sessions_active_is_the_number_of_live_memory_sessions_when_scrape
 async def test_metrics_endpoint_is_prometheus_text_with_every_contract_metric(
     upstream, make_gateway, tmp_path
 ):
-    client = await make_gateway(ops_settings(upstream.url, tmp_path))
+    client = await make_gateway(ops_config(upstream.url, tmp_path))
     async with client.get("/public/warm-up") as resp:
         assert resp.status == 200
     async with client.session.get(client.admin_url(METRICS)) as resp:
@@ -256,7 +253,7 @@ async def test_two_workers_one_scrape_counts_every_worker(upstream, spawn, tmp_p
 
 
 async def test_request_duration_lands_in_the_right_buckets(upstream, make_gateway, tmp_path):
-    client = await make_gateway(ops_settings(upstream.url, tmp_path))
+    client = await make_gateway(ops_config(upstream.url, tmp_path))
     buckets = "gateway_request_duration_seconds_bucket"
     delta = Deltas(
         *((buckets, {"route": "public", "le": le}) for le in ("0.25", "0.5", "1.0", "+Inf")),
@@ -286,9 +283,9 @@ async def test_upstream_failures_are_counted_by_reason(make_gateway, tmp_path):
     server = await asyncio.start_server(short_body, "127.0.0.1", 0)
     try:
         url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
-        settings = ops_settings(url, tmp_path)
-        up = replace(settings.upstreams["app"], read_timeout_s=0.3)
-        client = await make_gateway(replace(settings, upstreams=MappingProxyType({"app": up})))
+        document = ops_config(url, tmp_path)
+        document["upstreams"]["app"]["read_timeout"] = 0.3
+        client = await make_gateway(document)
         errors = "gateway_upstream_errors_total"
         reasons = ("read_timeout", "upstream_aborted")
         delta = Deltas(*((errors, {"upstream": "app", "reason": r}) for r in reasons))

@@ -21,7 +21,7 @@ import jwt
 import redis
 
 from gateway.tokens import generate_private_key
-from tests.e2e.login.login_harness import PASSWORDS
+from tests.configs import PASSWORDS
 from tests.e2e.ops.ops_harness import (
     DEFAULT_ROUTES,
     cookie_session,

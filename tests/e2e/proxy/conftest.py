@@ -12,19 +12,12 @@ from typing import Any
 
 import pytest
 
-from gateway.config.settings import (
-    AccessSettings,
-    IPNetwork,
-    MatchSettings,
-    RouteSettings,
-    UpstreamSettings,
-)
 from tests.e2e.proxy.harness import (
     CLIENTS,
-    UNTRUSTED,
     MakeGateway,
     ProxyUpstream,
     RecordingFactory,
+    proxy_config,
     start_gateway,
 )
 from tests.support import GatewayClient
@@ -47,38 +40,22 @@ def upstream_client(request: pytest.FixtureRequest) -> RecordingFactory:
 async def make_gateway(
     upstream: ProxyUpstream, upstream_client: RecordingFactory
 ) -> AsyncIterator[MakeGateway]:
-    """``await make_gateway(**route_options, upstream_url=..., trusted=..., add_headers=...,
-    connect_timeout_s=..., read_timeout_s=..., preserve_host=...)`` -> a test client."""
+    """``await make_gateway(upstream_url=..., add_headers=..., **options)`` -> a test client of
+    a gateway on :func:`~tests.e2e.proxy.harness.proxy_config` (``options``: ``trusted``,
+    ``connect_timeout``, ``read_timeout``, ``preserve_host``, ``max_connections`` and the
+    route's ``strip_prefix``, ``websocket``, ``max_body``), in front of ``upstream`` unless
+    ``upstream_url`` says otherwise."""
 
     async def make(
         *,
         upstream_url: str | None = None,
-        trusted: tuple[IPNetwork, ...] = UNTRUSTED,
         add_headers: Mapping[str, str] | None = None,
-        connect_timeout_s: float = 2.0,
-        read_timeout_s: float = 5.0,
-        preserve_host: bool = False,
-        max_connections: int = 10,
-        **route_options: Any,
+        **options: Any,
     ) -> GatewayClient:
-        up = UpstreamSettings(
-            name="app",
-            url=upstream_url or upstream.url,
-            connect_timeout_s=connect_timeout_s,
-            read_timeout_s=read_timeout_s,
-            preserve_host=preserve_host,
-            max_connections=max_connections,
-        )
-        route = RouteSettings(
-            name="test",
-            match=MatchSettings(path_prefix="/"),
-            upstream="app",
-            access=AccessSettings(kind="public"),
-            **route_options,
-        )
+        document = proxy_config(upstream_url or upstream.url, **options)
         built = len(upstream_client.built)
         client = await start_gateway(
-            route, up, trusted=trusted, add_headers=add_headers, client_factory=upstream_client
+            document, add_headers=add_headers, client_factory=upstream_client
         )
         started.append(client)
         assert len(upstream_client.built) == built + 1, "the gateway runs on another client"

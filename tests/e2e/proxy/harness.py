@@ -1,9 +1,9 @@
 """The functional-test harness: the recording upstream with endpoints of its own (streams, SSE,
 WebSockets, faults) and the gateway in front of it.
 
-The gateway here is deliberately minimal (resolve_client + forward, GatewayError -> status) so the
-tests exercise gateway.proxy, gateway.forwarded and gateway.upstream alone; point the tests at the
-real application later by swapping :func:`gateway_app`.
+The gateway is the real application on a configuration the loader read (:func:`proxy_config`),
+except where a test hands the proxy identity headers itself (``add_headers``): then a minimal
+pipeline around :func:`gateway.proxy.forward` stands in for the identity stage.
 
 Every upstream client in :data:`CLIENTS` runs the whole suite (the ``upstream_client`` fixture in
 conftest.py), so each one is proven against the same behaviour.
@@ -14,19 +14,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import ipaddress
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from typing import Any
 
 import pytest
 from aiohttp import ClientResponse, WSMsgType, web
 
-from gateway.config.settings import (
-    IPNetwork,
-    RouteSettings,
-    SessionSettings,
-    Settings,
-    UpstreamSettings,
-)
+from gateway.config.settings import UpstreamSettings
 from gateway.context import RequestContext, Trace
 from gateway.errors import GatewayError
 from gateway.forwarded import resolve_client
@@ -40,13 +34,16 @@ from gateway.upstream import (
     UpstreamClient,
 )
 from gateway.websockets import OpenWebSockets
-from tests.support import GatewayClient, settings
+from tests.configs import config, load, route
+from tests.support import GatewayClient
 from tests.upstreams import Received, Upstream
 
 PUBLIC_URL = "https://gw.example"
 SESSION_COOKIE = "gw_session"
-TRUSTED: tuple[IPNetwork, ...] = (ipaddress.ip_network("127.0.0.1/32"),)
-UNTRUSTED: tuple[IPNetwork, ...] = (ipaddress.ip_network("10.0.0.0/8"),)
+TRUSTED = ["127.0.0.1/32"]
+"""``server.trusted_proxies`` covering the test client."""
+UNTRUSTED = ["10.0.0.0/8"]
+"""``server.trusted_proxies`` not covering the test client."""
 
 
 CLIENTS: dict[str, ClientFactory] = {
@@ -271,32 +268,65 @@ async def _websocket_deny(request: web.Request) -> web.Response:
     return response
 
 
+def proxy_config(
+    upstream_url: str,
+    *,
+    trusted: Sequence[str] = UNTRUSTED,
+    connect_timeout: float = 2.0,
+    read_timeout: float = 5.0,
+    preserve_host: bool = False,
+    max_connections: int = 10,
+    **route_options: Any,
+) -> dict[str, Any]:
+    """One public catch-all route ``test`` (``route_options`` as the YAML spells them:
+    ``strip_prefix``, ``websocket``, ``max_body``) to the upstream ``app`` at ``upstream_url``,
+    behind :data:`PUBLIC_URL`, trusting the proxies in ``trusted``."""
+    upstream = {
+        "url": upstream_url,
+        "connect_timeout": connect_timeout,
+        "read_timeout": read_timeout,
+        "preserve_host": preserve_host,
+        "max_connections": max_connections,
+    }
+    options = {key: value for key, value in route_options.items() if value is not None}
+    return config(
+        {"app": upstream},
+        [route("test", prefix="/", access="public", **options)],
+        public_url=PUBLIC_URL,
+        server={"trusted_proxies": list(trusted)},
+        session={"cookie_name": SESSION_COOKIE},
+    )
+
+
 async def start_gateway(
-    route: RouteSettings,
-    upstream: UpstreamSettings,
+    document: Mapping[str, Any],
     *,
     client_factory: ClientFactory,
-    trusted: tuple[IPNetwork, ...] = UNTRUSTED,
     add_headers: Mapping[str, str] | None = None,
-    public_url: str = PUBLIC_URL,
 ) -> GatewayClient:
-    """The gateway in front of ``upstream`` with one catch-all ``route``, served as ``gateway
+    """The gateway on the configuration ``document`` (:func:`proxy_config`), served as ``gateway
     run`` serves it, on a ``client_factory`` upstream client.
 
     Without ``add_headers`` this is the real application (:class:`gateway.app.Gateway`).
     ``add_headers`` stands in for the identity stage: the smallest pipeline around forward()
-    that sets ``ctx.add_headers``, to test how they are applied.
+    that sets ``ctx.add_headers``, to test how they are applied, with the route, upstream and
+    trusted proxies the loader read from ``document``.
     """
     if add_headers is None:
-        settings = _settings(route, upstream, trusted=trusted, public_url=public_url)
-        return await GatewayClient.start(settings, client_factory=client_factory)
-    client = client_factory({upstream.name: upstream})
+        return await GatewayClient.start(document, client_factory=client_factory)
+    settings = load(document)
+    [route_] = settings.routes
+    upstream = settings.upstreams[route_.upstream]
+    trusted = settings.server.trusted_proxies
+    public_url = settings.server.public_url
+    strip_cookies = frozenset({settings.session.cookie_name})
+    client = client_factory(settings.upstreams)
     sockets = OpenWebSockets()
 
     async def handle(request: web.BaseRequest) -> web.StreamResponse:
         path, _, query = request.raw_path.partition("?")
         upstream_path, prefix = strip_route_prefix(
-            normalise_path(path), route.strip_prefix, route.match.ignore_case
+            normalise_path(path), route_.strip_prefix, route_.match.ignore_case
         )
         ctx = RequestContext(
             client=resolve_client(request, trusted),
@@ -304,10 +334,10 @@ async def start_gateway(
             upstream_path=upstream_path,
             prefix=prefix,
             query=query,
-            route=route,
+            route=route_,
             upstream=upstream,
-            add_headers=dict(add_headers or {}),
-            strip_cookies=frozenset({SESSION_COOKIE}),
+            add_headers=dict(add_headers),
+            strip_cookies=strip_cookies,
             sockets=sockets,
         )
         try:
@@ -316,23 +346,8 @@ async def start_gateway(
         except GatewayError as exc:
             return web.Response(status=exc.status, text=exc.reason)
 
-    return await GatewayClient.serve(handle, closers=[client.close])
-
-
-def _settings(
-    route: RouteSettings,
-    upstream: UpstreamSettings,
-    *,
-    trusted: tuple[IPNetwork, ...],
-    public_url: str,
-) -> Settings:
-    return settings(
-        upstream.url,
-        (route,),
-        public_url=public_url,
-        upstream=upstream,
-        session=SessionSettings(cookie_name=SESSION_COOKIE),
-        trusted_proxies=trusted,
+    return await GatewayClient.serve(
+        handle, timeouts=settings.server.timeouts, closers=[client.close]
     )
 
 

@@ -34,7 +34,7 @@ async def test_connect_timeout_is_504(
     caplog: pytest.LogCaptureFixture, make_gateway: MakeGateway, full_backlog_port: int
 ) -> None:
     gw = await make_gateway(
-        upstream_url=f"http://127.0.0.1:{full_backlog_port}", connect_timeout_s=0.3
+        upstream_url=f"http://127.0.0.1:{full_backlog_port}", connect_timeout=0.3
     )
     resp = await gw.get("/x")
     await expect_refusal(resp, caplog, status=504, reason="connect_timeout")
@@ -79,7 +79,7 @@ async def test_dns_failure_is_connect_failed() -> None:
 async def test_read_timeout_before_head_is_504(
     caplog: pytest.LogCaptureFixture, make_gateway: MakeGateway
 ) -> None:
-    gw = await make_gateway(read_timeout_s=0.3)
+    gw = await make_gateway(read_timeout=0.3)
     resp = await gw.get("/slow?delay=1", headers={"Accept": "application/json"})
     await expect_refusal(resp, caplog, status=504, reason="read_timeout")
     await assert_still_serves(gw)
@@ -96,7 +96,7 @@ async def test_upstream_cut_short_aborts_client(make_gateway: MakeGateway, chunk
 
 
 async def test_read_timeout_mid_body_aborts_client(make_gateway: MakeGateway) -> None:
-    gw = await make_gateway(read_timeout_s=0.3)
+    gw = await make_gateway(read_timeout=0.3)
     resp = await gw.get("/stall?delay=1")
     assert resp.status == 200
     with pytest.raises(aiohttp.ClientPayloadError):
@@ -108,7 +108,7 @@ async def test_chunked_overflow_after_response_started_aborts_client(
     make_gateway: MakeGateway,
 ) -> None:
     """An upstream that answers before reading the body: the 413 can no longer be sent."""
-    gw = await make_gateway(max_body_bytes=1024)
+    gw = await make_gateway(max_body=1024)
     head_seen = asyncio.Event()
 
     async def body() -> AsyncIterator[bytes]:
@@ -132,7 +132,7 @@ async def test_chunked_overflow_after_response_started_aborts_client(
 async def test_max_connections_bounds_concurrency(
     caplog: pytest.LogCaptureFixture, make_gateway: MakeGateway, upstream: ProxyUpstream
 ) -> None:
-    gw = await make_gateway(max_connections=1, connect_timeout_s=0.3)
+    gw = await make_gateway(max_connections=1, connect_timeout=0.3)
     first = asyncio.create_task(gw.get("/sse"))
     resp = await first
     assert await resp.content.readuntil(b"\n\n") == b"data: one\n\n"
@@ -147,7 +147,7 @@ async def test_max_connections_bounds_concurrency(
 async def test_client_gone_mid_upload_frees_everything(
     make_gateway: MakeGateway, upstream: ProxyUpstream
 ) -> None:
-    gw = await make_gateway(max_connections=1, connect_timeout_s=0.5)
+    gw = await make_gateway(max_connections=1, connect_timeout=0.5)
     assert gw.port is not None
     _, writer = await asyncio.open_connection("127.0.0.1", gw.port)
     writer.write(b"POST /upload HTTP/1.1\r\nHost: gw.test\r\nContent-Length: 100000\r\n\r\n")

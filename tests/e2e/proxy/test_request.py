@@ -105,11 +105,12 @@ async def test_head_has_no_body_but_keeps_length(
         ("/api", "/api/v1/x?y=1", "/v1/x?y=1", "/api"),
         ("/api", "/api", "/", "/api"),
         ("/api", "/api/", "/", "/api"),
-        ("/api/", "/api/v1", "/v1", "/api"),
         ("/api", "/apix/v1", "/apix/v1", None),
         (None, "/api/v1", "/api/v1", None),
     ],
-    ids=["nested", "exact", "trailing-slash", "prefix-with-slash", "not-a-segment", "no-strip"],
+    # A prefix written "/api/" is refused by the loader; strip_route_prefix's handling of it
+    # is tested in tests/test_paths.py.
+    ids=["nested", "exact", "trailing-slash", "not-a-segment", "no-strip"],
 )
 async def test_strip_prefix(
     make_gateway: MakeGateway,

@@ -100,7 +100,7 @@ async def test_large_download(make_gateway: MakeGateway, chunked: bool) -> None:
 async def test_max_body_by_content_length_is_refused_before_the_upstream(
     make_gateway: MakeGateway, upstream: ProxyUpstream
 ) -> None:
-    gw = await make_gateway(max_body_bytes=10)
+    gw = await make_gateway(max_body=10)
     resp = await gw.post("/upload", data=b"x" * 11)
     assert resp.status == 413
     assert upstream.received == []
@@ -111,7 +111,7 @@ async def test_max_body_by_content_length_is_refused_before_the_upstream(
 async def test_max_body_chunked_overflow_is_413(
     caplog: pytest.LogCaptureFixture, make_gateway: MakeGateway, upstream: ProxyUpstream
 ) -> None:
-    gw = await make_gateway(max_body_bytes=100 * 1024)
+    gw = await make_gateway(max_body=100 * 1024)
     resp = await gw.post("/upload", data=achunks(pattern(1 * MiB)))
     await expect_refusal(resp, caplog, status=413, reason="body_too_large")
     # The connection pool and the gateway are fine afterwards.
@@ -121,7 +121,7 @@ async def test_max_body_chunked_overflow_is_413(
 
 
 async def test_expect_100_continue(make_gateway: MakeGateway, upstream: ProxyUpstream) -> None:
-    gw = await make_gateway(max_body_bytes=100)
+    gw = await make_gateway(max_body=100)
     assert gw.port is not None
     first, rest = await raw_exchange(
         gw.port,
@@ -140,7 +140,7 @@ async def test_expect_100_continue(make_gateway: MakeGateway, upstream: ProxyUps
 async def test_expect_100_continue_too_large_gets_413_without_100(
     make_gateway: MakeGateway, upstream: ProxyUpstream
 ) -> None:
-    gw = await make_gateway(max_body_bytes=100)
+    gw = await make_gateway(max_body=100)
     assert gw.port is not None
     first, _ = await raw_exchange(
         gw.port,

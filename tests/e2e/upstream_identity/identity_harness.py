@@ -2,10 +2,9 @@
 
 The gateway runs for real (``tests.support.GatewayClient``, the listener ``gateway run`` uses) in
 front of the recording upstream of :mod:`tests.upstreams`, which records every request's
-headers exactly as it received them. Browsers,
-users and cheap argon2 hashes come from :mod:`tests.e2e.login.login_harness`; keys are written into
-``tmp_path``, and ``server.data_dir`` is always ``tmp_path`` so no key is ever generated into the
-repository.
+headers exactly as it received them. Browsers come from :mod:`tests.e2e.login.login_harness`,
+users and cheap argon2 hashes from :mod:`tests.configs`; keys are written into ``tmp_path``, and
+``server.data_dir`` is always ``tmp_path`` so no key is ever generated into the repository.
 
 The fixtures are in ``conftest.py`` next to this module.
 """
@@ -13,9 +12,8 @@ The fixtures are in ``conftest.py`` next to this module.
 from __future__ import annotations
 
 import json
-import types
-from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,26 +22,10 @@ import jwt as pyjwt
 from cryptography.hazmat.primitives import serialization
 from prometheus_client import REGISTRY
 
-from gateway.config.settings import (
-    DEFAULT_IDENTITY_HEADERS,
-    ApiTokenSettings,
-    RouteSettings,
-    RouteTokenSettings,
-    Settings,
-    SigningKeySettings,
-    TokenSettings,
-    UpstreamSettings,
-    UserEntry,
-)
 from gateway.tokens import generate_private_key
-from tests.e2e.login.login_harness import (
-    PASSWORDS,
-    USERS,
-    Browser,
-    gateway_settings,
-    session_settings,
-)
-from tests.support import GatewayClient, route
+from tests.configs import PASSWORDS, route, secret_file, session_config
+from tests.e2e.login.login_harness import Browser, login_config
+from tests.support import GatewayClient
 from tests.tokens.token_helpers import b64url, b64url_json, unb64url
 
 ISSUER = "https://issuer.gw.test"
@@ -59,7 +41,7 @@ JWKS = "/.gateway/jwks.json"
 TOKEN = "/.gateway/token"
 SESSION_COOKIE = "gw_session"
 
-MakeGateway = Callable[[Settings], Awaitable[GatewayClient]]
+MakeGateway = Callable[[Mapping[str, Any]], Awaitable[GatewayClient]]
 
 
 # --- keys ------------------------------------------------------------------------------------
@@ -71,8 +53,9 @@ class KeyFile:
     kid: str
 
     @property
-    def setting(self) -> SigningKeySettings:
-        return SigningKeySettings(file=self.path)
+    def setting(self) -> dict[str, Any]:
+        """Its entry in ``tokens.signing_keys``."""
+        return {"file": str(self.path)}
 
     def private_key(self) -> Any:
         return serialization.load_pem_private_key(self.path.read_bytes(), password=None)
@@ -86,8 +69,9 @@ def write_key(directory: Path, alg: str, name: str | None = None) -> KeyFile:
     return KeyFile(path=path, alg=alg, kid=kid)
 
 
-def hmac_key() -> SigningKeySettings:
-    return SigningKeySettings(hmac_secret=HMAC_SECRET, kid=HMAC_KID)
+def hmac_key() -> dict[str, Any]:
+    """The ``tokens.signing_keys`` entry of :data:`HMAC_SECRET` (written to a file)."""
+    return {"hmac_secret_file": secret_file(HMAC_SECRET), "kid": HMAC_KID}
 
 
 def sign(header: dict[str, Any], claims: dict[str, Any], key: Any, alg: str) -> str:
@@ -108,79 +92,69 @@ def claims_of(token: str) -> dict[str, Any]:
     return result
 
 
-# --- settings --------------------------------------------------------------------------------
+# --- configuration ---------------------------------------------------------------------------
 
-def standard_routes() -> tuple[RouteSettings, ...]:
+def standard_routes() -> list[dict[str, Any]]:
     """Every route the tests use, first match wins."""
-    return (
+    return [
         route("public", prefix="/public", access="public"),
-        route(
-            "public-ident", prefix="/pubident", access="public",
-            identity_headers=DEFAULT_IDENTITY_HEADERS,
-        ),
+        route("public-ident", prefix="/pubident", access="public", identity_headers=True),
         route("members", prefix="/members", access="authenticated"),
         route(
             "admin", prefix="/admin", access="authenticated",
-            token=RouteTokenSettings(audience="admin-ui", ttl_s=ADMIN_TTL),
+            token={"audience": "admin-ui", "ttl": ADMIN_TTL},
         ),
         route("bills", prefix="/billing", access="authenticated", upstream="billing"),
-        route(
-            "ident", prefix="/ident", access="authenticated",
-            identity_headers=DEFAULT_IDENTITY_HEADERS,
-        ),
+        route("ident", prefix="/ident", access="authenticated", identity_headers=True),
         route(
             "api", prefix="/api", access="authenticated", accept_bearer=True,
-            unauthenticated="status", identity_headers=DEFAULT_IDENTITY_HEADERS,
-            token=RouteTokenSettings(audience=API_AUDIENCE),
+            unauthenticated="status", identity_headers=True, token={"audience": API_AUDIENCE},
         ),
         route("plain-api", prefix="/plain", access="authenticated", unauthenticated="status"),
         route("web", prefix="/web", access="authenticated"),
-    )
+    ]
 
 
-def identity_settings(
+def identity_config(
     upstream_url: str,
     data_dir: Path,
-    keys: Sequence[SigningKeySettings],
+    keys: Sequence[Mapping[str, Any]],
     *,
-    routes: Iterable[RouteSettings] | None = None,
-    users: tuple[UserEntry, ...] = USERS,
-    claims: tuple[str, ...] = ("name", "email", "roles"),
+    routes: Iterable[Mapping[str, Any]] | None = None,
+    users: Iterable[Mapping[str, Any]] | None = None,
+    claims: Sequence[str] = ("name", "email", "roles"),
     header: str = "Authorization",
     ttl_s: float = TOKENS_TTL,
     api_tokens: bool = False,
     backend: str = "memory",
-) -> Settings:
-    """Gateway settings with ``tokens:`` configured, two upstreams (``app`` and ``billing``) on
-    the same recording server, and ``server.data_dir`` = ``data_dir``."""
-    base = gateway_settings(
-        upstream_url,
-        session_settings(backend),
+) -> dict[str, Any]:
+    """A configuration document with ``tokens:`` (``keys`` are ``signing_keys`` entries), two
+    upstreams (``app`` and ``billing``) on the same recording server, and ``server.data_dir`` =
+    ``data_dir``."""
+    return login_config(
+        {name: {"url": upstream_url, "read_timeout": 5} for name in ("app", "billing")},
+        session_config(backend),
         routes=standard_routes() if routes is None else routes,
         users=users,
-        data_dir=data_dir,
-    )
-    upstreams = {
-        name: UpstreamSettings(name=name, url=upstream_url, read_timeout_s=5.0)
-        for name in ("app", "billing")
-    }
-    return replace(
-        base,
-        upstreams=types.MappingProxyType(upstreams),
-        tokens=TokenSettings(
-            issuer=ISSUER,
-            ttl_s=ttl_s,
-            header=header,
-            signing_keys=tuple(keys),
-            claims=claims,
-            api_tokens=ApiTokenSettings(enabled=api_tokens, ttl_s=API_TTL),
-        ),
+        data_dir=str(data_dir),
+        tokens={
+            "issuer": ISSUER,
+            "ttl": ttl_s,
+            "header": header,
+            "signing_keys": [dict(key) for key in keys],
+            "claims": list(claims),
+            "api_tokens": {"enabled": api_tokens, "ttl": API_TTL},
+        },
     )
 
 
-def with_route_token(settings: Settings, name: str, token: RouteTokenSettings) -> Settings:
-    routes = tuple(replace(r, token=token) if r.name == name else r for r in settings.routes)
-    return replace(settings, routes=routes)
+def with_route_token(
+    document: dict[str, Any], name: str, token: Mapping[str, Any]
+) -> dict[str, Any]:
+    """``document`` with route ``name``'s ``token:`` set to ``token``."""
+    [found] = [item for item in document["routes"] if item["name"] == name]
+    found["token"] = dict(token)
+    return document
 
 
 # --- clients ---------------------------------------------------------------------------------

@@ -13,7 +13,8 @@ from joserfc import jwt as jose_jwt
 from joserfc.jwk import KeySet as JoseKeySet
 from joserfc.jwt import JWTClaimsRegistry
 
-from tests.e2e.login.login_harness import HTML, PASSWORDS, USERS
+from tests.configs import PASSWORDS, users
+from tests.e2e.login.login_harness import HTML
 from tests.e2e.upstream_identity.identity_harness import (
     API_AUDIENCE,
     API_TTL,
@@ -26,7 +27,7 @@ from tests.e2e.upstream_identity.identity_harness import (
     claims_of,
     fetch,
     header_of,
-    identity_settings,
+    identity_config,
 )
 from tests.support import GatewayClient
 from tests.upstreams import Upstream
@@ -46,7 +47,7 @@ async def gateway(
     **options: Any,
 ) -> GatewayClient:
     client: GatewayClient = await make_gateway(
-        identity_settings(recorder.url, tmp_path, [key.setting], api_tokens=api_tokens, **options)
+        identity_config(recorder.url, tmp_path, [key.setting], api_tokens=api_tokens, **options)
     )
     return client
 
@@ -248,7 +249,7 @@ async def test_bearer_of_a_user_removed_from_the_directory_is_refused(
 ) -> None:
     issuing = await gateway(make_gateway, recorder, tmp_path, ed_key)
     token = await api_token(issuing, "bob")
-    without_bob = tuple(entry for entry in USERS if entry.username != "bob")
+    without_bob = users("alice", "carol", "dave")
     same_keys = await gateway(make_gateway, recorder, tmp_path, ed_key)
     reloaded = await gateway(make_gateway, recorder, tmp_path, ed_key, users=without_bob)
 

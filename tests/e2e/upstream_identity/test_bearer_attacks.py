@@ -21,7 +21,7 @@ from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 
 from gateway.identity.users import credential_stamp
-from tests.e2e.login.login_harness import USERS
+from tests.configs import USERS
 from tests.e2e.upstream_identity.identity_harness import (
     API_AUDIENCE,
     HMAC_KID,
@@ -33,7 +33,7 @@ from tests.e2e.upstream_identity.identity_harness import (
     claims_of,
     fetch,
     hmac_key,
-    identity_settings,
+    identity_config,
     login,
     sign,
     write_key,
@@ -45,7 +45,7 @@ from tests.upstreams import Received, Upstream
 API = "/api/v1/orders"
 # The credential stamp a token of alice's must carry to be hers (see gateway.identity.users).
 ALICE_STAMP = credential_stamp(
-    "alice", next(user.password_hash for user in USERS if user.username == "alice")
+    "alice", USERS["alice"]["password_hash"]
 )
 
 
@@ -75,7 +75,7 @@ async def gateway(
     make_gateway: Any, recorder: Upstream, tmp_path: Path, key: KeyFile
 ) -> GatewayClient:
     client: GatewayClient = await make_gateway(
-        identity_settings(recorder.url, tmp_path, [key.setting], api_tokens=True)
+        identity_config(recorder.url, tmp_path, [key.setting], api_tokens=True)
     )
     return client
 
@@ -271,10 +271,10 @@ async def test_hs256_token_made_with_the_shared_hmac_secret_is_refused(
 ) -> None:
     # HS256 signs upstream tokens for legacy backends, which therefore hold the secret: a token
     # they can make (even with every claim of a genuine API token) must be no credential.
-    settings = identity_settings(
+    document = identity_config(
         recorder.url, tmp_path, [hmac_key(), ed_key.setting], api_tokens=True
     )
-    client = await make_gateway(settings)
+    client = await make_gateway(document)
     genuine = await api_token(client)
     assert (await call(client, genuine))[0] == 200  # API tokens are signed by the EdDSA key
     assert recorder.last.bearer.split(".")[0] != genuine.split(".")[0]

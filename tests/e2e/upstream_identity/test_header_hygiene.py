@@ -15,7 +15,7 @@ from tests.e2e.upstream_identity.identity_harness import (
     SESSION_COOKIE,
     KeyFile,
     claims_of,
-    identity_settings,
+    identity_config,
     login,
 )
 from tests.support import GatewayClient, raw_request
@@ -39,7 +39,7 @@ async def gateway(
     make_gateway: Any, recorder: Upstream, tmp_path: Path, key: KeyFile, **options: Any
 ) -> GatewayClient:
     client: GatewayClient = await make_gateway(
-        identity_settings(recorder.url, tmp_path, [key.setting], **options)
+        identity_config(recorder.url, tmp_path, [key.setting], **options)
     )
     return client
 

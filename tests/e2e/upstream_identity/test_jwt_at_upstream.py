@@ -35,7 +35,7 @@ from tests.e2e.upstream_identity.identity_harness import (
     KeyFile,
     fetch,
     hmac_key,
-    identity_settings,
+    identity_config,
     login,
     write_key,
 )
@@ -149,7 +149,7 @@ async def test_a_backend_knowing_only_the_jwks_url_verifies_every_request(
     keys, kid = keys_for(tmp_path, alg)
     backend = JwksBackend(secret=HMAC_SECRET if alg == "HS256" else None)
     client = await make_gateway(
-        identity_settings(await serve(backend), tmp_path, keys)
+        identity_config(await serve(backend), tmp_path, keys)
     )
     backend.jwks_url = str(client.make_url(JWKS))
     bob = await login(client, "bob")
@@ -201,7 +201,7 @@ async def test_hs256_key_is_never_published_so_only_the_secret_verifies(
     keys, _kid = keys_for(tmp_path, "HS256")
     backend = JwksBackend(secret=HMAC_SECRET)
     client = await make_gateway(
-        identity_settings(await serve(backend), tmp_path, keys)
+        identity_config(await serve(backend), tmp_path, keys)
     )
     alice = await login(client)
     assert (await alice.get("/members/x")).status == 200
@@ -221,10 +221,10 @@ async def test_jwks_endpoint_headers_and_shape(
     tmp_path: Path, recorder: Any, make_gateway: Any
 ) -> None:
     keys = [write_key(tmp_path, alg) for alg in ("ES256", "RS256", "EdDSA")]
-    settings = identity_settings(
+    document = identity_config(
         recorder.url, tmp_path, [keys[0].setting, hmac_key(), keys[1].setting, keys[2].setting]
     )
-    client = await make_gateway(settings)
+    client = await make_gateway(document)
 
     status, headers, body = await fetch(str(client.make_url(JWKS)))
     assert status == 200
@@ -254,14 +254,14 @@ async def test_key_rotation_new_key_signs_and_old_tokens_still_verify(
     backend = JwksBackend()
     url = await serve(backend)
 
-    before_rotation = await make_gateway(identity_settings(url, tmp_path, [old.setting]))
+    before_rotation = await make_gateway(identity_config(url, tmp_path, [old.setting]))
     backend.jwks_url = str(before_rotation.make_url(JWKS))
     alice = await login(before_rotation)
     assert (await alice.get("/members/before")).status == 200
     old_token = backend.verified[-1]
     assert old_token.header["kid"] == old.kid and old_token.header["alg"] == "ES256"
 
-    rotated = await make_gateway(identity_settings(url, tmp_path, [new.setting, old.setting]))
+    rotated = await make_gateway(identity_config(url, tmp_path, [new.setting, old.setting]))
     backend.jwks_url = str(rotated.make_url(JWKS))
     _status, _headers, body = await fetch(backend.jwks_url)
     assert [key["kid"] for key in json.loads(body)["keys"]] == [new.kid, old.kid]
@@ -278,7 +278,7 @@ async def test_key_rotation_new_key_signs_and_old_tokens_still_verify(
     check_claims(dict(decoded.claims), audience="app", subject="alice")
 
     # Once the old key is retired from the configuration, its tokens no longer verify.
-    retired = await make_gateway(identity_settings(url, tmp_path, [new.setting]))
+    retired = await make_gateway(identity_config(url, tmp_path, [new.setting]))
     backend.jwks_url = str(retired.make_url(JWKS))
     with pytest.raises(InvalidKeyIdError):
         await backend.verify(old_token.token)
@@ -303,7 +303,7 @@ async def test_tokens_claims_select_the_identity_claims(
 ) -> None:
     backend = JwksBackend()
     url = await serve(backend)
-    client = await make_gateway(identity_settings(url, tmp_path, [ed_key.setting], claims=claims))
+    client = await make_gateway(identity_config(url, tmp_path, [ed_key.setting], claims=claims))
     backend.jwks_url = str(client.make_url(JWKS))
     bob = await login(client, "bob")
     assert (await bob.get("/members/x")).status == 200
@@ -323,7 +323,7 @@ async def test_sid_is_stable_per_session_and_reveals_no_session_id(
     backend = JwksBackend()
     url = await serve(backend)
     client = await make_gateway(
-        identity_settings(url, tmp_path, [ed_key.setting], backend=session_backend)
+        identity_config(url, tmp_path, [ed_key.setting], backend=session_backend)
     )
     backend.jwks_url = str(client.make_url(JWKS))
     first, second = await login(client), await login(client)  # two sessions of one user

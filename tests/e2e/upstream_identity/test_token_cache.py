@@ -9,13 +9,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from gateway.config.settings import RouteTokenSettings
 from tests.e2e.login.login_harness import JSON, LOGOUT
 from tests.e2e.upstream_identity.identity_harness import (
     Counters,
     KeyFile,
     claims_of,
-    identity_settings,
+    identity_config,
     login,
     with_route_token,
 )
@@ -25,7 +24,7 @@ N = 20
 
 
 async def gateway(make_gateway: Any, recorder: Upstream, tmp_path: Path, key: KeyFile) -> Any:
-    return await make_gateway(identity_settings(recorder.url, tmp_path, [key.setting]))
+    return await make_gateway(identity_config(recorder.url, tmp_path, [key.setting]))
 
 
 async def test_repeated_requests_of_one_session_mint_once(
@@ -108,9 +107,8 @@ async def test_logout_drops_the_sessions_tokens_and_the_next_login_mints_afresh(
 async def test_a_token_is_renewed_once_four_fifths_of_its_lifetime_have_passed(
     tmp_path: Path, recorder: Upstream, make_gateway: Any, ed_key: KeyFile, clock: Any
 ) -> None:
-    settings = identity_settings(recorder.url, tmp_path, [ed_key.setting])
-    settings = with_route_token(settings, "members", RouteTokenSettings(ttl_s=5))
-    client = await make_gateway(settings)
+    document = identity_config(recorder.url, tmp_path, [ed_key.setting])
+    client = await make_gateway(with_route_token(document, "members", {"ttl": 5}))
     alice = await login(client)
     counters = Counters()
 
