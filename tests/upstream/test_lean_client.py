@@ -551,10 +551,8 @@ async def tls_upstream(tmp_path: Path) -> AsyncIterator[tuple[str, Path, list[st
     app.router.add_get("/{tail:.*}", hello)
     runner = web.AppRunner(app)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=context)
-    await site.start()
-    assert site._server is not None
-    port = site._server.sockets[0].getsockname()[1]
+    await web.TCPSite(runner, "127.0.0.1", 0, ssl_context=context).start()
+    port = runner.addresses[0][1]
     try:
         yield f"https://localhost:{port}", ca_file, names
     finally:
