@@ -7,8 +7,10 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 import pytest
@@ -22,6 +24,35 @@ from gateway.upstream import ClientFactory
 from tests.configs import load
 
 DEFAULT_TIMEOUTS = ClientTimeouts()
+
+T = TypeVar("T")
+
+
+async def wait_for(
+    condition: Callable[[], T | Awaitable[T]],
+    timeout: float = 15.0,
+    *,
+    interval: float = 0.02,
+    what: str = "",
+) -> T:
+    """Poll ``condition()`` (a plain or an async function) until it returns something truthy,
+    and return that; fail the test once ``timeout`` seconds pass without it.
+
+    For what a test must see happen, rather than a fixed sleep that a busy machine outlasts:
+    ``await wait_for(lambda: upstream.hits == 1)``.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if inspect.isawaitable(result):
+            result = await result
+        if result:
+            return result  # type: ignore[return-value]
+        if time.monotonic() >= deadline:
+            raise AssertionError(
+                f"{what or 'condition'} not met within {timeout} s (last: {result!r})"
+            )
+        await asyncio.sleep(interval)
 
 
 async def raw_request(

@@ -14,6 +14,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from tests.support import wait_for
 from tests.upstreams import Received, Upstream
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="needs SO_REUSEPORT and /proc")
@@ -112,7 +113,7 @@ async def test_run_serves_and_stops_cleanly_on_sigterm_letting_inflight_finish(t
         await wait_listening(port, proc)
         async with aiohttp.ClientSession() as http:
             inflight = asyncio.ensure_future(http.get(f"http://127.0.0.1:{port}/slow?s=1"))
-            await asyncio.sleep(0.3)
+            await wait_for(lambda: upstream.hits == 1, what="the request reaching the upstream")
             proc.send_signal(signal.SIGTERM)
             resp = await inflight
             assert resp.status == 200

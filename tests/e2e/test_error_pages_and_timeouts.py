@@ -21,6 +21,7 @@ from aiohttp import web
 
 from tests.e2e.harness import config, login, raw_exchange, running
 from tests.e2e.ops.ops_harness import GatewayProcess
+from tests.support import wait_for
 from tests.upstreams import Received, Upstream, echoed
 
 ROUTES = [
@@ -172,13 +173,14 @@ async def test_an_idle_keep_alive_connection_is_closed(gateway: GatewayProcess) 
 
 
 async def test_a_client_that_reads_nothing_frees_its_upstream_connection(
-    gateway: GatewayProcess,
+    gateway: GatewayProcess, upstream: Upstream
 ) -> None:
     # max_connections is 1: while the stalled reader held it, everyone else got 504.
     _reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
     writer.write(b"GET /files/big HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
     await writer.drain()
-    await asyncio.sleep(0.3)  # the download starts and the socket buffers fill
+    # The download holds the one upstream connection (and then fills the socket buffers).
+    await wait_for(lambda: upstream.hits == 1, what="the download reaching the upstream")
     statuses = []
     async with aiohttp.ClientSession() as http:
         for _ in range(3):

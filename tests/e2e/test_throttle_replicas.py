@@ -11,6 +11,7 @@ import aiohttp
 
 from tests.e2e.harness import config, running
 from tests.redis_support import free_port
+from tests.support import wait_for
 from tests.upstreams import Upstream
 
 ROUTES = [{"name": "app", "match": {"path_prefix": "/"}, "upstream": "app", "access": "public"}]
@@ -54,9 +55,12 @@ async def test_two_replicas_check_exactly_max_failures_guesses(
 
         statuses = await asyncio.gather(*(guess(i) for i in range(24)))
         assert set(statuses) == {401}
-        await asyncio.sleep(0.2)
-        logs = "".join(replica.log for replica in replicas)
-        checked = logs.count('"reason": "bad_credentials"')
-        refused = logs.count('"reason": "locked_out"')
-        assert (checked, refused) == (3, 21)
+
+        def counts() -> tuple[int, int]:
+            logs = "".join(replica.log for replica in replicas)
+            return logs.count('"reason": "bad_credentials"'), logs.count('"reason": "locked_out"')
+
+        # Each replica writes a guess's auth event once it has answered: wait for all 24.
+        await wait_for(lambda: sum(counts()) >= 24, what="24 auth events logged")
+        assert counts() == (3, 21)
     await upstream.stop()

@@ -26,16 +26,22 @@ ALICE = ["user:alice", "ip:192.0.2.1"]
 
 
 class Clock:
-    """Synthetic time for the memory throttle; real sleeps for Redis, whose TTLs are real."""
+    """Synthetic time for the memory throttle; real time and sleeps for Redis, whose TTLs are
+    real."""
 
     def __init__(self, *, real: bool) -> None:
         self.real = real
-        self.now = time.time() if real else 1_000_000.0
+        self._now = 1_000_000.0
+
+    @property
+    def now(self) -> float:
+        return time.time() if self.real else self._now
 
     async def advance(self, seconds: float) -> None:
         if self.real:
             await asyncio.sleep(seconds)
-        self.now += seconds
+        else:
+            self._now += seconds
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -112,10 +118,15 @@ async def test_lock_lasts_the_whole_lockout_even_after_success(
     throttle: Throttle, clock: Clock
 ) -> None:
     await fail(throttle, ALICE, clock, 3)
+    locked_at = clock.now  # the lock was set before: its real age is at least now - locked_at
 
     await throttle.success(ALICE)  # the right password does not lift a running lockout
-    await clock.advance(0.5)
     assert not await throttle.reserve(ALICE, now=clock.now)
+    await clock.advance(0.5)
+    still_locked = not await throttle.reserve(ALICE, now=clock.now)
+    # Halfway through, still locked; only a machine that stalled past the whole lockout (Redis
+    # keeps real time) may find it over.
+    assert still_locked or clock.now - locked_at >= SETTINGS.lockout_s
 
     await clock.advance(0.6)
     assert await allowed(throttle, ALICE, clock)

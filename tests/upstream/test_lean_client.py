@@ -38,6 +38,7 @@ from gateway.upstream import (
     WebSocketUpstreamClient,
 )
 from gateway.upstream.lean_client import IDLE_TIMEOUT_S
+from tests.support import wait_for
 
 AiohttpServer = Callable[..., Awaitable[TestServer]]
 SECRET = "eyJhbGciOiJFUzI1NiJ9.secret-token"
@@ -93,9 +94,7 @@ async def fetch(client: LeanUpstreamClient, req: UpstreamRequest) -> tuple[int, 
 
 async def wait_until(predicate: Callable[[], bool], timeout: float = 3.0) -> None:
     """A bounded wait on observable state (never an assertion about timing)."""
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(0.005)
+    await wait_for(predicate, timeout, interval=0.005)
 
 
 def idle(client: LeanUpstreamClient, name: str = "app") -> int:

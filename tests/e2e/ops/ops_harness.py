@@ -407,14 +407,3 @@ async def scrape(url: str) -> Samples:
     status, body = await get(url)
     assert status == 200, body
     return parse_metrics(body.decode())
-
-
-async def wait_for(probe: Any, *, timeout: float = 15.0, interval: float = 0.05) -> Any:
-    """Await ``probe()`` until it returns something truthy; that value."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = await probe()
-        if result:
-            return result
-        assert time.monotonic() < deadline, f"condition never met (last: {result!r})"
-        await asyncio.sleep(interval)

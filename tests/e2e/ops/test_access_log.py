@@ -27,7 +27,7 @@ from tests.e2e.ops.ops_harness import (
     ops_routes,
 )
 from tests.redis_support import free_port as closed_port
-from tests.support import raw_request
+from tests.support import raw_request, wait_for
 
 FIELDS = {
     "time",
@@ -418,12 +418,7 @@ async def test_a_client_gone_mid_download_is_logged_as_such(
     await writer.drain()
     await reader.readexactly(1000)  # the head and a first chunk arrived...
     writer.transport.abort()  # ...and the client is gone
-    for _ in range(100):
-        entries = access_entries(all_logs.records)
-        if entries:
-            break
-        await asyncio.sleep(0.05)
-    [entry] = entries
+    [entry] = await wait_for(lambda: access_entries(all_logs.records), what="the access line")
     assert entry["status"] == 200
     assert entry["outcome"] == "client_aborted"
     assert 0 < entry["bytes"] < 60 * 65536

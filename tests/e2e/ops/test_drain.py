@@ -21,9 +21,9 @@ from tests.e2e.ops.ops_harness import (
     expected_download,
     free_port,
     get,
-    wait_for,
     write_config,
 )
+from tests.support import wait_for
 from tests.upstreams import echoed
 
 
@@ -230,7 +230,7 @@ async def test_the_process_exits_within_a_second_of_its_last_slow_request(
 ):
     gateway, _ = await _start(spawn, tmp_path, upstream, grace="8s")  # drain delay: 2s
     slow = asyncio.ensure_future(get(f"{gateway.base}/public/slow?s=4"))
-    await asyncio.sleep(0.3)
+    await wait_for(lambda: upstream.hits == 1, what="the slow request reaching the upstream")
     gateway.signal(signal.SIGTERM)
     status, _ = await slow
     answered = time.monotonic()

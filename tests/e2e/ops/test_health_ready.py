@@ -22,10 +22,10 @@ from tests.e2e.ops.ops_harness import (
     ops_config,
     parse_metrics,
     value_of,
-    wait_for,
     write_config,
 )
 from tests.redis_support import closed_port_url
+from tests.support import wait_for
 from tests.upstreams import echoed
 
 HEALTHZ = "/.gateway/healthz"

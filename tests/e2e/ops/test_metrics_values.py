@@ -32,6 +32,7 @@ from tests.e2e.ops.ops_harness import (
     write_config,
 )
 from tests.redis_support import free_port as closed_port
+from tests.support import wait_for
 
 METRICS = "/metrics"  # on the admin listener only
 REQUESTS = "gateway_requests_total"
@@ -234,6 +235,13 @@ async def test_two_workers_one_scrape_counts_every_worker(upstream, spawn, tmp_p
     for i in range(40):
         status, _ = await get(f"{gateway.base}/public/n{i}")  # each on a new connection
         assert status == 200
+
+    # A worker counts a request once its response is sent: the client can be faster.
+    async def all_counted() -> bool:
+        samples = await scrape(f"http://127.0.0.1:{admin_port}/metrics")
+        return value_of(samples, REQUESTS, route="public", method="GET", code="200") == 40
+
+    await wait_for(all_counted, what="40 requests counted")
     # Both workers served some of them (each worker writes its own counter file)...
     served_by = {
         pid for pid in workers if (metrics_dir / f"counter_{pid}.db").exists()

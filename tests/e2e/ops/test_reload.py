@@ -12,9 +12,11 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import signal
 import time
 from http.cookies import SimpleCookie
+from pathlib import Path
 
 import aiohttp
 import jwt
@@ -29,9 +31,9 @@ from tests.e2e.ops.ops_harness import (
     get,
     scrape,
     value_of,
-    wait_for,
     write_config,
 )
+from tests.support import wait_for
 
 ADDED_ROUTE = """\
   - name: added
@@ -234,10 +236,9 @@ def _upstream_got(upstream, path: str):
 async def _start_two_workers(spawn, tmp_path, upstream):
     session = cookie_session(tmp_path)
     gateway, _ = await _start(spawn, tmp_path, upstream, workers=2, session=session)
+    # A SIGHUP that reaches a worker before its handler is installed waits for it (the worker
+    # starts with the signal blocked: test_a_sighup_while_the_workers_start_is_not_lost).
     workers = await gateway.wait_workers_listening(2)
-    # A worker installs its SIGHUP handler right after it starts listening: give it that moment
-    # (a SIGHUP before would be lost: test_a_sighup_while_the_workers_start_is_not_lost).
-    await asyncio.sleep(0.1)
     return gateway, session, workers
 
 
@@ -314,6 +315,13 @@ async def _caught_starting(spawn, tmp_path, upstream, session):
     return gateway, stopped
 
 
+def _sighup_pending(pid: int) -> bool:
+    """SIGHUP waits, pending, for process ``pid`` (from /proc: ShdPnd, the process-wide set)."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    pending = int(re.search(r"(?m)^ShdPnd:\s*([0-9a-f]+)$", status)[1], 16)
+    return bool(pending & (1 << (signal.SIGHUP - 1)))
+
+
 async def test_a_sighup_while_the_workers_start_is_not_lost(upstream, spawn, tmp_path):
     """The supervisor takes SIGHUP as soon as it forks its workers and forwards it; a worker
     still starting (not yet listening) must not lose it, nor die of it."""
@@ -329,7 +337,8 @@ async def test_a_sighup_while_the_workers_start_is_not_lost(upstream, spawn, tmp
             gateway, tmp_path, upstream, workers=2, session=session,
             routes=DEFAULT_ROUTES + ADDED_ROUTE,
         )
-        await asyncio.sleep(0.2)  # the supervisor forwards it to both (stopped) workers
+        # The supervisor forwards it to both workers, stopped: it waits, pending, in each.
+        await wait_for(lambda: all(_sighup_pending(pid) for pid in stopped))
     finally:
         for pid in stopped:
             with contextlib.suppress(ProcessLookupError):

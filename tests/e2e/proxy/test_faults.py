@@ -12,7 +12,7 @@ from gateway.config.settings import UpstreamSettings
 from gateway.errors import UpstreamTimeout, UpstreamUnavailable
 from gateway.upstream import AiohttpUpstreamClient, UpstreamRequest
 from tests.e2e.proxy.harness import MakeGateway, ProxyUpstream, expect_refusal
-from tests.support import GatewayClient
+from tests.support import GatewayClient, wait_for
 from tests.upstreams import echoed
 
 
@@ -153,7 +153,7 @@ async def test_client_gone_mid_upload_frees_everything(
     writer.write(b"POST /upload HTTP/1.1\r\nHost: gw.test\r\nContent-Length: 100000\r\n\r\n")
     writer.write(b"x" * 1000)
     await writer.drain()
-    await asyncio.sleep(0.1)
+    await wait_for(lambda: upstream.hits == 1, what="the upload reaching the upstream")
     writer.close()
     await writer.wait_closed()
     # The only upstream permit came back: the next request is served.
