@@ -161,8 +161,14 @@ async def test_the_upstream_refuses_to_verify_a_forged_token(demo):
         async with session.get(f"{demo.url}/.gateway/jwks.json") as resp:
             kid = (await resp.json())["keys"][0]["kid"]
         now = int(time.time())
-        claims = {"iss": demo.url, "sub": "mallory", "aud": "app", "iat": now, "nbf": now,
-                  "exp": now + 60}
+        claims = {
+            "iss": demo.url,
+            "sub": "mallory",
+            "aud": "app",
+            "iat": now,
+            "nbf": now,
+            "exp": now + 60,
+        }
         other_key = ed25519.Ed25519PrivateKey.generate()
         cases = {
             "same kid, wrong key": jwt.encode(claims, other_key, "EdDSA", headers={"kid": kid}),
@@ -189,9 +195,10 @@ async def test_an_unreachable_jwks_is_reported_not_raised(aiohttp_server):
     key = ed25519.Ed25519PrivateKey.generate()
     token = jwt.encode({"sub": "x"}, key, "EdDSA", headers={"kid": "k"})
     headers = {**JSON, "Authorization": f"Bearer {token}"}
-    async with aiohttp.ClientSession() as session, session.get(
-        upstream.make_url("/"), headers=headers
-    ) as resp:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(upstream.make_url("/"), headers=headers) as resp,
+    ):
         assert resp.status == 200
         data = await resp.json()
     assert data["token"]["verified"] is False
@@ -255,8 +262,12 @@ async def test_the_demo_command_starts_prints_credentials_serves_and_stops_on_si
         f"upstream_port={upstream_port}))"
     )
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", code, cwd=example_copy.parent,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        sys.executable,
+        "-c",
+        code,
+        cwd=example_copy.parent,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
     try:
         assert proc.stdout is not None and proc.stderr is not None
@@ -302,8 +313,14 @@ async def test_run_demo_serves_until_stopped(example_copy):
     out = io.StringIO()
     stop = asyncio.Event()
     task = asyncio.create_task(
-        run_demo(config_path=example_copy, gateway_port=port, upstream_port=upstream_port,
-                 out=out, stop=stop, handle_signals=False)
+        run_demo(
+            config_path=example_copy,
+            gateway_port=port,
+            upstream_port=upstream_port,
+            out=out,
+            stop=stop,
+            handle_signals=False,
+        )
     )
     try:
         for _ in range(200):

@@ -244,8 +244,11 @@ def test_no_secret_is_ever_printed(example):
 
 
 def test_an_unknown_user_is_an_error_naming_the_known_ones(example):
-    with pytest.raises(ValueError, match=r"unknown user 'alic' \(did you mean 'alice'\?\); "
-                                         r"known users: alice, bob"):
+    with pytest.raises(
+        ValueError,
+        match=r"unknown user 'alic' \(did you mean 'alice'\?\); "
+        r"known users: alice, bob",
+    ):
         explain(example, "GET", "/", user="alic")
 
 
@@ -268,8 +271,9 @@ def test_a_bad_method_is_an_error(example):
 
 def test_a_deny_route_is_403_for_everyone(tmp_path, example):
     settings = small_config(
-        tmp_path, example, "  - {name: closed, match: {path_prefix: /}, upstream: app, "
-        "access: deny}"
+        tmp_path,
+        example,
+        "  - {name: closed, match: {path_prefix: /}, upstream: app, access: deny}",
     )
     for user in (None, "alice"):
         report = explain(settings, "GET", "/anything", user=user)
@@ -294,8 +298,9 @@ def test_hosts_match_like_the_host_header_browsers_send(tmp_path, example):
         "     access: {users: [alice]}, unauthenticated: redirect, strip_prefix: /app}\n"
         "  - {name: rest, match: {path_prefix: /}, upstream: app, access: public}",
     )
-    report = explain(settings, "GET", "https://user:pw@ADMIN.example.com:443/app/x?q#frag",
-                     user="alice")
+    report = explain(
+        settings, "GET", "https://user:pw@ADMIN.example.com:443/app/x?q#frag", user="alice"
+    )
     assert field(report, "request") == "GET https://ADMIN.example.com/app/x?q"
     assert field(report, "route").startswith("admin (routes[0]: host=admin.example.com")
     assert field(report, "upstream") == "other: GET http://10.0.0.6:4000/x?q"
@@ -311,8 +316,9 @@ def test_hosts_match_like_the_host_header_browsers_send(tmp_path, example):
 
 def test_an_ephemeral_key_is_flagged_and_nothing_is_written(tmp_path, example):
     settings = small_config(
-        tmp_path, example, "  - {name: all, match: {path_prefix: /}, upstream: app, "
-        "access: authenticated}"
+        tmp_path,
+        example,
+        "  - {name: all, match: {path_prefix: /}, upstream: app, access: authenticated}",
     )
     report = explain(settings, "GET", "/x", user="alice", now=NOW)
     assert "the kid shown is a placeholder" in report

@@ -138,7 +138,6 @@ def test_matching_path_reads_parameters_as_a_servlet_container_does(
     assert matching_path(normalise_path(path)) == expected
 
 
-
 def test_refusal_detail_escapes_control_characters() -> None:
     with pytest.raises(BadRequest) as caught:
         normalise_path("/a\r\nX-Forged: 1")

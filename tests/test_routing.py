@@ -47,6 +47,7 @@ def route(name: str, **match: Any) -> RouteSettings:
 # RouteTable.match / select
 # ------------------------------------------------------------------------------------------
 
+
 def test_a_parameter_segment_cannot_hide_a_prefix_from_its_rule() -> None:
     table = RouteTable([route("admin", path_prefix="/admin"), route("rest", path_prefix="/")])
     for path in ("/;/admin/users", "/;x/admin", "/;/;/admin;y/", "/admin;x/users"):

@@ -29,27 +29,34 @@ def minimal() -> dict[str, Any]:
         "users": {"inline": [{"username": "alice", "password_hash": HASH}]},
         "upstreams": {"app": {"url": "http://127.0.0.1:9000"}},
         "routes": [
-            {"name": "all", "match": {"path_prefix": "/"}, "upstream": "app",
-             "access": "authenticated"},
+            {
+                "name": "all",
+                "match": {"path_prefix": "/"},
+                "upstream": "app",
+                "access": "authenticated",
+            },
         ],
     }
 
 
-def load(document: dict[str, Any] | str, env: dict[str, str] | None = None,
-         base_dir: Path | None = None) -> Settings:
+def load(
+    document: dict[str, Any] | str, env: dict[str, str] | None = None, base_dir: Path | None = None
+) -> Settings:
     """Through the whole loader: the keys and users the configuration names are read too."""
     text = document if isinstance(document, str) else yaml.safe_dump(document, sort_keys=False)
     return build(load_settings_from_text(text, env=env or {}, base_dir=base_dir)).settings
 
 
-def problems(document: dict[str, Any] | str, env: dict[str, str] | None = None,
-             base_dir: Path | None = None) -> list[str]:
+def problems(
+    document: dict[str, Any] | str, env: dict[str, str] | None = None, base_dir: Path | None = None
+) -> list[str]:
     with pytest.raises(ConfigError) as info:
         load(document, env=env, base_dir=base_dir)
     return [str(issue) for issue in info.value.issues]
 
 
 # --- the example -----------------------------------------------------------------------------
+
 
 def test_example_config_loads_clean_from_repo_root(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(REPO_ROOT)
@@ -69,8 +76,9 @@ def test_example_config_loads_clean_from_repo_root(monkeypatch: pytest.MonkeyPat
     ("username", "password", "roles"),
     [("alice", "wonderland", ("admin",)), ("bob", "builder", ("staff",))],
 )
-def test_example_demo_users_have_real_argon2id_hashes(username: str, password: str,
-                                                      roles: tuple[str, ...]) -> None:
+def test_example_demo_users_have_real_argon2id_hashes(
+    username: str, password: str, roles: tuple[str, ...]
+) -> None:
     settings = load_settings(REPO_ROOT / "config.example.yaml", env={})
     user = next(user for user in settings.users.entries if user.username == username)
     assert user.password_hash.startswith("$argon2id$")
@@ -84,17 +92,31 @@ def test_example_documents_every_key() -> None:
 
     text = (REPO_ROOT / "config.example.yaml").read_text()
     keys = {
-        *loader.KEYS, *server.KEYS, *server.TIMEOUT_KEYS, *session.KEYS, *session.REDIS_KEYS,
+        *loader.KEYS,
+        *server.KEYS,
+        *server.TIMEOUT_KEYS,
+        *session.KEYS,
+        *session.REDIS_KEYS,
         *session.COOKIE_KEYS,
-        *users.KEYS, *users.USER_KEYS, *users.LOGIN_KEYS, *users.THROTTLE_KEYS, *tokens.KEYS,
-        *tokens.KEY_KEYS, *tokens.API_TOKEN_KEYS, *upstreams.KEYS, *routes.KEYS,
-        *routes.MATCH_KEYS, *routes.ACCESS_KEYS, *routes.TOKEN_KEYS,
+        *users.KEYS,
+        *users.USER_KEYS,
+        *users.LOGIN_KEYS,
+        *users.THROTTLE_KEYS,
+        *tokens.KEYS,
+        *tokens.KEY_KEYS,
+        *tokens.API_TOKEN_KEYS,
+        *upstreams.KEYS,
+        *routes.KEYS,
+        *routes.MATCH_KEYS,
+        *routes.ACCESS_KEYS,
+        *routes.TOKEN_KEYS,
     }
     missing = sorted(key for key in keys if f"{key}:" not in text)
     assert missing == []
 
 
 # --- files and YAML --------------------------------------------------------------------------
+
 
 def test_load_settings_records_source_and_resolves_paths_from_its_directory(tmp_path: Path) -> None:
     (tmp_path / "users.yaml").write_text("[]\n")
@@ -120,16 +142,20 @@ def test_missing_config_file_names_the_path(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("server:\n  listen: [a\n  public_url: x\n",
-         "line 3, column 13: invalid YAML: expected ','"),
+        (
+            "server:\n  listen: [a\n  public_url: x\n",
+            "line 3, column 13: invalid YAML: expected ','",
+        ),
         ("server:\n  a: 1\n b: 2\n", "line 3, column 2: invalid YAML: expected <block end>"),
         ("server:\n\tlisten: x\n", "line 2, column 1: invalid YAML: found character '\\t'"),
-        ("server: {}\nserver: {}\n",
-         'line 2, column 1: invalid YAML: found duplicate key "server"'),
+        (
+            "server: {}\nserver: {}\n",
+            'line 2, column 1: invalid YAML: found duplicate key "server"',
+        ),
         ("", "(top level): the configuration is empty"),
         ("# only a comment\n", "(top level): the configuration is empty"),
         ("- server\n", "(top level): expected a mapping of sections (server, session, users, "),
-        ("just words", '(top level): expected a mapping of sections'),
+        ("just words", "(top level): expected a mapping of sections"),
     ],
     ids=["flow-list", "indent", "tab", "duplicate-key", "empty", "comment-only", "list", "scalar"],
 )
@@ -158,6 +184,7 @@ def test_issue_and_error_text() -> None:
 
 # --- ${VAR} interpolation --------------------------------------------------------------------
 
+
 @pytest.mark.parametrize(
     ("template", "env", "title"),
     [
@@ -170,8 +197,16 @@ def test_issue_and_error_text() -> None:
         ("cost: $5", {}, "cost: $5"),
         ("${TITLE}", {"TITLE": "x\nlogin: {title: injected}"}, "x\nlogin: {title: injected}"),
     ],
-    ids=["set", "default", "empty-uses-default", "set-beats-default", "embedded", "escaped",
-         "lone-dollar", "no-yaml-injection"],
+    ids=[
+        "set",
+        "default",
+        "empty-uses-default",
+        "set-beats-default",
+        "embedded",
+        "escaped",
+        "lone-dollar",
+        "no-yaml-injection",
+    ],
 )
 def test_interpolation(template: str, env: dict[str, str], title: str) -> None:
     document = minimal()
@@ -228,6 +263,7 @@ def test_interpolation_never_mutates_its_input() -> None:
 
 # --- *_file secrets --------------------------------------------------------------------------
 
+
 def secret_config(secret_file: str) -> dict[str, Any]:
     document = minimal()
     document["session"] = {"backend": "cookie", "cookie": {"secret_file": secret_file}}
@@ -244,8 +280,9 @@ def secret_config(secret_file: str) -> dict[str, Any]:
     ],
     ids=["newline", "crlf", "only-one-newline", "no-newline"],
 )
-def test_secret_file_loses_exactly_one_trailing_newline(tmp_path: Path, content: bytes,
-                                                        secret: bytes) -> None:
+def test_secret_file_loses_exactly_one_trailing_newline(
+    tmp_path: Path, content: bytes, secret: bytes
+) -> None:
     (tmp_path / "session.key").write_bytes(content)
     settings = load(secret_config("session.key"), base_dir=tmp_path)
     assert settings.session.cookie.secret == secret
@@ -264,8 +301,9 @@ def test_secret_file_too_short(tmp_path: Path) -> None:
     ("name", "reason"),
     [("missing.key", "No such file or directory"), (".", "Is a directory")],
 )
-def test_unreadable_secret_file_names_path_and_reason(tmp_path: Path, name: str,
-                                                      reason: str) -> None:
+def test_unreadable_secret_file_names_path_and_reason(
+    tmp_path: Path, name: str, reason: str
+) -> None:
     [problem] = problems(secret_config(name), base_dir=tmp_path)
     assert problem == f"session.cookie.secret_file: cannot read {tmp_path / name}: {reason}"
 
@@ -283,8 +321,10 @@ def test_redis_url_and_password_from_files(tmp_path: Path) -> None:
     (tmp_path / "url").write_text("rediss://cache.internal:6380/2\n")
     (tmp_path / "password").write_text("p@ss:word/1\n")
     document = minimal()
-    document["session"] = {"backend": "redis",
-                           "redis": {"url_file": "url", "password_file": "password"}}
+    document["session"] = {
+        "backend": "redis",
+        "redis": {"url_file": "url", "password_file": "password"},
+    }
     settings = load(document, base_dir=tmp_path)
     assert settings.session.redis.url == "rediss://:p%40ss%3Aword%2F1@cache.internal:6380/2"
 
@@ -292,15 +332,23 @@ def test_redis_url_and_password_from_files(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("redis", "expected"),
     [
-        ({"url": "redis://h:6379/0", "url_file": "url"},
-         "session.redis: give either url or url_file, not both"),
-        ({"password": "a", "password_file": "password"},
-         "session.redis: give either password or password_file, not both"),
-        ({"url": "redis://:old@h/0", "password": "new"},
-         "session.redis: url already holds a password; remove it there or drop password/"
-         "password_file"),
-        ({"url": "http://h:6379"},
-         "session.redis.url: expected a redis://, rediss:// or unix:// URL"),
+        (
+            {"url": "redis://h:6379/0", "url_file": "url"},
+            "session.redis: give either url or url_file, not both",
+        ),
+        (
+            {"password": "a", "password_file": "password"},
+            "session.redis: give either password or password_file, not both",
+        ),
+        (
+            {"url": "redis://:old@h/0", "password": "new"},
+            "session.redis: url already holds a password; remove it there or drop password/"
+            "password_file",
+        ),
+        (
+            {"url": "http://h:6379"},
+            "session.redis.url: expected a redis://, rediss:// or unix:// URL",
+        ),
     ],
 )
 def test_redis_secret_conflicts(tmp_path: Path, redis: dict[str, str], expected: str) -> None:
@@ -317,10 +365,12 @@ def test_signing_key_files_and_hmac_secrets_are_read(tmp_path: Path) -> None:
     (tmp_path / "current.pem").write_bytes(generate_private_key("EdDSA")[0])
     (tmp_path / "hs256").write_bytes(b"h" * 32 + b"\n")
     document = minimal()
-    document["tokens"] = {"signing_keys": [
-        {"file": "current.pem"},
-        {"hmac_secret_file": "hs256", "kid": "legacy"},
-    ]}
+    document["tokens"] = {
+        "signing_keys": [
+            {"file": "current.pem"},
+            {"hmac_secret_file": "hs256", "kid": "legacy"},
+        ]
+    }
     keys = load(document, base_dir=tmp_path).tokens.signing_keys
     assert keys[0].file == tmp_path / "current.pem"
     assert (keys[1].hmac_secret, keys[1].kid) == (b"h" * 32, "legacy")
@@ -341,6 +391,7 @@ def test_users_files_must_be_readable(tmp_path: Path) -> None:
 
 
 # --- frozen results --------------------------------------------------------------------------
+
 
 def test_settings_are_immutable() -> None:
     document = minimal()

@@ -25,13 +25,19 @@ def config(changes: dict[str, Any] | None = None) -> dict[str, Any]:
         "users": {"inline": [{"username": "alice", "password_hash": HASH}]},
         "upstreams": {"app": {"url": "http://127.0.0.1:9000"}},
         "routes": [
-            {"name": "all", "match": {"path_prefix": "/"}, "upstream": "app",
-             "access": "authenticated"},
+            {
+                "name": "all",
+                "match": {"path_prefix": "/"},
+                "upstream": "app",
+                "access": "authenticated",
+            },
         ],
     }
     for dotted, value in (changes or {}).items():
-        steps: list[Any] = [int(step[1:-1]) if step.startswith("[") else step
-                            for step in re.findall(r"\[\d+\]|[^.\[\]]+", dotted)]
+        steps: list[Any] = [
+            int(step[1:-1]) if step.startswith("[") else step
+            for step in re.findall(r"\[\d+\]|[^.\[\]]+", dotted)
+        ]
         node: Any = document
         for step in steps[:-1]:
             node = node.setdefault(step, {}) if isinstance(step, str) else node[step]
@@ -62,6 +68,7 @@ def test_baseline_is_valid_and_quiet() -> None:
 
 # --- unknown keys ----------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize(
     ("changes", "expected"),
     [
@@ -69,16 +76,26 @@ def test_baseline_is_valid_and_quiet() -> None:
         ({"server.listn": ":8080"}, "server.listn: unknown key (did you mean 'listen'?)"),
         ({"server.Workers": 2}, "server.Workers: unknown key (did you mean 'workers'?)"),
         ({"routes[0].acess": "public"}, "routes[0].acess: unknown key (did you mean 'access'?)"),
-        ({"routes[0].match.path_prefx": "/a"},
-         "routes[0].match.path_prefx: unknown key (did you mean 'path_prefix'?)"),
-        ({"upstreams.app.urll": "http://x"},
-         "upstreams.app.urll: unknown key (did you mean 'url'?)"),
-        ({"session.redis.pasword": "x"},
-         "session.redis.pasword: unknown key (did you mean 'password'?)"),
-        ({"tokens.api_tokens.enable": True},
-         "tokens.api_tokens.enable: unknown key (did you mean 'enabled'?)"),
-        ({"login.throttle.zzz": 1},
-         "login.throttle.zzz: unknown key; allowed keys: max_failures, window, lockout"),
+        (
+            {"routes[0].match.path_prefx": "/a"},
+            "routes[0].match.path_prefx: unknown key (did you mean 'path_prefix'?)",
+        ),
+        (
+            {"upstreams.app.urll": "http://x"},
+            "upstreams.app.urll: unknown key (did you mean 'url'?)",
+        ),
+        (
+            {"session.redis.pasword": "x"},
+            "session.redis.pasword: unknown key (did you mean 'password'?)",
+        ),
+        (
+            {"tokens.api_tokens.enable": True},
+            "tokens.api_tokens.enable: unknown key (did you mean 'enabled'?)",
+        ),
+        (
+            {"login.throttle.zzz": 1},
+            "login.throttle.zzz: unknown key; allowed keys: max_failures, window, lockout",
+        ),
     ],
     ids=lambda value: value if isinstance(value, str) else "",
 )
@@ -88,72 +105,117 @@ def test_unknown_keys_get_a_hint(changes: dict[str, Any], expected: str) -> None
 
 # --- wrong types and rules -------------------------------------------------------------------
 
+
 @pytest.mark.parametrize(
     ("changes", "expected"),
     [
-        ({"routes[0].access": {"roles": "admin"}},
-         'routes[0].access.roles: expected a list of role names, got "admin"'),
-        ({"routes[0].access": {"users": ["alice", 7]}},
-         "routes[0].access.users[1]: expected a string, got 7"),
-        ({"routes[0].access": {"roles": []}},
-         'routes[0].access: needs at least one role or user (use "deny" to let nobody in)'),
-        ({"routes[0].access": "admin"},
-         'routes[0].access: expected "public", "authenticated", "deny" or {roles: [...], '
-         'users: [...]}, got "admin"'),
-        ({"routes[0].access": "publc"},
-         'routes[0].access: expected "public", "authenticated", "deny" or {roles: [...], '
-         "users: [...]}, got \"publc\" (did you mean 'public'?)"),
-        ({"routes[0].access": DELETE},
-         'routes[0].access: required: "public", "authenticated", "deny" or {roles: [...], '
-         "users: [...]}"),
+        (
+            {"routes[0].access": {"roles": "admin"}},
+            'routes[0].access.roles: expected a list of role names, got "admin"',
+        ),
+        (
+            {"routes[0].access": {"users": ["alice", 7]}},
+            "routes[0].access.users[1]: expected a string, got 7",
+        ),
+        (
+            {"routes[0].access": {"roles": []}},
+            'routes[0].access: needs at least one role or user (use "deny" to let nobody in)',
+        ),
+        (
+            {"routes[0].access": "admin"},
+            'routes[0].access: expected "public", "authenticated", "deny" or {roles: [...], '
+            'users: [...]}, got "admin"',
+        ),
+        (
+            {"routes[0].access": "publc"},
+            'routes[0].access: expected "public", "authenticated", "deny" or {roles: [...], '
+            "users: [...]}, got \"publc\" (did you mean 'public'?)",
+        ),
+        (
+            {"routes[0].access": DELETE},
+            'routes[0].access: required: "public", "authenticated", "deny" or {roles: [...], '
+            "users: [...]}",
+        ),
         ({"server.workers": True}, "server.workers: expected a whole number, got true"),
         ({"server.workers": 0}, "server.workers: must be at least 1, got 0"),
         ({"server.workers": 1.5}, "server.workers: expected a whole number, got 1.5"),
         ({"routes[0].websocket": "yes"}, 'routes[0].websocket: expected true or false, got "yes"'),
         ({"routes[0].accept_bearer": 1}, "routes[0].accept_bearer: expected true or false, got 1"),
-        ({"server.access_log": "xml"},
-         'server.access_log: expected "json", "text" or "off", got "xml"'),
+        (
+            {"server.access_log": "xml"},
+            'server.access_log: expected "json", "text" or "off", got "xml"',
+        ),
         ({"server.shutdown_grace": "10 sec"}, 'server.shutdown_grace: invalid duration "10 sec"'),
         ({"routes[0].max_body": "10 megs"}, 'routes[0].max_body: invalid size "10 megs"'),
-        ({"server": "localhost"},
-         "server: expected a mapping with keys listen, public_url, admin_listen, "
-         "trusted_proxies, workers, shutdown_grace, data_dir, access_log, timeouts; "
-         'got "localhost"'),
+        (
+            {"server": "localhost"},
+            "server: expected a mapping with keys listen, public_url, admin_listen, "
+            "trusted_proxies, workers, shutdown_grace, data_dir, access_log, timeouts; "
+            'got "localhost"',
+        ),
         ({"routes": {"name": "all"}}, "routes: expected a list of routes, got a mapping"),
-        ({"routes[0].match": "/api"},
-         "routes[0].match: expected a mapping with keys host, path, path_prefix, path_regex, "
-         'methods, ignore_case; got "/api"'),
-        ({"routes[1]": "everything"},
-         "routes[1]: expected a mapping with keys name, match, upstream, access, token, "),
-        ({"tokens.signing_keys": ["keys/current.pem"]},
-         "tokens.signing_keys[0]: expected a mapping with keys file, hmac_secret_file, kid; "
-         'got "keys/current.pem"'),
-        ({"session.cookie": "secret", "session.backend": "cookie"},
-         'session.cookie: expected a mapping with keys secret_file; got "secret"'),
-        ({"server.trusted_proxies": "10.0.0.0/8"},
-         'server.trusted_proxies: expected a list of IP addresses or CIDR networks, '
-         'got "10.0.0.0/8"'),
-        ({"server.trusted_proxies": ["10.0.0.0/8", "10.0.0.0/33"]},
-         'server.trusted_proxies[1]: expected an IP address or CIDR network (e.g. "10.0.0.0/8"), '
-         'got "10.0.0.0/33"'),
-        ({"routes[0].match.methods": "GET"},
-         'routes[0].match.methods: expected a list of HTTP methods, got "GET"'),
-        ({"routes[0].match.methods": []},
-         "routes[0].match.methods: must not be empty; leave methods out to match every method"),
-        ({"login.throttle.max_failures": 0},
-         "login.throttle.max_failures: must be at least 1, got 0"),
+        (
+            {"routes[0].match": "/api"},
+            "routes[0].match: expected a mapping with keys host, path, path_prefix, path_regex, "
+            'methods, ignore_case; got "/api"',
+        ),
+        (
+            {"routes[1]": "everything"},
+            "routes[1]: expected a mapping with keys name, match, upstream, access, token, ",
+        ),
+        (
+            {"tokens.signing_keys": ["keys/current.pem"]},
+            "tokens.signing_keys[0]: expected a mapping with keys file, hmac_secret_file, kid; "
+            'got "keys/current.pem"',
+        ),
+        (
+            {"session.cookie": "secret", "session.backend": "cookie"},
+            'session.cookie: expected a mapping with keys secret_file; got "secret"',
+        ),
+        (
+            {"server.trusted_proxies": "10.0.0.0/8"},
+            "server.trusted_proxies: expected a list of IP addresses or CIDR networks, "
+            'got "10.0.0.0/8"',
+        ),
+        (
+            {"server.trusted_proxies": ["10.0.0.0/8", "10.0.0.0/33"]},
+            "server.trusted_proxies[1]: expected an IP address or CIDR network "
+            '(e.g. "10.0.0.0/8"), got "10.0.0.0/33"',
+        ),
+        (
+            {"routes[0].match.methods": "GET"},
+            'routes[0].match.methods: expected a list of HTTP methods, got "GET"',
+        ),
+        (
+            {"routes[0].match.methods": []},
+            "routes[0].match.methods: must not be empty; leave methods out to match every method",
+        ),
+        (
+            {"login.throttle.max_failures": 0},
+            "login.throttle.max_failures: must be at least 1, got 0",
+        ),
         ({"login.title": ""}, "login.title: must not be empty"),
-        ({"users.inline[0].roles": "admin"},
-         'users.inline[0].roles: user "alice": expected a list of role names, got "admin"'),
-        ({"users.inline[0].password_hash": DELETE},
-         'users.inline[0].password_hash: user "alice": required: create one with '
-         "`gateway hash-password`"),
-        ({"users.inline[0].email": "alice"},
-         'users.inline[0].email: user "alice": expected an email address, got "alice"'),
-        ({"upstreams.app.max_connections": 0},
-         "upstreams.app.max_connections: must be at least 1, got 0"),
-        ({"upstreams.app.connect_timeout": "0s"},
-         "upstreams.app.connect_timeout: must be longer than zero"),
+        (
+            {"users.inline[0].roles": "admin"},
+            'users.inline[0].roles: user "alice": expected a list of role names, got "admin"',
+        ),
+        (
+            {"users.inline[0].password_hash": DELETE},
+            'users.inline[0].password_hash: user "alice": required: create one with '
+            "`gateway hash-password`",
+        ),
+        (
+            {"users.inline[0].email": "alice"},
+            'users.inline[0].email: user "alice": expected an email address, got "alice"',
+        ),
+        (
+            {"upstreams.app.max_connections": 0},
+            "upstreams.app.max_connections: must be at least 1, got 0",
+        ),
+        (
+            {"upstreams.app.connect_timeout": "0s"},
+            "upstreams.app.connect_timeout: must be longer than zero",
+        ),
     ],
     ids=lambda value: value.split(":")[0] if isinstance(value, str) else "",
 )
@@ -168,13 +230,15 @@ def test_off_is_accepted_although_yaml_reads_it_as_false() -> None:
 
 
 def test_five_mistakes_give_exactly_five_errors_each_with_its_path() -> None:
-    issues = problems({
-        "server.workers": 0,
-        "session.same_sit": "lax",
-        "upstreams.app.url": "ftp://files",
-        "routes[0].upstream": "nowhere",
-        "routes[0].match.path_regex": "^/x",
-    })
+    issues = problems(
+        {
+            "server.workers": 0,
+            "session.same_sit": "lax",
+            "upstreams.app.url": "ftp://files",
+            "routes[0].upstream": "nowhere",
+            "routes[0].match.path_regex": "^/x",
+        }
+    )
     # Grouped by section in file order; session comes last in this generated document.
     assert [problem.split(":")[0] for problem in issues] == [
         "server.workers",
@@ -187,9 +251,15 @@ def test_five_mistakes_give_exactly_five_errors_each_with_its_path() -> None:
 
 # --- routes ----------------------------------------------------------------------------------
 
+
 def two_routes(**second: Any) -> dict[str, Any]:
-    route = {"name": "api", "match": {"path_prefix": "/api"}, "upstream": "app",
-             "access": "authenticated", **second}
+    route = {
+        "name": "api",
+        "match": {"path_prefix": "/api"},
+        "upstream": "app",
+        "access": "authenticated",
+        **second,
+    }
     return {"routes[1]": route, "routes[0].match": {"path": "/"}}
 
 
@@ -243,8 +313,16 @@ def test_paths_follow_request_path_rules(key: str, value: str, expected: str) ->
 
 
 def test_match_is_normalised() -> None:
-    route = load({"routes[0].match": {"host": "*.Example.COM", "path_prefix": "/",
-                                      "methods": ["get", "Post"], "ignore_case": True}}).routes[0]
+    route = load(
+        {
+            "routes[0].match": {
+                "host": "*.Example.COM",
+                "path_prefix": "/",
+                "methods": ["get", "Post"],
+                "ignore_case": True,
+            }
+        }
+    ).routes[0]
     assert route.match.host == "*.example.com"
     assert route.match.methods == frozenset({"GET", "POST"})
     assert route.match.ignore_case is True
@@ -273,42 +351,73 @@ def test_strip_prefix(prefix: str, error: str | None) -> None:
 
 
 def test_route_options_are_read() -> None:
-    route = load({"routes[0]": {
-        "name": "api", "match": {"path_regex": "/api/v[0-9]+/.*"}, "upstream": "app",
-        "access": {"roles": ["admin"], "users": ["bob"]},
-        "token": {"audience": "api", "ttl": "30s"},
-        "accept_bearer": True, "unauthenticated": "status", "identity_headers": True,
-        "strip_prefix": "/api", "max_body": "10MiB", "websocket": True,
-    }}).routes[0]
+    route = load(
+        {
+            "routes[0]": {
+                "name": "api",
+                "match": {"path_regex": "/api/v[0-9]+/.*"},
+                "upstream": "app",
+                "access": {"roles": ["admin"], "users": ["bob"]},
+                "token": {"audience": "api", "ttl": "30s"},
+                "accept_bearer": True,
+                "unauthenticated": "status",
+                "identity_headers": True,
+                "strip_prefix": "/api",
+                "max_body": "10MiB",
+                "websocket": True,
+            }
+        }
+    ).routes[0]
     assert (route.access.kind, route.access.roles, route.access.users) == (
-        "rules", frozenset({"admin"}), frozenset({"bob"}))
+        "rules",
+        frozenset({"admin"}),
+        frozenset({"bob"}),
+    )
     assert (route.token.audience, route.token.ttl_s) == ("api", 30.0)
     assert (route.accept_bearer, route.websocket) == (True, True)
     assert route.identity_headers == (
-        ("X-Auth-User", "sub"), ("X-Auth-Email", "email"), ("X-Auth-Roles", "roles"))
+        ("X-Auth-User", "sub"),
+        ("X-Auth-Email", "email"),
+        ("X-Auth-Roles", "roles"),
+    )
     assert (route.unauthenticated, route.max_body_bytes) == ("status", 10 * 1024 * 1024)
 
 
 def test_identity_headers_may_name_the_headers_a_legacy_app_reads() -> None:
-    route = load({"routes[0].identity_headers": {
-        "X-WEBAUTH-USER": "sub", "Remote-User": "sub", "X-Email": "email", "X-Name": "name",
-        "X-Groups": "roles",
-    }}).routes[0]
+    route = load(
+        {
+            "routes[0].identity_headers": {
+                "X-WEBAUTH-USER": "sub",
+                "Remote-User": "sub",
+                "X-Email": "email",
+                "X-Name": "name",
+                "X-Groups": "roles",
+            }
+        }
+    ).routes[0]
     assert route.identity_headers == (
-        ("X-WEBAUTH-USER", "sub"), ("Remote-User", "sub"), ("X-Email", "email"),
-        ("X-Name", "name"), ("X-Groups", "roles"))
+        ("X-WEBAUTH-USER", "sub"),
+        ("Remote-User", "sub"),
+        ("X-Email", "email"),
+        ("X-Name", "name"),
+        ("X-Groups", "roles"),
+    )
     assert load({"routes[0].identity_headers": False}).routes[0].identity_headers == ()
 
 
 @pytest.mark.parametrize(
     ("mapping", "expected"),
     [
-        ({"Remote-User": "username"},
-         "routes[0].identity_headers.Remote-User: expected one of sub, email, name, roles, "
-         'got "username"'),
-        ({"Authorization": "sub"},
-         'routes[0].identity_headers.Authorization: "Authorization" is managed by HTTP or the '
-         "gateway"),
+        (
+            {"Remote-User": "username"},
+            "routes[0].identity_headers.Remote-User: expected one of sub, email, name, roles, "
+            'got "username"',
+        ),
+        (
+            {"Authorization": "sub"},
+            'routes[0].identity_headers.Authorization: "Authorization" is managed by HTTP or the '
+            "gateway",
+        ),
         ({"Bad Header": "sub"}, "routes[0].identity_headers.Bad Header: expected an HTTP token"),
         ({}, "routes[0].identity_headers: expected true, false, or a mapping"),
         ("yes", "routes[0].identity_headers: expected true or false"),
@@ -328,13 +437,14 @@ def test_access_words(word: str) -> None:
 
 def test_at_least_one_route_and_upstream() -> None:
     assert problems({"routes": [], "upstreams": {}}) == [
-        'upstreams: expected a mapping of upstream names to settings, e.g. app: '
+        "upstreams: expected a mapping of upstream names to settings, e.g. app: "
         '{url: "http://127.0.0.1:9000"}; got none',
         "routes: at least one route is required; first match wins, in file order",
     ]
 
 
 # --- server ----------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize(
     ("listen", "host", "port"),
@@ -366,11 +476,14 @@ def test_bad_listen_addresses(listen: str, expected: str) -> None:
 
 
 def test_admin_listen_and_trusted_proxies() -> None:
-    server = load({"server.admin_listen": "127.0.0.1:9090",
-                   "server.trusted_proxies": ["10.1.2.3/8", "::1"]}).server
+    server = load(
+        {"server.admin_listen": "127.0.0.1:9090", "server.trusted_proxies": ["10.1.2.3/8", "::1"]}
+    ).server
     assert server.admin_listen == ("127.0.0.1", 9090)
-    assert server.trusted_proxies == (ipaddress.ip_network("10.0.0.0/8"),
-                                      ipaddress.ip_network("::1/128"))
+    assert server.trusted_proxies == (
+        ipaddress.ip_network("10.0.0.0/8"),
+        ipaddress.ip_network("::1/128"),
+    )
     assert problems({"server.admin_listen": "127.0.0.1:8080", "server.listen": ":8080"}) == [
         "server.admin_listen: must use another port than server.listen (8080)"
     ]
@@ -428,6 +541,7 @@ def test_upstream_urls_keep_their_path_without_trailing_slash() -> None:
 
 # --- session ---------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize(
     ("public_url", "cookie_name"),
     [("https://app.example.com", "__Host-gw_session"), ("http://127.0.0.1:8080", "gw_session")],
@@ -442,13 +556,17 @@ def test_default_cookie_name_follows_the_scheme(public_url: str, cookie_name: st
 def test_secure_prefixed_cookie_needs_https(name: str) -> None:
     [problem] = problems({"session.cookie_name": name})
     assert problem.startswith(f'session.cookie_name: "{name}": browsers accept a ')
-    assert load({"session.cookie_name": name,
-                 "server.public_url": "https://a.example"}).session.cookie_name == name
+    assert (
+        load(
+            {"session.cookie_name": name, "server.public_url": "https://a.example"}
+        ).session.cookie_name
+        == name
+    )
 
 
 def test_cookie_name_must_be_a_token() -> None:
     [problem] = problems({"session.cookie_name": "my session"})
-    assert problem.startswith('session.cookie_name: expected a cookie name')
+    assert problem.startswith("session.cookie_name: expected a cookie name")
 
 
 def test_memory_backend_with_several_workers_is_an_error() -> None:
@@ -469,11 +587,14 @@ def test_idle_timeout_cannot_exceed_absolute_timeout() -> None:
 
 # --- users and tokens ------------------------------------------------------------------------
 
+
 def test_duplicate_usernames() -> None:
-    users = [{"username": "alice", "password_hash": HASH},
-             {"username": "bob", "password_hash": HASH},
-             {"username": "alice", "password_hash": HASH},
-             {"username": "Bob", "password_hash": HASH}]
+    users = [
+        {"username": "alice", "password_hash": HASH},
+        {"username": "bob", "password_hash": HASH},
+        {"username": "alice", "password_hash": HASH},
+        {"username": "Bob", "password_hash": HASH},
+    ]
     assert problems({"users.inline": users}) == [
         'users.inline[2].username: duplicate username "alice", already defined at users.inline[0]',
         'users.inline[3].username: duplicate username "Bob": "bob" is already defined at '
@@ -482,9 +603,17 @@ def test_duplicate_usernames() -> None:
 
 
 def test_inline_user_fields() -> None:
-    user = load({"users.inline[0]": {"username": "alice", "password_hash": HASH,
-                                     "name": "Alice", "email": "a@example.com",
-                                     "roles": ["admin", "ops"]}}).users.entries[0]
+    user = load(
+        {
+            "users.inline[0]": {
+                "username": "alice",
+                "password_hash": HASH,
+                "name": "Alice",
+                "email": "a@example.com",
+                "roles": ["admin", "ops"],
+            }
+        }
+    ).users.entries[0]
     assert (user.name, user.email, user.roles) == ("Alice", "a@example.com", ("admin", "ops"))
     assert HASH not in repr(user)
 
@@ -492,19 +621,27 @@ def test_inline_user_fields() -> None:
 @pytest.mark.parametrize(
     ("changes", "expected"),
     [
-        ({"tokens.claims": ["name", "mail"]},
-         "tokens.claims[1]: unknown claim \"mail\" (did you mean 'email'?); "
-         "allowed: name, email, roles"),
+        (
+            {"tokens.claims": ["name", "mail"]},
+            "tokens.claims[1]: unknown claim \"mail\" (did you mean 'email'?); "
+            "allowed: name, email, roles",
+        ),
         ({"tokens.claims": ["roles", "roles"]}, 'tokens.claims[1]: "roles" is listed twice'),
         ({"tokens.ttl": "2d"}, 'tokens.ttl: must be at most 1d, got "2d"'),
         ({"tokens.ttl": 0}, "tokens.ttl: must be longer than zero"),
-        ({"tokens.header": "X Token"}, 'tokens.header: expected an HTTP token'),
-        ({"tokens.header": "cookie"},
-         'tokens.header: "cookie" is managed by the gateway or HTTP and cannot carry the token'),
-        ({"tokens.signing_keys": [{"kid": "a"}]},
-         "tokens.signing_keys[0]: needs exactly one of file or hmac_secret_file, got neither"),
-        ({"tokens.signing_keys": [{"file": "a.pem", "hmac_secret_file": "b"}]},
-         "tokens.signing_keys[0]: needs exactly one of file or hmac_secret_file, got both"),
+        ({"tokens.header": "X Token"}, "tokens.header: expected an HTTP token"),
+        (
+            {"tokens.header": "cookie"},
+            'tokens.header: "cookie" is managed by the gateway or HTTP and cannot carry the token',
+        ),
+        (
+            {"tokens.signing_keys": [{"kid": "a"}]},
+            "tokens.signing_keys[0]: needs exactly one of file or hmac_secret_file, got neither",
+        ),
+        (
+            {"tokens.signing_keys": [{"file": "a.pem", "hmac_secret_file": "b"}]},
+            "tokens.signing_keys[0]: needs exactly one of file or hmac_secret_file, got both",
+        ),
         ({"tokens.api_tokens.ttl": "25h"}, 'tokens.api_tokens.ttl: must be at most 1d, got "25h"'),
     ],
     ids=lambda value: value.split(":")[0] if isinstance(value, str) else "",
@@ -515,21 +652,36 @@ def test_token_rules(changes: dict[str, Any], expected: str) -> None:
 
 
 def test_token_settings() -> None:
-    tokens = load({"tokens": {"issuer": "urn:gw", "ttl": "2m", "header": "X-Identity",
-                              "claims": ["email"],
-                              "api_tokens": {"enabled": True, "ttl": "8h"}}}).tokens
+    tokens = load(
+        {
+            "tokens": {
+                "issuer": "urn:gw",
+                "ttl": "2m",
+                "header": "X-Identity",
+                "claims": ["email"],
+                "api_tokens": {"enabled": True, "ttl": "8h"},
+            }
+        }
+    ).tokens
     assert (tokens.issuer, tokens.ttl_s, tokens.header, tokens.claims) == (
-        "urn:gw", 120.0, "X-Identity", ("email",))
+        "urn:gw",
+        120.0,
+        "X-Identity",
+        ("email",),
+    )
     assert (tokens.api_tokens.enabled, tokens.api_tokens.ttl_s) == (True, 28800.0)
 
 
 # --- warnings --------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize(
     ("changes", "warning"),
     [
-        ({"session.same_site": "none"},
-         'session.same_site: "none" with an http public_url: browsers will drop the cookie'),
+        (
+            {"session.same_site": "none"},
+            'session.same_site: "none" with an http public_url: browsers will drop the cookie',
+        ),
         ({"upstreams.legacy": {"url": "http://old:80"}}, "upstreams.legacy: not used by any route"),
         ({"users": DELETE}, "users: no users are configured, so nobody can sign in"),
     ],
@@ -542,8 +694,13 @@ def test_warnings(changes: dict[str, Any], warning: str) -> None:
 def test_cookie_sessions_with_workers_warn_that_logouts_do_not_hold(tmp_path: Path) -> None:
     secret = tmp_path / "session.key"
     secret.write_bytes(bytes(range(32)))
-    settings = load({"session.backend": "cookie", "server.workers": 2,
-                     "session.cookie": {"secret_file": str(secret)}})
+    settings = load(
+        {
+            "session.backend": "cookie",
+            "server.workers": 2,
+            "session.cookie": {"secret_file": str(secret)},
+        }
+    )
     assert settings.warnings == (
         'session.backend: "cookie" with server.workers = 2: a logout is remembered only by the '
         "worker that handled it, so the old cookie keeps working on the others (and after a "

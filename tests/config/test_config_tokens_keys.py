@@ -22,8 +22,14 @@ def document(tokens: dict[str, Any] | None = None, **server: Any) -> dict[str, A
         "server": {"public_url": "http://127.0.0.1:8080", **server},
         "users": {"inline": [{"username": "alice", "password_hash": HASH}]},
         "upstreams": {"app": {"url": "http://127.0.0.1:9000"}},
-        "routes": [{"name": "all", "match": {"path_prefix": "/"}, "upstream": "app",
-                    "access": "authenticated"}],
+        "routes": [
+            {
+                "name": "all",
+                "match": {"path_prefix": "/"},
+                "upstream": "app",
+                "access": "authenticated",
+            }
+        ],
     }
     if tokens is not None:
         doc["tokens"] = tokens
@@ -42,8 +48,13 @@ def problems(doc: dict[str, Any], base_dir: Path) -> list[str]:
 
 
 def pem(key: Any) -> bytes:
-    return bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                   serialization.NoEncryption()))
+    return bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
 
 
 def write_key(path: Path, alg: str = "EdDSA") -> Path:
@@ -56,10 +67,18 @@ def test_valid_keys_load(tmp_path: Path) -> None:
     write_key(tmp_path / "keys" / "current.pem", "ES256")
     write_key(tmp_path / "keys" / "previous.pem", "RS256")
     (tmp_path / "hs256").write_bytes(b"h" * 32 + b"\n")
-    settings = load(document({"signing_keys": [
-        {"file": "keys/current.pem"}, {"file": "keys/previous.pem"},
-        {"hmac_secret_file": "hs256", "kid": "legacy"},
-    ]}), tmp_path)
+    settings = load(
+        document(
+            {
+                "signing_keys": [
+                    {"file": "keys/current.pem"},
+                    {"file": "keys/previous.pem"},
+                    {"hmac_secret_file": "hs256", "kid": "legacy"},
+                ]
+            }
+        ),
+        tmp_path,
+    )
     assert len(settings.tokens.signing_keys) == 3
 
 
@@ -114,8 +133,9 @@ def test_damaged_generated_key_is_reported_under_data_dir(tmp_path: Path) -> Non
 
 def test_api_tokens_need_a_private_key_not_only_hmac(tmp_path: Path) -> None:
     (tmp_path / "hs256").write_bytes(b"h" * 32)
-    doc = document({"signing_keys": [{"hmac_secret_file": "hs256"}],
-                    "api_tokens": {"enabled": True}})
+    doc = document(
+        {"signing_keys": [{"hmac_secret_file": "hs256"}], "api_tokens": {"enabled": True}}
+    )
     (problem,) = problems(doc, tmp_path)
     assert problem.startswith("tokens.api_tokens.enabled: API tokens need a private key")
     write_key(tmp_path / "key.pem")

@@ -135,7 +135,10 @@ def generated_manifests(
                 for key, source in generator.files
             }
             obj: dict[str, Any] = {
-                "apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata, "data": data,
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": metadata,
+                "data": data,
             }
         else:
             content = secret_content or {}
@@ -144,8 +147,11 @@ def generated_manifests(
                 for key, _source in generator.files
             }
             obj = {
-                "apiVersion": "v1", "kind": "Secret", "metadata": metadata,
-                "type": generator.type or "Opaque", "data": data,
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": metadata,
+                "type": generator.type or "Opaque",
+                "data": data,
             }
         manifests.append(Manifest(variant, f"generator:{generator.kind}/{generator.name}", obj))
     return manifests

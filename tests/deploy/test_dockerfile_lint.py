@@ -47,7 +47,12 @@ def _lint(dockerfile: Path, tmp_path: Path) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HADOLINT_")}
     return subprocess.run(
         [_hadolint(), "--no-color", "--config", str(config), str(dockerfile)],
-        capture_output=True, text=True, timeout=120, check=False, env=env, cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env=env,
+        cwd=tmp_path,
     )
 
 
@@ -140,8 +145,18 @@ def test_builder_makes_wheels_of_the_project_and_its_dependencies() -> None:
 
 def test_final_stage_installs_only_the_wheels_and_no_build_tools() -> None:
     final_text = " ".join(i.arguments for i in FINAL if i.keyword in ("RUN", "HEALTHCHECK"))
-    for tool in ("apt-get", "apk ", "gcc", "g++", "build-essential", "make ", "-dev", "curl",
-                 "wget", "git "):
+    for tool in (
+        "apt-get",
+        "apk ",
+        "gcc",
+        "g++",
+        "build-essential",
+        "make ",
+        "-dev",
+        "curl",
+        "wget",
+        "git ",
+    ):
         assert tool not in final_text, f"{tool!r} in the final stage"
     assert not _in(FINAL, "ADD")
     assert not _in(FINAL, "COPY"), "the final stage takes nothing but the wheels (bind mount)"
@@ -168,9 +183,7 @@ def test_runs_as_a_fixed_unprivileged_user_with_a_writable_data_dir() -> None:
 
 def test_entrypoint_command_ports_and_environment() -> None:
     assert [_json_form(i) for i in _in(FINAL, "ENTRYPOINT")] == [["gateway"]]
-    assert [_json_form(i) for i in _in(FINAL, "CMD")] == [
-        ["run", "-c", "/etc/gateway/config.yaml"]
-    ]
+    assert [_json_form(i) for i in _in(FINAL, "CMD")] == [["run", "-c", "/etc/gateway/config.yaml"]]
     assert [i.arguments.split() for i in _in(FINAL, "EXPOSE")] == [["8080", "9090"]]
     env = _env(FINAL)
     assert env["PYTHONDONTWRITEBYTECODE"] == "1"
@@ -238,7 +251,11 @@ def test_healthcheck_command_reports_the_status(
     port = health_server.server_address[1]
     env = {**os.environ, "GATEWAY_HEALTHCHECK_URL": f"http://127.0.0.1:{port}/healthz"}
     result = subprocess.run(
-        [sys.executable, *command[1:]], env=env, capture_output=True, timeout=30, check=False,
+        [sys.executable, *command[1:]],
+        env=env,
+        capture_output=True,
+        timeout=30,
+        check=False,
     )
     assert (result.returncode == 0) is healthy
     assert result.returncode in (0, 1)  # Docker: 0 healthy, 1 unhealthy (2 is reserved)
@@ -251,7 +268,11 @@ def test_healthcheck_command_fails_when_nothing_listens() -> None:
         port = probe.getsockname()[1]
     env = {**os.environ, "GATEWAY_HEALTHCHECK_URL": f"http://127.0.0.1:{port}/healthz"}
     result = subprocess.run(
-        [sys.executable, *command[1:]], env=env, capture_output=True, timeout=30, check=False,
+        [sys.executable, *command[1:]],
+        env=env,
+        capture_output=True,
+        timeout=30,
+        check=False,
     )
     assert result.returncode == 1
 
@@ -297,14 +318,32 @@ def _sent_to_docker(path: str) -> bool:
     return not excluded
 
 
-@pytest.mark.parametrize("path", [
-    ".git/config", ".gateway/signing-key.pem", "keys/current.pem", "gateway/keys/x.pem",
-    ".venv/bin/python", "venv/lib/site.py", "gateway/__pycache__/cli.cpython-311.pyc",
-    "tests/test_app.py", ".pytest_cache/v/cache/lastfailed", ".mypy_cache/3.11/x.json",
-    ".ruff_cache/content", ".benchmarks/Linux/0001.json", "bench/results.json",
-    "deploy/sidecar/secrets/session-key", "gateway.egg-info/PKG-INFO", "build/lib/x.py",
-    "dist/gateway-0.1.0.whl", "config.yaml", "users.yaml", ".env", "docs/deployment.md",
-])
+@pytest.mark.parametrize(
+    "path",
+    [
+        ".git/config",
+        ".gateway/signing-key.pem",
+        "keys/current.pem",
+        "gateway/keys/x.pem",
+        ".venv/bin/python",
+        "venv/lib/site.py",
+        "gateway/__pycache__/cli.cpython-311.pyc",
+        "tests/test_app.py",
+        ".pytest_cache/v/cache/lastfailed",
+        ".mypy_cache/3.11/x.json",
+        ".ruff_cache/content",
+        ".benchmarks/Linux/0001.json",
+        "bench/results.json",
+        "deploy/sidecar/secrets/session-key",
+        "gateway.egg-info/PKG-INFO",
+        "build/lib/x.py",
+        "dist/gateway-0.1.0.whl",
+        "config.yaml",
+        "users.yaml",
+        ".env",
+        "docs/deployment.md",
+    ],
+)
 def test_dockerignore_keeps_out(path: str) -> None:
     assert not _sent_to_docker(path)
 

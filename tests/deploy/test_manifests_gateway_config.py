@@ -52,7 +52,11 @@ def _file_settings(node: Any, path: str = "") -> Iterator[tuple[str, str]]:
 def _gateway(*args: str, stdin: str = "") -> str:
     result = subprocess.run(
         [sys.executable, "-m", "gateway", *args],
-        input=stdin, capture_output=True, text=True, timeout=60, check=False,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert result.returncode == 0, result.stderr
     return result.stdout
@@ -64,10 +68,15 @@ def secret_files(tmp_path_factory: pytest.TempPathFactory) -> Mapping[str, bytes
     made = tmp_path_factory.mktemp("made")
     _gateway("keys", "generate", "--out", str(made / "signing-key.pem"))
     password_hash = _gateway("hash-password", stdin=PASSWORD + "\n").strip()
-    users = [{
-        "username": "alice", "password_hash": password_hash, "name": "Alice Example",
-        "email": "alice@example.com", "roles": ["admin"],
-    }]
+    users = [
+        {
+            "username": "alice",
+            "password_hash": password_hash,
+            "name": "Alice Example",
+            "email": "alice@example.com",
+            "roles": ["admin"],
+        }
+    ]
     return {
         "signing-key.pem": (made / "signing-key.pem").read_bytes(),
         "users.yaml": yaml.safe_dump(users).encode(),
@@ -122,15 +131,13 @@ def test_configuration_loads_without_errors_or_warnings(
         mount = mount_under(workload, container, path)
         assert mount is not None, f"{at}: {path} is on no volume of the gateway container"
         assert "secret" in mount.volume, f"{at}: {path} should come from a Secret"
-        file_name = path[len(mount.path.rstrip("/")) + 1:]
+        file_name = path[len(mount.path.rstrip("/")) + 1 :]
         secret_key = keys_in_volume(mount.volume, manifests).get(file_name)
         assert secret_key is not None, f"{at}: the Secret at {mount.path} has no {file_name}"
         stand_in = tmp_path / path.lstrip("/")
         stand_in.parent.mkdir(parents=True, exist_ok=True)
         stand_in.write_bytes(secret_files[secret_key])
-        rewritten = re.sub(
-            rf"(?<=[\s\"']){re.escape(path)}(?=[\s\"']|$)", str(stand_in), rewritten
-        )
+        rewritten = re.sub(rf"(?<=[\s\"']){re.escape(path)}(?=[\s\"']|$)", str(stand_in), rewritten)
     assert rewritten.count(str(tmp_path)) == len(named), "each path is rewritten exactly once"
 
     config_file = tmp_path / GATEWAY_CONFIG_PATH.lstrip("/")

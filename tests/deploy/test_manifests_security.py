@@ -148,7 +148,8 @@ def test_the_service_reaches_the_gateway_port_only(variant: str) -> None:
     manifests = render(variant)
     ((workload, gateway),) = gateway_workloads(manifests)
     services = [
-        s for s in find(manifests, "Service")
+        s
+        for s in find(manifests, "Service")
         if selects(s.object["spec"]["selector"], pod_labels(workload))
     ]
     assert len(services) == 1
@@ -172,9 +173,7 @@ def test_sidecar_legacy_app_listens_on_loopback_only() -> None:
     assert not app.get("ports"), "the app must declare no port reachable from outside the Pod"
     # The app runs as another user and sees none of the gateway's secrets.
     (gateway,) = [c for c in pod if is_gateway(c)]
-    assert _effective(deployment, app, "runAsUser") != _effective(
-        deployment, gateway, "runAsUser"
-    )
+    assert _effective(deployment, app, "runAsUser") != _effective(deployment, gateway, "runAsUser")
     assert not any("secret" in mount.volume for mount in mounts(deployment, app))
     assert not pod_spec(deployment).get("shareProcessNamespace")
     assert "0.0.0.0" not in command and "::" not in command
@@ -206,7 +205,8 @@ def test_standalone_runs_three_gateway_replicas_spread_over_nodes() -> None:
     assert spec["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
     pod = pod_spec(workload)
     spread = [
-        c for c in pod.get("topologySpreadConstraints") or []
+        c
+        for c in pod.get("topologySpreadConstraints") or []
         if c["topologyKey"] == "kubernetes.io/hostname"
         and selects(c["labelSelector"], pod_labels(workload))
     ]
@@ -242,7 +242,8 @@ def test_standalone_shares_sessions_and_one_key_through_redis() -> None:
 def _ingress_only_from_gateway(manifests: list[Manifest], target: Manifest, port: int) -> None:
     ((gateway, _container),) = gateway_workloads(manifests)
     policies = [
-        p for p in find(manifests, "NetworkPolicy")
+        p
+        for p in find(manifests, "NetworkPolicy")
         if selects(p.object["spec"]["podSelector"], pod_labels(target))
     ]
     assert policies, f"no NetworkPolicy selects {target}"

@@ -74,7 +74,8 @@ def test_kustomization_lists_existing_files_and_uses_only_what_the_tests_render(
     # Every manifest file of the directory is applied (config.yaml goes in through the generator).
     generator_inputs = {source for g in k.generators for _key, source in g.files}
     manifests_in_dir = {
-        path.name for path in k.directory.iterdir()
+        path.name
+        for path in k.directory.iterdir()
         if path.suffix in (".yaml", ".yml") and path.name != "kustomization.yaml"
     }
     assert manifests_in_dir - set(k.resources) - generator_inputs == set()
@@ -103,7 +104,8 @@ def test_generators_read_the_config_from_the_repository_and_secrets_from_an_igno
 def _git_ignores(path: Path) -> bool:
     result = subprocess.run(
         ["git", "check-ignore", "--no-index", "-q", str(path.relative_to(REPO))],
-        cwd=REPO, check=False,
+        cwd=REPO,
+        check=False,
     )
     assert result.returncode in (0, 1), "git check-ignore failed"
     return result.returncode == 0
@@ -112,7 +114,12 @@ def _git_ignores(path: Path) -> bool:
 def test_every_manifest_is_checked() -> None:
     kinds = sorted({manifest.kind for manifest in MANIFESTS})
     assert kinds == [
-        "ConfigMap", "Deployment", "NetworkPolicy", "PodDisruptionBudget", "Secret", "Service",
+        "ConfigMap",
+        "Deployment",
+        "NetworkPolicy",
+        "PodDisruptionBudget",
+        "Secret",
+        "Service",
     ]
     for manifest in MANIFESTS:
         assert not is_kustomization(manifest.object)

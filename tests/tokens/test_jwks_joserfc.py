@@ -74,8 +74,9 @@ def test_wrong_audience_fails_joserfc_claims_check(tmp_path: Path, alg: str) -> 
         verify_with_jwks(keyset.jwks_json, mint(keyset, "admin-ui"), alg=alg, audience="app")
 
 
-@pytest.mark.parametrize(("new_alg", "old_alg"), [("EdDSA", "RS256"), ("ES256", "EdDSA"),
-                                                  ("RS256", "ES256")])
+@pytest.mark.parametrize(
+    ("new_alg", "old_alg"), [("EdDSA", "RS256"), ("ES256", "EdDSA"), ("RS256", "ES256")]
+)
 def test_key_rotation_new_key_signs_old_tokens_still_verify(
     tmp_path: Path, new_alg: str, old_alg: str
 ) -> None:
@@ -99,9 +100,12 @@ def test_key_rotation_new_key_signs_old_tokens_still_verify(
 
 def test_token_from_another_key_with_the_same_kid_fails(tmp_path: Path) -> None:
     ours = keyset_from(tmp_path, key_file(tmp_path, "EdDSA", "ours.pem"))
-    theirs = load_keyset(token_settings(SigningKeySettings(
-        file=key_file(tmp_path, "EdDSA", "theirs.pem"), kid=ours.signing.kid
-    )), tmp_path)
+    theirs = load_keyset(
+        token_settings(
+            SigningKeySettings(file=key_file(tmp_path, "EdDSA", "theirs.pem"), kid=ours.signing.kid)
+        ),
+        tmp_path,
+    )
     with pytest.raises(BadSignatureError):
         verify_with_jwks(ours.jwks_json, mint(theirs), alg="EdDSA", audience="app")
 

@@ -49,15 +49,28 @@ def issues_of(*paths: Path) -> list[tuple[str, str]]:
 
 # --- supported keys ---------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize(
     ("key", "alg", "members"),
     [
-        pytest.param(lambda: ed25519.Ed25519PrivateKey.generate(), "EdDSA",
-                     {"kty": "OKP", "crv": "Ed25519"}, id="ed25519"),
-        pytest.param(lambda: ec.generate_private_key(ec.SECP256R1()), "ES256",
-                     {"kty": "EC", "crv": "P-256"}, id="p256"),
-        pytest.param(lambda: rsa.generate_private_key(public_exponent=65537, key_size=2048),
-                     "RS256", {"kty": "RSA", "e": "AQAB"}, id="rsa2048"),
+        pytest.param(
+            lambda: ed25519.Ed25519PrivateKey.generate(),
+            "EdDSA",
+            {"kty": "OKP", "crv": "Ed25519"},
+            id="ed25519",
+        ),
+        pytest.param(
+            lambda: ec.generate_private_key(ec.SECP256R1()),
+            "ES256",
+            {"kty": "EC", "crv": "P-256"},
+            id="p256",
+        ),
+        pytest.param(
+            lambda: rsa.generate_private_key(public_exponent=65537, key_size=2048),
+            "RS256",
+            {"kty": "RSA", "e": "AQAB"},
+            id="rsa2048",
+        ),
     ],
 )
 def test_supported_key_loads_with_its_algorithm(
@@ -84,10 +97,10 @@ def test_thumbprint_matches_the_rfc7638_example() -> None:
     jwk = {
         "kty": "RSA",
         "n": "0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6"
-             "tSoc_BJECPebWKRXjBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-"
-             "65YGjQR0_FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qN"
-             "Lyrdkt-bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8awapJ"
-             "zKnqDKgw",
+        "tSoc_BJECPebWKRXjBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-"
+        "65YGjQR0_FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qN"
+        "Lyrdkt-bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8awapJ"
+        "zKnqDKgw",
         "e": "AQAB",
         "alg": "RS256",
         "kid": "2011-04-29",
@@ -120,6 +133,7 @@ def test_generate_private_key_refuses_other_algorithms() -> None:
 
 # --- refused keys ----------------------------------------------------------------------------
 
+
 def _encrypted() -> bytes:
     return ed25519.Ed25519PrivateKey.generate().private_bytes(
         serialization.Encoding.PEM,
@@ -129,8 +143,10 @@ def _encrypted() -> bytes:
 
 
 def _public() -> bytes:
-    return ec.generate_private_key(ec.SECP256R1()).public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    return (
+        ec.generate_private_key(ec.SECP256R1())
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     )
 
 
@@ -145,14 +161,24 @@ def _openssh() -> bytes:
 @pytest.mark.parametrize(
     ("content", "expected"),
     [
-        pytest.param(lambda: pem_of(rsa.generate_private_key(65537, 1024)),
-                     "RSA key of 1024 bits: at least 2048 are required", id="rsa1024"),
-        pytest.param(lambda: pem_of(ec.generate_private_key(ec.SECP384R1())),
-                     "EC key on curve secp384r1: only P-256 (ES256) is supported", id="p384"),
-        pytest.param(lambda: pem_of(ed448.Ed448PrivateKey.generate()),
-                     "Ed448 keys are not supported", id="ed448"),
-        pytest.param(lambda: pem_of(dsa.generate_private_key(2048)),
-                     "DSA keys are not supported", id="dsa"),
+        pytest.param(
+            lambda: pem_of(rsa.generate_private_key(65537, 1024)),
+            "RSA key of 1024 bits: at least 2048 are required",
+            id="rsa1024",
+        ),
+        pytest.param(
+            lambda: pem_of(ec.generate_private_key(ec.SECP384R1())),
+            "EC key on curve secp384r1: only P-256 (ES256) is supported",
+            id="p384",
+        ),
+        pytest.param(
+            lambda: pem_of(ed448.Ed448PrivateKey.generate()),
+            "Ed448 keys are not supported",
+            id="ed448",
+        ),
+        pytest.param(
+            lambda: pem_of(dsa.generate_private_key(2048)), "DSA keys are not supported", id="dsa"
+        ),
         pytest.param(_encrypted, "the private key is encrypted", id="encrypted"),
         pytest.param(_public, "holds a public key or certificate", id="public-key"),
         pytest.param(_openssh, "not a PEM private key", id="openssh-format"),
@@ -179,8 +205,10 @@ def test_every_unusable_key_is_reported_at_once(tmp_path: Path) -> None:
     small.write_bytes(pem_of(rsa.generate_private_key(65537, 1024)))
     missing = tmp_path / "gone.pem"
     assert issues_of(good, small, missing) == [
-        ("tokens.signing_keys[1].file",
-         f"{small}: RSA key of 1024 bits: at least 2048 are required"),
+        (
+            "tokens.signing_keys[1].file",
+            f"{small}: RSA key of 1024 bits: at least 2048 are required",
+        ),
         ("tokens.signing_keys[2].file", f"cannot read {missing}: No such file or directory"),
     ]
 
@@ -204,6 +232,7 @@ def test_the_same_key_twice_is_a_duplicate_kid(tmp_path: Path) -> None:
 
 
 # --- HMAC ------------------------------------------------------------------------------------
+
 
 def test_short_hmac_secret_is_refused(tmp_path: Path) -> None:
     settings = token_settings(SigningKeySettings(hmac_secret=b"s" * 31))
@@ -242,6 +271,7 @@ def test_hmac_keys_are_never_in_the_jwks(tmp_path: Path) -> None:
 
 
 # --- the key set and its JWKS ----------------------------------------------------------------
+
 
 def test_jwks_has_public_members_only_for_every_asymmetric_key(tmp_path: Path) -> None:
     keyset = keyset_of(tmp_path, "EdDSA", "ES256", "RS256")
@@ -305,6 +335,7 @@ def test_key_set_is_immutable(tmp_path: Path) -> None:
 
 
 # --- the generated key -----------------------------------------------------------------------
+
 
 def test_without_keys_one_ed25519_key_is_generated_0600_and_reused(tmp_path: Path) -> None:
     data_dir = tmp_path / "state" / "gateway"
@@ -386,14 +417,17 @@ def test_unwritable_data_dir_is_reported(tmp_path: Path, monkeypatch: pytest.Mon
     monkeypatch.setattr(os, "open", refuse)
     with pytest.raises(KeyConfigError) as info:
         load_keyset(token_settings(), tmp_path)
-    assert info.value.issues == [(
-        "server.data_dir",
-        f"cannot write the generated signing key {tmp_path / GENERATED_KEY_NAME}: "
-        "Permission denied",
-    )]
+    assert info.value.issues == [
+        (
+            "server.data_dir",
+            f"cannot write the generated signing key {tmp_path / GENERATED_KEY_NAME}: "
+            "Permission denied",
+        )
+    ]
 
 
 # --- write_private_key (gateway keys generate) -----------------------------------------------
+
 
 def test_write_private_key_is_0600_and_refuses_to_overwrite(tmp_path: Path) -> None:
     path = tmp_path / "key.pem"

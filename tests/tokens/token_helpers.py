@@ -33,11 +33,13 @@ def unb64url(text: str) -> bytes:
 
 
 def pem_of(key: Any) -> bytes:
-    return bytes(key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    ))
+    return bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
 
 
 def new_private_key(alg: str) -> Any:

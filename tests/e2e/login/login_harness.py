@@ -82,7 +82,6 @@ def login_config(
     )
 
 
-
 @dataclass(frozen=True)
 class SetCookie:
     raw: str

@@ -23,8 +23,7 @@ async def test_a_burst_of_concurrent_guesses_meets_the_lockout(
         login_config(upstream.url, backend(), users=[SLOW_ALICE], throttle=THROTTLE)
     )
     burst = [
-        asyncio.ensure_future(Browser(client).json_login("alice", f"guess-{n}"))
-        for n in range(12)
+        asyncio.ensure_future(Browser(client).json_login("alice", f"guess-{n}")) for n in range(12)
     ]
 
     # The right password comes once the burst has taken every attempt the throttle allows (a

@@ -92,13 +92,17 @@ def expected_download(chunks: int) -> bytes:
 
 # --- in-process configurations ----------------------------------------------------------------
 
+
 def ops_routes() -> list[dict[str, Any]]:
     """No catch-all: anything outside these prefixes is a 404 with route ``-``."""
     return [
         route("public", prefix="/public", access="public"),
         route("members", prefix="/members", access="authenticated"),
         route(
-            "api", prefix="/api", access="authenticated", accept_bearer=True,
+            "api",
+            prefix="/api",
+            access="authenticated",
+            accept_bearer=True,
             unauthenticated="status",
         ),
     ]
@@ -138,6 +142,7 @@ def with_upstream_url(document: dict[str, Any], url: str) -> dict[str, Any]:
 
 
 # --- metrics ---------------------------------------------------------------------------------
+
 
 def sample(name: str, **labels: str) -> float:
     """A sample of the process-global registry, 0 when the series does not exist (yet)."""
@@ -184,6 +189,7 @@ def label_values(samples: Samples, name: str, label: str) -> set[str]:
 
 # --- logs ------------------------------------------------------------------------------------
 
+
 def access_lines(records: Iterable[logging.LogRecord]) -> list[str]:
     return [r.getMessage() for r in records if r.name == "gateway.access"]
 
@@ -209,6 +215,7 @@ def everything_logged(records: Iterable[logging.LogRecord]) -> str:
 
 
 # --- a real `gateway run` ----------------------------------------------------------------------
+
 
 def write_config(
     path: Path,

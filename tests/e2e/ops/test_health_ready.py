@@ -149,7 +149,7 @@ async def test_with_admin_listen_details_and_metrics_are_on_the_admin_port_only(
     # access_log: text, timestamped by the process's log format
     await gateway.wait_log('"GET /public/hello"')
     assert re.search(
-        r'(?m)^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO gateway\.access: 127\.0\.0\.1 - '
+        r"(?m)^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO gateway\.access: 127\.0\.0\.1 - "
         r'"GET /public/hello" 200 ',
         gateway.log,
     ), gateway.log
@@ -160,9 +160,7 @@ async def test_with_admin_listen_details_and_metrics_are_on_the_admin_port_only(
     status, body = await get(f"{admin}/metrics")
     assert status == 200
     samples = parse_metrics(body.decode())
-    requests = value_of(
-        samples, "gateway_requests_total", route="public", method="GET", code="200"
-    )
+    requests = value_of(samples, "gateway_requests_total", route="public", method="GET", code="200")
     assert requests == 1.0
     # The admin listener's own traffic is not proxied traffic.
     assert label_values(samples, "gateway_requests_total", "route") == {"public"}
@@ -179,4 +177,3 @@ async def test_with_admin_listen_details_and_metrics_are_on_the_admin_port_only(
         status, _ = await get(f"{admin}{path}")
         assert status == 404, path
     assert len(upstream.received) == seen
-

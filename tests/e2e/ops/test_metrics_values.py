@@ -43,9 +43,7 @@ def _get(route: str, code: str = "200", method: str = "GET") -> tuple[str, dict[
     return REQUESTS, {"route": route, "method": method, "code": code}
 
 
-async def test_requests_are_counted_by_route_name_method_and_code(
-    upstream, make_gateway, tmp_path
-):
+async def test_requests_are_counted_by_route_name_method_and_code(upstream, make_gateway, tmp_path):
     client = await make_gateway(ops_config(upstream.url, tmp_path))
     delta = Deltas(
         _get("public"),
@@ -141,9 +139,7 @@ async def test_login_attempts_are_counted_by_result(upstream, make_gateway, tmp_
     throttle = {"max_failures": 2, "window": 300, "lockout": 900}
     client = await make_gateway(ops_config(upstream.url, tmp_path, throttle=throttle))
     attempts = "gateway_login_attempts_total"
-    delta = Deltas(
-        *((attempts, {"result": r}) for r in ("success", "failure", "locked"))
-    )
+    delta = Deltas(*((attempts, {"result": r}) for r in ("success", "failure", "locked")))
     browser = Browser(client)
     assert (await browser.json_login("alice")).status == 200
     assert delta(attempts, result="success") == 1
@@ -243,9 +239,7 @@ async def test_two_workers_one_scrape_counts_every_worker(upstream, spawn, tmp_p
 
     await wait_for(all_counted, what="40 requests counted")
     # Both workers served some of them (each worker writes its own counter file)...
-    served_by = {
-        pid for pid in workers if (metrics_dir / f"counter_{pid}.db").exists()
-    }
+    served_by = {pid for pid in workers if (metrics_dir / f"counter_{pid}.db").exists()}
     assert served_by == set(workers), sorted(os.listdir(metrics_dir))
     # ...and whichever worker answers the scrape, it reports the sum over both.
     for _ in range(6):

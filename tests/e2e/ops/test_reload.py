@@ -88,9 +88,10 @@ async def _status(url: str, **kwargs) -> int:
 async def _login(base: str, username: str) -> tuple[int, str | None]:
     """JSON login; (status, session cookie value)."""
     body = {"username": username, "password": PASSWORDS[username]}
-    async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as http, http.post(
-        f"{base}/.gateway/login", json=body
-    ) as resp:
+    async with (
+        aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as http,
+        http.post(f"{base}/.gateway/login", json=body) as resp,
+    ):
         cookie = SimpleCookie()
         for raw in resp.headers.getall("Set-Cookie", ()):
             cookie.load(raw)
@@ -141,7 +142,9 @@ async def test_an_invalid_file_is_refused_logged_counted_and_the_old_config_keep
     # 2. Valid YAML, wrong meaning: a route to an upstream that does not exist, and the same
     # file also opening /members to everyone: none of it may be applied.
     _config(
-        tmp_path, port, upstream,
+        tmp_path,
+        port,
+        upstream,
         routes=MEMBERS_PUBLIC + ADDED_ROUTE.replace("upstream: app", "upstream: nope"),
     )
     gateway.signal(signal.SIGHUP)
@@ -211,8 +214,11 @@ async def test_a_slow_request_started_before_a_reload_completes(upstream, spawn,
         # The upstream's settings change too, so the old connection pool is retired: it must
         # stay open until the slow request is done with it.
         await _reload(
-            gateway, tmp_path, upstream,
-            routes=DEFAULT_ROUTES + ADDED_ROUTE, upstream_extra="    connect_timeout: 3s\n",
+            gateway,
+            tmp_path,
+            upstream,
+            routes=DEFAULT_ROUTES + ADDED_ROUTE,
+            upstream_extra="    connect_timeout: 3s\n",
         )
         await gateway.wait_log("configuration reloaded")
         assert await _status(f"{base}/added/x") == 200
@@ -252,7 +258,11 @@ async def test_with_two_workers_sighup_reaches_both(upstream, spawn, tmp_path):
     assert await _status(f"{base}/added/x") == 404
 
     await _reload(
-        gateway, tmp_path, upstream, workers=2, session=session,
+        gateway,
+        tmp_path,
+        upstream,
+        workers=2,
+        session=session,
         routes=DEFAULT_ROUTES + ADDED_ROUTE,
     )
     await gateway.wait_log("configuration reloaded", count=2)  # one line per worker
@@ -268,7 +278,11 @@ async def test_a_worker_restarted_after_a_reload_serves_the_reloaded_config(
     gateway, session, workers = await _start_two_workers(spawn, tmp_path, upstream)
     started = time.monotonic()
     await _reload(
-        gateway, tmp_path, upstream, workers=2, session=session,
+        gateway,
+        tmp_path,
+        upstream,
+        workers=2,
+        session=session,
         routes=DEFAULT_ROUTES + ADDED_ROUTE,
     )
     await gateway.wait_log("configuration reloaded", count=2)
@@ -334,7 +348,11 @@ async def test_a_sighup_while_the_workers_start_is_not_lost(upstream, spawn, tmp
     gateway, stopped = caught
     try:
         await _reload(
-            gateway, tmp_path, upstream, workers=2, session=session,
+            gateway,
+            tmp_path,
+            upstream,
+            workers=2,
+            session=session,
             routes=DEFAULT_ROUTES + ADDED_ROUTE,
         )
         # The supervisor forwards it to both workers, stopped: it waits, pending, in each.
@@ -476,7 +494,10 @@ async def test_fifty_overlapping_reloads_leak_no_redis_connection(
     try:
         for burst in range(5):
             _config(
-                tmp_path, gateway.port, upstream, routes=MEMBERS_PUBLIC,
+                tmp_path,
+                gateway.port,
+                upstream,
+                routes=MEMBERS_PUBLIC,
                 session=_redis_session(url, f"{31 + burst}m"),
             )
             for _ in range(10):
@@ -505,8 +526,11 @@ async def _settled(url: str, most: int) -> int | None:
 
 
 async def cookie_of_login(base: str) -> dict[str, str]:
-    async with aiohttp.ClientSession() as http, http.post(
-        f"{base}/.gateway/login", json={"username": "alice", "password": PASSWORDS["alice"]}
-    ) as resp:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(
+            f"{base}/.gateway/login", json={"username": "alice", "password": PASSWORDS["alice"]}
+        ) as resp,
+    ):
         assert resp.status == 200
         return {"Cookie": f"gw_session={resp.cookies['gw_session'].value}"}

@@ -46,6 +46,7 @@ MakeGateway = Callable[[Mapping[str, Any]], Awaitable[GatewayClient]]
 
 # --- keys ------------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class KeyFile:
     path: Path
@@ -94,6 +95,7 @@ def claims_of(token: str) -> dict[str, Any]:
 
 # --- configuration ---------------------------------------------------------------------------
 
+
 def standard_routes() -> list[dict[str, Any]]:
     """Every route the tests use, first match wins."""
     return [
@@ -101,14 +103,21 @@ def standard_routes() -> list[dict[str, Any]]:
         route("public-ident", prefix="/pubident", access="public", identity_headers=True),
         route("members", prefix="/members", access="authenticated"),
         route(
-            "admin", prefix="/admin", access="authenticated",
+            "admin",
+            prefix="/admin",
+            access="authenticated",
             token={"audience": "admin-ui", "ttl": ADMIN_TTL},
         ),
         route("bills", prefix="/billing", access="authenticated", upstream="billing"),
         route("ident", prefix="/ident", access="authenticated", identity_headers=True),
         route(
-            "api", prefix="/api", access="authenticated", accept_bearer=True,
-            unauthenticated="status", identity_headers=True, token={"audience": API_AUDIENCE},
+            "api",
+            prefix="/api",
+            access="authenticated",
+            accept_bearer=True,
+            unauthenticated="status",
+            identity_headers=True,
+            token={"audience": API_AUDIENCE},
         ),
         route("plain-api", prefix="/plain", access="authenticated", unauthenticated="status"),
         route("web", prefix="/web", access="authenticated"),
@@ -158,6 +167,7 @@ def with_route_token(
 
 
 # --- clients ---------------------------------------------------------------------------------
+
 
 async def login(client: GatewayClient, username: str = "alice") -> Browser:
     """A browser signed in as ``username`` (JSON login)."""

@@ -67,6 +67,7 @@ async def post_token(client: GatewayClient, **kwargs: Any) -> tuple[int, Any, by
 
 # --- POST /.gateway/token --------------------------------------------------------------------
 
+
 async def test_token_endpoint_issues_a_bearer_token_for_json_credentials(
     tmp_path: Path, recorder: Upstream, make_gateway: Any, ed_key: KeyFile
 ) -> None:
@@ -137,7 +138,8 @@ async def test_token_endpoint_refuses_bad_credentials_with_401(
     )
     assert status == 401
     assert json.loads(body) == {
-        "error": "invalid_credentials", "message": "Invalid username or password.",
+        "error": "invalid_credentials",
+        "message": "Invalid username or password.",
     }
     assert counters.minted == 0
 
@@ -156,6 +158,7 @@ async def test_token_endpoint_refuses_form_encoded_credentials_with_400(
 
 
 # --- using the token -------------------------------------------------------------------------
+
 
 async def test_bearer_on_an_accept_bearer_route_is_replaced_by_a_fresh_upstream_token(
     tmp_path: Path, recorder: Upstream, make_gateway: Any, ed_key: KeyFile
@@ -179,7 +182,9 @@ async def test_bearer_on_an_accept_bearer_route_is_replaced_by_a_fresh_upstream_
     assert claims["roles"] == ["dev", "ops"] and claims["email"] == "bob@example.com"
     assert header_of(upstream)["kid"] == ed_key.kid
     assert received.auth_like() == [
-        ("X-Auth-User", "bob"), ("X-Auth-Email", "bob@example.com"), ("X-Auth-Roles", "dev,ops"),
+        ("X-Auth-User", "bob"),
+        ("X-Auth-Email", "bob@example.com"),
+        ("X-Auth-Roles", "dev,ops"),
     ]
     # The upstream token verifies with the JWKS alone, for the route's audience.
     _status, _headers, jwks = await fetch(str(client.make_url(JWKS)))

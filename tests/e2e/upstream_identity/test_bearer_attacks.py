@@ -44,9 +44,7 @@ from tests.upstreams import Received, Upstream
 
 API = "/api/v1/orders"
 # The credential stamp a token of alice's must carry to be hers (see gateway.identity.users).
-ALICE_STAMP = credential_stamp(
-    "alice", USERS["alice"]["password_hash"]
-)
+ALICE_STAMP = credential_stamp("alice", USERS["alice"]["password_hash"])
 
 
 def challenge(description: str) -> str:
@@ -57,8 +55,14 @@ def api_claims(**changes: Any) -> dict[str, Any]:
     """Claims of a valid API token right now; ``None`` removes a claim."""
     now = int(time.time()) - 1
     base: dict[str, Any] = {
-        "iss": ISSUER, "sub": "alice", "aud": ISSUER, "iat": now, "nbf": now, "exp": now + 600,
-        "jti": "hand-made-0123456789", "cst": ALICE_STAMP,
+        "iss": ISSUER,
+        "sub": "alice",
+        "aud": ISSUER,
+        "iat": now,
+        "nbf": now,
+        "exp": now + 600,
+        "jti": "hand-made-0123456789",
+        "cst": ALICE_STAMP,
     }
     base.update(changes)
     return {name: value for name, value in base.items() if value is not None}
@@ -142,8 +146,12 @@ async def test_hs256_signed_with_our_public_key_is_refused(
     key = write_key(tmp_path, alg)
     client = await gateway(make_gateway, recorder, tmp_path, key)
     if secret_from == "public-key-pem":
-        secret = key.private_key().public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        secret = (
+            key.private_key()
+            .public_key()
+            .public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
         )
     else:
         _status, _headers, secret = await fetch(str(client.make_url(JWKS)))
@@ -313,7 +321,9 @@ async def test_jku_x5u_and_jwk_headers_are_ignored_and_nothing_is_fetched(
     async with key_server(jwks) as attackers:
         client = await gateway(make_gateway, recorder, tmp_path, ed_key)
         header = {
-            "alg": "EdDSA", "typ": "JWT", "kid": kid,
+            "alg": "EdDSA",
+            "typ": "JWT",
+            "kid": kid,
             "jku": f"{attackers.url}/jwks.json",
             "x5u": f"{attackers.url}/cert.pem",
             "jwk": {**jwk, "kid": kid},

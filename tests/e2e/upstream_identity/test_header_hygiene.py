@@ -28,11 +28,20 @@ CLIENT_AUTHORIZATIONS = {
     "basic": "Basic YWRtaW46YWRtaW4=",
     "negotiate": "Negotiate YIIGhgYJKoZIhvcSAQICAQBuggZ1MIIGcaADAgEFoQMCAQ6iBwMFACAAAACjggR",
 }
-SPOOFED = ["X-Auth-User", "x-auth-user", "X_Auth_User", "X-AUTH-ROLES", "x_auth_email",
-           "X-Auth-Tenant"]
+SPOOFED = [
+    "X-Auth-User",
+    "x-auth-user",
+    "X_Auth_User",
+    "X-AUTH-ROLES",
+    "x_auth_email",
+    "X-Auth-Tenant",
+]
 SPOOFED_ALL = {name: f"forged-{index}" for index, name in enumerate(SPOOFED)}
-BOB_HEADERS = [("X-Auth-User", "bob"), ("X-Auth-Email", "bob@example.com"),
-               ("X-Auth-Roles", "dev,ops")]
+BOB_HEADERS = [
+    ("X-Auth-User", "bob"),
+    ("X-Auth-Email", "bob@example.com"),
+    ("X-Auth-Roles", "dev,ops"),
+]
 
 
 async def gateway(
@@ -51,6 +60,7 @@ async def send(client: GatewayClient, path: str, headers: Any) -> int:
 
 
 # --- Authorization ---------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("value", CLIENT_AUTHORIZATIONS.values(), ids=CLIENT_AUTHORIZATIONS.keys())
 async def test_client_authorization_is_removed_for_an_anonymous_caller_on_a_public_route(
@@ -88,6 +98,7 @@ async def test_several_client_authorization_headers_are_all_removed(
 
 
 # --- X-Auth-* --------------------------------------------------------------------------------
+
 
 async def test_control_every_spoofed_name_reaches_an_upstream_when_sent_directly(
     recorder: Upstream,
@@ -144,6 +155,7 @@ async def test_every_spoofed_variant_at_once_leaves_only_the_gateways_values(
 
 # --- Cookie ----------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize(
     ("layout", "expected"),
     [
@@ -184,6 +196,7 @@ async def test_a_dead_session_cookie_is_stripped_on_a_public_route_too(
 
 # --- a custom token header ---------------------------------------------------------------------
 
+
 async def test_custom_token_header_carries_the_bare_token_and_client_authorization_is_removed(
     tmp_path: Path, recorder: Upstream, make_gateway: Any, ed_key: KeyFile
 ) -> None:
@@ -210,13 +223,15 @@ async def test_custom_token_header_sent_by_an_anonymous_client_is_not_forwarded(
     anonymous = {"X-Identity": captured, "x_identity": "forged", "Authorization": "Bearer x"}
     assert await send(client, "/public/x", anonymous) == 200
     leaked = [
-        (name, value) for name, value in recorder.last.headers
+        (name, value)
+        for name, value in recorder.last.headers
         if name.lower().replace("_", "-") in ("x-identity", "authorization")
     ]
     assert leaked == []
 
 
 # --- public routes ---------------------------------------------------------------------------
+
 
 async def test_public_route_with_a_valid_session_forwards_identity_and_jwt(
     tmp_path: Path, recorder: Upstream, make_gateway: Any, ed_key: KeyFile

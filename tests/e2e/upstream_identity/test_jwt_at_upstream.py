@@ -148,9 +148,7 @@ async def test_a_backend_knowing_only_the_jwks_url_verifies_every_request(
 ) -> None:
     keys, kid = keys_for(tmp_path, alg)
     backend = JwksBackend(secret=HMAC_SECRET if alg == "HS256" else None)
-    client = await make_gateway(
-        identity_config(await serve(backend), tmp_path, keys)
-    )
+    client = await make_gateway(identity_config(await serve(backend), tmp_path, keys))
     backend.jwks_url = str(client.make_url(JWKS))
     bob = await login(client, "bob")
 
@@ -200,9 +198,7 @@ async def test_hs256_key_is_never_published_so_only_the_secret_verifies(
 ) -> None:
     keys, _kid = keys_for(tmp_path, "HS256")
     backend = JwksBackend(secret=HMAC_SECRET)
-    client = await make_gateway(
-        identity_config(await serve(backend), tmp_path, keys)
-    )
+    client = await make_gateway(identity_config(await serve(backend), tmp_path, keys))
     alice = await login(client)
     assert (await alice.get("/members/x")).status == 200
     token = backend.verified[-1].token
