@@ -15,8 +15,7 @@ import pytest
 from aiohttp import web
 
 from tests.configs import PASSWORDS
-from tests.e2e.harness import config, login, running
-from tests.e2e.ops.ops_harness import GatewayProcess
+from tests.e2e.harness import GatewayProcess, config, login, running
 from tests.upstreams import Received, Upstream
 
 ROUTES = [

@@ -11,8 +11,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.e2e.harness import config, running
-from tests.e2e.ops.ops_harness import GatewayProcess
+from tests.e2e.harness import GatewayProcess, config, running
 from tests.upstreams import Upstream
 
 ROUTES = [{"name": "app", "match": {"path_prefix": "/"}, "upstream": "app", "access": "public"}]

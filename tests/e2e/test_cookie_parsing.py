@@ -10,8 +10,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from tests.e2e.harness import config, login, raw_exchange, running
-from tests.e2e.ops.ops_harness import GatewayProcess
+from tests.e2e.harness import GatewayProcess, config, login, raw_exchange, running
 from tests.upstreams import Received, Upstream
 
 ROUTES = [

@@ -22,8 +22,7 @@ import yaml
 from argon2 import PasswordHasher
 
 from tests.configs import PASSWORDS, users
-from tests.e2e.harness import config, login, running
-from tests.e2e.ops.ops_harness import GatewayProcess
+from tests.e2e.harness import GatewayProcess, config, login, running
 from tests.redis_support import free_port
 from tests.upstreams import Upstream
 

@@ -19,8 +19,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from tests.e2e.harness import config, login, raw_exchange, running
-from tests.e2e.ops.ops_harness import GatewayProcess
+from tests.e2e.harness import GatewayProcess, config, login, raw_exchange, running
 from tests.support import wait_for
 from tests.upstreams import Received, Upstream, echoed
 

@@ -16,8 +16,7 @@ import yaml
 
 from gateway.bundle import Bundle, load
 from gateway.explain import explain
-from tests.e2e.harness import config, login, running
-from tests.e2e.ops.ops_harness import GatewayProcess
+from tests.e2e.harness import GatewayProcess, config, login, running
 from tests.upstreams import Upstream
 
 WEBSOCKET = {

@@ -14,8 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.harness import config, login, raw_exchange, running
-from tests.e2e.ops.ops_harness import GatewayProcess
+from tests.e2e.harness import GatewayProcess, config, login, raw_exchange, running
 from tests.upstreams import KeepAliveHttpServer
 
 SMUGGLED = b"GET /admin/secret HTTP/1.1\r\nHost: legacy\r\n\r\n"

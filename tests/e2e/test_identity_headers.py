@@ -13,8 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.harness import config, login, raw_exchange, running
-from tests.e2e.ops.ops_harness import GatewayProcess
+from tests.e2e.harness import GatewayProcess, config, login, raw_exchange, running
 from tests.upstreams import Upstream
 
 ROUTES = [

@@ -12,8 +12,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.e2e.harness import config, login, running
-from tests.e2e.ops.ops_harness import GatewayProcess
+from tests.e2e.harness import GatewayProcess, config, login, running
 from tests.upstreams import ServletUpstream
 
 JSON = {"Accept": "application/json"}

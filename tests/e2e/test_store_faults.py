@@ -12,8 +12,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.e2e.harness import config, login, running
-from tests.e2e.ops.ops_harness import GatewayProcess, parse_metrics, value_of
+from tests.e2e.harness import GatewayProcess, config, login, running
+from tests.e2e.ops.ops_harness import parse_metrics, value_of
 from tests.redis_support import RedisServer, free_port
 from tests.upstreams import Upstream
 

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.ops.ops_harness import GatewayProcess, ops_answer
+from tests.e2e.harness import GatewayProcess
+from tests.e2e.ops.ops_harness import ops_answer
 from tests.upstreams import Upstream
 
 Spawn = Callable[[Path, int], GatewayProcess]
