@@ -70,11 +70,17 @@ _REFUSED_DROP = frozenset({"content-length", "content-encoding"})
 # Close codes that must not be sent on the wire (RFC 6455 7.4.1): 0 is aiohttp's "no status".
 _NO_WIRE_CODE = frozenset({0, 1005, 1006, 1015})
 
+_NEVER_BLOCKS = 16 * 1024
+"""A write that leaves at most this much in the client's send buffer cannot wait for the client
+(asyncio pauses writers only above 64 KiB): no send timeout needs arming for it."""
 
 
+class _OneWrite(web.StreamResponse):
+    """A response whose head waits for its body: head and body leave in one ``send``. Only for
+    bodies that are complete before the head goes out (a streamed response's head must reach
+    the client at once)."""
 
-
-
+    _send_headers_immediately = False
 
 
 async def forward(
@@ -201,7 +207,8 @@ async def _relay_response(
             headers[i] = (name, _rewrite_location(value, ctx.upstream.url, public_url, prefix))
     if ctx.set_cookie is not None:
         headers.append(("Set-Cookie", ctx.set_cookie))
-    response = web.StreamResponse(
+    complete = upstream_response.body_complete
+    response = (web.StreamResponse if complete is None else _OneWrite)(
         status=upstream_response.status,
         reason=upstream_response.reason or None,
         headers=headers,
@@ -214,18 +221,22 @@ async def _relay_response(
         body.response_started = True
     sent = 0
     send_s = ctx.send_timeout_s
+    transport = request.transport
     try:
         await response.prepare(request)
         ctx.trace.status = response.status
-        if request.method != hdrs.METH_HEAD:
+        if request.method == hdrs.METH_HEAD:
+            await _within(send_s, transport, 0, response.write_eof())
+        elif complete is not None:
+            await _within(send_s, transport, len(complete), response.write_eof(complete))
+            sent = len(complete)
+        else:
             async for chunk in upstream_response.iter_body():
                 # A client that reads nothing must not pin the upstream connection (and its
                 # pool permit) until the upstream gives up: it is dropped after send_s.
-                async with asyncio.timeout(send_s):
-                    await response.write(chunk)
+                await _within(send_s, transport, len(chunk), response.write(chunk))
                 sent += len(chunk)
-        async with asyncio.timeout(send_s):
-            await response.write_eof()
+            await _within(send_s, transport, 0, response.write_eof())
     except UpstreamError as exc:
         error = body.error if body is not None and body.error is not None else exc
         ctx.trace.outcome = _outcome(error)
@@ -239,6 +250,19 @@ async def _relay_response(
     finally:
         ctx.trace.sent = sent
     return response
+
+
+async def _within(
+    send_s: float, transport: asyncio.BaseTransport | None, size: int, write: Awaitable[None]
+) -> None:
+    """Await ``write`` (of ``size`` bytes), bounded by ``send_s`` when it could wait for the
+    client; a write that fits the send buffer completes at once and arms no timer."""
+    buffered = transport.get_write_buffer_size() if isinstance(transport, asyncio.Transport) else 0
+    if buffered + size <= _NEVER_BLOCKS:
+        await write
+        return
+    async with asyncio.timeout(send_s):
+        await write
 
 
 def _outcome(error: GatewayError) -> str:

@@ -204,7 +204,16 @@ class _BodyGuard:
 class _AiohttpResponse:
     """:class:`~gateway.upstream.base.UpstreamResponse` over an aiohttp ``ClientResponse``."""
 
-    __slots__ = ("_permits", "_released", "_resp", "_upstream", "headers", "reason", "status")
+    __slots__ = (
+        "_permits",
+        "_released",
+        "_resp",
+        "_upstream",
+        "body_complete",
+        "headers",
+        "reason",
+        "status",
+    )
 
     def __init__(
         self,
@@ -213,6 +222,7 @@ class _AiohttpResponse:
         upstream: UpstreamSettings,
     ) -> None:
         self.status: int = resp.status
+        self.body_complete: bytes | None = None  # aiohttp streams every body
         self.reason: str = resp.reason or ""
         self.headers: Headers = list(resp.headers.items())
         self._resp = resp

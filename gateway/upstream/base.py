@@ -40,6 +40,9 @@ class UpstreamResponse(Protocol):
     status: int
     reason: str
     headers: Headers
+    body_complete: bytes | None
+    """The whole body when it arrived together with the head (the response can then go to the
+    client in one write), else ``None``; :meth:`iter_body` yields it either way."""
 
     def iter_body(self) -> AsyncIterator[bytes]:
         """Body chunks as they arrive. Raises ``UpstreamAborted`` if the upstream

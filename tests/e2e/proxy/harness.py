@@ -100,6 +100,8 @@ class ProxyUpstream(Upstream):
         super().__init__(self._endpoint)
         self.sse_gate = asyncio.Event()
         """``/sse`` sends its second event once this is set."""
+        self.body_gate = asyncio.Event()
+        """``/head-first`` sends its body once this is set."""
         self.ws_close_codes: list[int] = []
         """The close codes ``/ws`` received from the gateway."""
         self.ws_closed = asyncio.Event()
@@ -107,6 +109,7 @@ class ProxyUpstream(Upstream):
         self._endpoints: dict[str, tuple[tuple[str, ...], Endpoint]] = {
             "/upload": (("POST", "PUT"), _upload),
             "/sse": (get, self._sse),
+            "/head-first": (get, self._head_first),
             "/truncated": (get, _truncated),
             "/slow": (get, _slow),
             "/stall": (get, _stall),
@@ -135,6 +138,15 @@ class ProxyUpstream(Upstream):
         await response.write(b"data: one\n\n")
         await self.sse_gate.wait()
         await response.write(b"data: two\n\n")
+        await response.write_eof()
+        return response
+
+    async def _head_first(self, request: web.Request) -> web.StreamResponse:
+        """The head at once (Content-Length 5), the body only once ``body_gate`` is set."""
+        response = web.StreamResponse(headers={"Content-Length": "5", "X-Head": "first"})
+        await response.prepare(request)
+        await self.body_gate.wait()
+        await response.write(b"later")
         await response.write_eof()
         return response
 

@@ -35,6 +35,21 @@ async def test_sse_events_arrive_as_produced(
         assert await resp.read() == b""
 
 
+async def test_a_response_head_is_relayed_before_its_body_exists(
+    make_gateway: MakeGateway, upstream: ProxyUpstream
+) -> None:
+    # Small complete responses leave in one write, head and body together; a head whose body
+    # is still on its way must not wait for it.
+    gw = await make_gateway()
+    async with asyncio.timeout(5):
+        resp = await gw.get("/head-first")
+        assert resp.status == 200
+        assert resp.headers["X-Head"] == "first"
+        assert not upstream.body_gate.is_set()
+        upstream.body_gate.set()
+        assert await resp.read() == b"later"
+
+
 @pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
 async def test_download_framing_is_kept(make_gateway: MakeGateway, chunked: bool) -> None:
     gw = await make_gateway()
