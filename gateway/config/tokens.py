@@ -30,11 +30,24 @@ MAX_TOKEN_TTL_S = 86400.0
 TOKEN_TTL = values.duration(positive=True, maximum=MAX_TOKEN_TTL_S)
 
 # Headers the gateway or HTTP itself owns; carrying the token in one would break the request.
-_RESERVED_HEADERS = frozenset({
-    "connection", "content-length", "content-type", "cookie", "host", "keep-alive", "te",
-    "trailer", "transfer-encoding", "upgrade", "x-forwarded-for", "x-forwarded-host",
-    "x-forwarded-proto", "x-request-id",
-})
+_RESERVED_HEADERS = frozenset(
+    {
+        "connection",
+        "content-length",
+        "content-type",
+        "cookie",
+        "host",
+        "keep-alive",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "x-forwarded-for",
+        "x-forwarded-host",
+        "x-forwarded-proto",
+        "x-request-id",
+    }
+)
 
 
 def build_tokens(root: Section, server: ServerSettings) -> TokenSettings:
@@ -100,12 +113,14 @@ def _signing_keys(section: Section) -> tuple[SigningKeySettings, ...]:
             found = "both" if given else "neither"
             section.ctx.error(path, f"needs exactly one of file or hmac_secret_file, got {found}")
             continue
-        keys.append(SigningKeySettings(
-            file=entry.file("file"),
-            hmac_secret=entry.path_to(
-                "hmac_secret_file",
-                lambda p: files.read_secret(p, min_bytes=MIN_HMAC_SECRET_BYTES),
-            ),
-            kid=kid,
-        ))
+        keys.append(
+            SigningKeySettings(
+                file=entry.file("file"),
+                hmac_secret=entry.path_to(
+                    "hmac_secret_file",
+                    lambda p: files.read_secret(p, min_bytes=MIN_HMAC_SECRET_BYTES),
+                ),
+                kid=kid,
+            )
+        )
     return tuple(keys)
