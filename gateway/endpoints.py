@@ -14,13 +14,20 @@ from gateway.errors import MethodNotAllowed, NotFound
 from gateway.forwarded import ClientInfo
 from gateway.login.handlers import LOGIN_PATH, Login
 from gateway.ops import Health
+from gateway.plan import STAND_INS, is_reserved
 
 log = logging.getLogger("gateway.admin")
 
 Handler = Callable[[web.BaseRequest, ClientInfo], Awaitable[web.StreamResponse]]
 Table = Mapping[str, Mapping[str, Handler]]
 
-_CSS = resources.files("gateway.pages").joinpath("gateway.css").read_bytes()
+_PAGES = resources.files("gateway.pages")
+_CSS = _PAGES.joinpath("gateway.css").read_bytes()
+_FAVICON = _PAGES.joinpath("favicon.ico").read_bytes()
+_ROBOTS = (
+    b"# Served by the gateway: every page of this site needs a sign-in.\n"
+    b"User-agent: *\nDisallow: /\n"
+)
 
 
 def public_endpoints(login: Login, jwks_json: bytes, health: Health) -> Table:
@@ -32,6 +39,22 @@ def public_endpoints(login: Login, jwks_json: bytes, health: Health) -> Table:
             content_type="text/css",
             headers={"Cache-Control": "public, max-age=3600", "X-Content-Type-Options": "nosniff"},
         )
+
+    def stand_in(body: bytes, content_type: str) -> Handler:
+        """A small file of ours, also the answer to an anonymous fetch of ``/favicon.ico`` or
+        ``/robots.txt`` on a protected route (``plan.STAND_INS``)."""
+
+        async def serve(request: web.BaseRequest, client: ClientInfo) -> web.StreamResponse:
+            # Answering for the app's own path: not kept, so that once signed in the browser
+            # fetches the app's file rather than reusing ours.
+            cache = "public, max-age=3600" if is_reserved(request.path) else "no-cache"
+            return web.Response(
+                body=body,
+                content_type=content_type,
+                headers={"Cache-Control": cache, "X-Content-Type-Options": "nosniff"},
+            )
+
+        return serve
 
     async def jwks(request: web.BaseRequest, client: ClientInfo) -> web.StreamResponse:
         """GET /.gateway/jwks.json: the public signing keys (RFC 7517)."""
@@ -50,6 +73,8 @@ def public_endpoints(login: Login, jwks_json: bytes, health: Health) -> Table:
 
     return {
         "/.gateway/static/gateway.css": {"GET": static_css},
+        STAND_INS["/favicon.ico"]: {"GET": stand_in(_FAVICON, "image/x-icon")},
+        STAND_INS["/robots.txt"]: {"GET": stand_in(_ROBOTS, "text/plain")},
         LOGIN_PATH: {"GET": login.login_page, "POST": login.login_submit},
         "/.gateway/logout": {"GET": login.logout_page, "POST": login.logout_submit},
         "/.gateway/userinfo": {"GET": login.userinfo},

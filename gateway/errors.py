@@ -42,6 +42,19 @@ class Forbidden(GatewayError):
     reason = "forbidden"
 
 
+class AccessDenied(Forbidden):
+    """A signed-in caller whom the route's access rule refuses. A browser signed in with a
+    session gets a page saying who is signed in, with "sign in as someone else" (back to
+    ``rd``) and "sign out"; everyone else the plain 403."""
+
+    def __init__(self, detail: str, *, username: str, by_session: bool, rd: str) -> None:
+        super().__init__(detail)
+        self.username = username
+        self.by_session = by_session
+        self.rd = rd
+        """The refused request's path and query: where signing in again returns to."""
+
+
 class NotFound(GatewayError):
     status = 404
     public_message = "Not found"

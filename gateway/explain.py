@@ -150,6 +150,18 @@ def explain(
             lines.append(("decision", "deny (403)"))
         lines.append(("token", "none: the request never reaches the upstream"))
         return _render(lines)
+    if isinstance(decision, Own):
+        lines.append(("decision", "login required, but not asked for (a file fetched unasked)"))
+        lines.append(
+            (
+                "result",
+                f"served by the gateway itself: its own {decision.path}, never a login "
+                f"redirect or 401 for an anonymous GET or HEAD of {path} (a public route "
+                "would pass the upstream's)",
+            )
+        )
+        lines.append(("token", "none: the request never reaches the upstream"))
+        return _render(lines)
     if isinstance(decision, Login):
         lines.append(("decision", "login required"))
         public_url = settings.server.public_url

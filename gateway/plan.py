@@ -7,8 +7,9 @@ Two pure steps, with authentication (which needs the session store) between them
    prefix (:class:`Own`) or the first route that matches (:class:`Routed`); else a
    :class:`Refusal` (400, 404).
 2. :func:`decide`: for the caller found, the route's access rule (403), the WebSocket origin
-   check, then :class:`Login` for an anonymous caller on a protected route or :class:`Forward`
-   with the path the upstream receives.
+   check, then :class:`Login` for an anonymous caller on a protected route (or, for
+   ``/favicon.ico`` and ``/robots.txt``, the gateway's own file: :class:`Own`) or
+   :class:`Forward` with the path the upstream receives.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from aiohttp import web
 
 from gateway.access import Decision, decide_access
 from gateway.config.settings import RouteSettings
-from gateway.errors import BadRequest, Forbidden, GatewayError, NotFound
+from gateway.errors import AccessDenied, BadRequest, Forbidden, GatewayError, NotFound
 from gateway.hosts import valid_host
 from gateway.http import is_websocket_upgrade, wants_html
 from gateway.paths import matching_path, normalise_path, strip_route_prefix
@@ -28,6 +29,7 @@ from gateway.routing import RouteTable
 
 __all__ = [
     "RESERVED_PREFIX",
+    "STAND_INS",
     "Caller",
     "Facts",
     "Forward",
@@ -42,6 +44,14 @@ __all__ = [
 ]
 
 RESERVED_PREFIX = "/.gateway/"
+
+STAND_INS = {
+    "/favicon.ico": RESERVED_PREFIX + "static/favicon.ico",
+    "/robots.txt": RESERVED_PREFIX + "static/robots.txt",
+}
+"""Paths that browsers and crawlers fetch on their own, and the gateway's file that answers an
+anonymous GET or HEAD of one on a protected route, in place of a login redirect or 401 that no
+one reads. A route that makes them public lets the upstream's own files through."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -85,7 +95,8 @@ class Refusal:
 
 @dataclass(frozen=True, slots=True)
 class Own:
-    """Under the reserved prefix: served by the gateway itself, never proxied."""
+    """Served by the gateway itself, never proxied: a path under the reserved prefix, or the
+    stand-in (:data:`STAND_INS`) for an anonymous fetch of ``/favicon.ico`` or ``/robots.txt``."""
 
     path: str
 
@@ -133,8 +144,11 @@ def is_reserved(path: str) -> bool:
 
 def login_location(path: str, query: str) -> str:
     """Where an anonymous browser is sent: the login page, returning to the original request."""
-    rd = path + ("?" + query if query else "")
-    return f"{RESERVED_PREFIX}login?rd={quote(rd, safe='')}"
+    return f"{RESERVED_PREFIX}login?rd={quote(_return_to(path, query), safe='')}"
+
+
+def _return_to(path: str, query: str) -> str:
+    return path + ("?" + query if query else "")
 
 
 def locate(facts: Facts, routes: RouteTable) -> Refusal | Own | Routed:
@@ -160,8 +174,9 @@ def locate(facts: Facts, routes: RouteTable) -> Refusal | Own | Routed:
 
 def decide(
     routed: Routed, facts: Facts, caller: Caller | None, *, public_url: str
-) -> Refusal | Login | Forward:
-    """Step 2: for ``caller`` (``None``: anonymous), refused, sent to sign in, or forwarded."""
+) -> Refusal | Login | Own | Forward:
+    """Step 2: for ``caller`` (``None``: anonymous), refused, sent to sign in (or answered with
+    a stand-in), or forwarded."""
     route = routed.route
     decision = decide_access(
         route.access,
@@ -169,7 +184,17 @@ def decide(
         caller.roles if caller is not None else frozenset(),
     )
     if decision is Decision.DENY:
-        return Refusal(Forbidden(f"route {route.name} denies access"))
+        detail = f"route {route.name} denies access"
+        if caller is None:
+            return Refusal(Forbidden(detail))
+        return Refusal(
+            AccessDenied(
+                detail,
+                username=caller.username,
+                by_session=caller.by_session,
+                rd=_return_to(routed.path, facts.query),
+            )
+        )
     # SECURITY: cross-site WebSocket hijacking: a browser sends the session cookie with a
     # handshake any page starts (SameSite=None), and the same-origin policy does not apply.
     by_session = caller is not None and caller.by_session
@@ -179,6 +204,9 @@ def decide(
             Forbidden(f"WebSocket from foreign origin {origin[:100]!r}", reason="websocket_origin")
         )
     if decision is Decision.LOGIN:
+        stand_in = STAND_INS.get(routed.path)
+        if stand_in is not None and facts.method in ("GET", "HEAD"):
+            return Own(stand_in)
         browser = facts.method in ("GET", "HEAD") and facts.browser
         if route.unauthenticated == "redirect" or (route.unauthenticated == "auto" and browser):
             return Login(redirect=login_location(routed.path, facts.query))

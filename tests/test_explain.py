@@ -223,6 +223,19 @@ def test_the_reserved_prefix_is_served_by_the_gateway_itself(example, path):
     assert "route:" not in report
 
 
+@pytest.mark.parametrize("path", ["/favicon.ico", "/robots.txt"])
+def test_an_anonymous_fetch_of_favicon_or_robots_gets_the_gateways_own(example, path):
+    report = explain(example, "GET", path)
+    assert field(report, "route").startswith("everything-else")
+    assert field(report, "result").startswith(
+        f"served by the gateway itself: its own /.gateway/static{path}, never a login redirect"
+    )
+    assert "302 to" not in report
+    assert "upstream:" not in report
+    assert field(explain(example, "GET", path, user="bob", now=NOW), "decision") == "allow"
+    assert field(explain(example, "POST", path), "anonymous").startswith("401 ")
+
+
 def test_the_query_never_takes_part_in_matching(example):
     report = explain(example, "GET", "/reports?/admin")
     assert field(report, "route").startswith("everything-else")

@@ -16,9 +16,16 @@ from multidict import CIMultiDict
 from gateway import metrics, pages
 from gateway.auth import ANONYMOUS, Chain, Identity
 from gateway.config.settings import LoginSettings, SessionSettings
-from gateway.errors import BadRequest, Forbidden, NotFound, Unauthenticated
+from gateway.errors import (
+    AccessDenied,
+    BadRequest,
+    Forbidden,
+    GatewayError,
+    NotFound,
+    Unauthenticated,
+)
 from gateway.forwarded import ClientInfo
-from gateway.http import foreign_origin
+from gateway.http import foreign_origin, wants_html
 from gateway.identity.cookies import SessionCookie
 from gateway.identity.sessions import SessionManager, SessionStoreUnavailable
 from gateway.identity.users import User, UserDirectory
@@ -33,6 +40,9 @@ log = logging.getLogger("gateway.login")
 
 LOGIN_PATH = "/.gateway/login"
 FAILURE_MESSAGE = "Invalid username or password."
+SIGNED_OUT_FLAG = "signed_out"
+"""``/.gateway/login?signed_out=1``, where a signed-out browser lands: the page says so, in
+words of its own (nothing from the URL is shown)."""
 
 
 class _CsrfFailure(Forbidden):
@@ -72,6 +82,15 @@ def _auth_event(outcome: str, username: str, client_ip: str, reason: str) -> Non
         client_ip,
         extra={"reason": reason, "event": "auth", "user": shown, "client_ip": client_ip},
     )
+
+
+def signed_out_location(rd: str | None) -> str:
+    """The login page a signed-out browser is sent to, returning to ``rd`` (made safe) when
+    the form named one: "sign in as someone else" on the 403 page."""
+    location = f"{LOGIN_PATH}?{SIGNED_OUT_FLAG}=1"
+    if rd:
+        location += "&rd=" + quote(safe_redirect(rd), safe="")
+    return location
 
 
 def _failure_json() -> web.Response:
@@ -125,7 +144,8 @@ class Login:
     async def login_page(self, request: web.BaseRequest, client: ClientInfo) -> web.StreamResponse:
         """GET (and HEAD): the login form; with a live session, who is signed in, "continue" (to
         ``rd``) and "sign out". GET never ends a session: a link checker or an ``<img>``
-        pointing here must not sign anyone out."""
+        pointing here must not sign anyone out. ``?signed_out=1`` (where sign-out lands) adds
+        "You have signed out" to the form."""
         rd = safe_redirect(request.query.get("rd"))
         try:
             found = await self._who.authenticate(request, now=time.time())
@@ -141,7 +161,8 @@ class Login:
                 rd=rd,
             )
         else:
-            response = self._form(request, rd=rd)
+            signed_out = request.query.get(SIGNED_OUT_FLAG) == "1"
+            response = self._form(request, rd=rd, signed_out=signed_out)
         if found.set_cookie is not None:
             response.headers.add("Set-Cookie", found.set_cookie)
         return response
@@ -154,18 +175,48 @@ class Login:
         status: int = 200,
         error: str = "",
         username: str = "",
+        signed_out: bool = False,
     ) -> web.Response:
+        # A fixed sentence, never text from the URL: a link cannot make the page say anything.
+        notice = '<p class="notice" role="status">You have signed out.</p>\n' if signed_out else ""
+        # Focus where the typing goes: the password once the username is filled in (after a
+        # failed attempt), which then also reads out the error.
+        described = ' aria-describedby="login-error"' if error else ""
+        username_attrs, password_attrs = " autofocus", ""
+        if username:
+            username_attrs, password_attrs = "", " autofocus" + described
         return self._page(
             request,
             "login.html",
             status=status,
             title=self._title,
+            notice=pages.Markup(notice),
             error=pages.Markup(
-                f'<p class="error" role="alert">{pages.escape(error)}</p>' if error else ""
+                f'<p class="error" id="login-error" role="alert">{pages.escape(error)}</p>'
+                if error
+                else ""
             ),
             rd=rd,
             username=username,
+            username_attrs=pages.Markup(username_attrs),
+            password_attrs=pages.Markup(password_attrs),
         )
+
+    def refusal_page(self, request: web.BaseRequest, exc: GatewayError) -> web.Response:
+        """The answer to a refused request. A browser signed in with a session whom a route's
+        access rule refuses gets a 403 page that says who is signed in and that this account
+        may not open the page, with "sign in as someone else" (ends the session, then the
+        login page returning to the refused page) and "sign out": forms carrying this
+        browser's CSRF token. Anything else: :func:`gateway.pages.error_response`."""
+        if isinstance(exc, AccessDenied) and exc.by_session and wants_html(request):
+            return self._page(
+                request,
+                "denied.html",
+                status=exc.status,
+                username=exc.username,
+                rd=safe_redirect(exc.rd),
+            )
+        return pages.error_response(request, exc)
 
     def _page(
         self, request: web.BaseRequest, template: str, *, status: int = 200, **values: str
@@ -221,25 +272,26 @@ class Login:
         return response
 
     async def logout_page(self, request: web.BaseRequest, client: ClientInfo) -> web.StreamResponse:
-        """GET: a page with a logout button. GET never logs out (link prefetchers, img tags)."""
+        """GET: who is signed in and a sign-out button; without a session, that nobody is
+        signed in and a link to sign in. GET never logs out (link prefetchers, img tags)."""
         identity = (await self._who.authenticate(request, now=time.time())).identity
-        who = (
-            f"You are signed in as {identity.user.username}."
-            if identity is not None
-            else "You are not signed in."
-        )
-        return self._page(request, "logout.html", who=who)
+        if identity is None:
+            return pages.render_page("not_signed_in.html")
+        return self._page(request, "logout.html", username=identity.user.username)
 
     async def logout_submit(
         self, request: web.BaseRequest, client: ClientInfo
     ) -> web.StreamResponse:
-        """POST: end the session server-side, expire the cookie, Clear-Site-Data."""
+        """POST: end the session server-side, expire the cookie, Clear-Site-Data. A form is
+        sent to the login page saying "You have signed out" (returning to the form's ``rd``,
+        if it has one)."""
         self._check_origin(request)
         as_json = is_json(request)
         body = await read_small_body(request, self._body_timeout_s)
+        form = {} if as_json else parse_form(body)
         # SECURITY: a cross-site page can post a form but cannot send application/json without
         # a CORS preflight we never grant, so JSON needs no token; forms do.
-        if not as_json and not self._csrf.valid(request, parse_form(body).get("csrf", "")):
+        if not as_json and not self._csrf.valid(request, form.get("csrf", "")):
             raise _CsrfFailure("logout form without a valid CSRF token")
         await self._end_session(request)
         headers = {"Clear-Site-Data": '"cookies"', "Set-Cookie": self._cookie.expired()}
@@ -247,8 +299,9 @@ class Login:
         if as_json:
             response = web.Response(status=204, headers=pages.SECURITY_HEADERS)
         else:
+            location = signed_out_location(form.get("rd"))
             response = web.Response(
-                status=303, headers={"Location": LOGIN_PATH, **pages.SECURITY_HEADERS}
+                status=303, headers={"Location": location, **pages.SECURITY_HEADERS}
             )
         response.headers.extend(headers)
         return response

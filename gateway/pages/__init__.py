@@ -1,4 +1,5 @@
-"""Pages the gateway itself serves: login, logout and error pages.
+"""Pages the gateway itself serves: login, logout and error pages (and the favicon and CSS they
+share, served by :mod:`gateway.endpoints`).
 
 Every response of ours carries strict security headers; clients that ask for HTML get a small
 self-contained page, everyone else JSON.
@@ -30,7 +31,14 @@ SECURITY_HEADERS = {
 
 _TEMPLATES = {
     name: resources.files(__package__).joinpath(name).read_text("utf-8")
-    for name in ("error.html", "login.html", "logout.html", "signed_in.html")
+    for name in (
+        "denied.html",
+        "error.html",
+        "login.html",
+        "logout.html",
+        "not_signed_in.html",
+        "signed_in.html",
+    )
 }
 
 
@@ -71,8 +79,6 @@ def render_json(
         content_type="application/json",
         headers={**SECURITY_HEADERS, **(headers or {})},
     )
-
-
 
 
 def render_error(

@@ -93,7 +93,7 @@ async def test_sign_in_reach_a_page_sign_out_and_the_old_cookie_is_worthless(bro
 
     await page.goto(f"{gateway}/.gateway/logout")
     await page.get_by_role("button", name="Sign out").click()
-    await page.wait_for_url(f"{gateway}/.gateway/login")
+    await page.wait_for_url(f"{gateway}/.gateway/login?signed_out=1")
     assert not [c for c in await context.cookies() if c["name"] == "gw_session"]
 
     # Someone who kept a copy of the old cookie gets the login page, not the app.

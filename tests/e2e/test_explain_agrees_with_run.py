@@ -70,6 +70,10 @@ CASES = [
     Case("no-route", "GET", "/nothing/here", "404"),
     Case("reserved-prefix", "GET", "/%2egateway/jwks.json", "own"),
     Case("public", "GET", "/public/x", "forwarded"),
+    Case("anonymous-favicon", "GET", "/favicon.ico", "own", headers={"Accept": "image/*"}),
+    Case("anonymous-robots", "HEAD", "/robots.txt", "own"),
+    Case("anonymous-favicon-post", "POST", "/favicon.ico", "401"),
+    Case("signed-in-favicon", "GET", "/favicon.ico", "forwarded", user="alice"),
 ]
 
 
@@ -120,6 +124,12 @@ async def served(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Serv
                 "access": "authenticated",
                 "websocket": True,
             },
+            {
+                "name": "site-files",
+                "match": {"path_regex": "/(favicon[.]ico|robots[.]txt)"},
+                "upstream": "app",
+                "access": "authenticated",
+            },
         ],
     )
     async with running(tmp_path, document) as gateway:
@@ -144,12 +154,16 @@ async def served_status(served: Served, case: Case) -> str:
     try:
         writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
         await writer.drain()
-        status_line = await asyncio.wait_for(reader.readline(), 10)
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
     finally:
         writer.close()
-    status = status_line.split()[1].decode()
+    status = head.split()[1].decode()
     if case.target.startswith("/%2egateway/"):
         return "own" if status == "200" else status
+    if case.target in ("/favicon.ico", "/robots.txt") and status == "200":
+        # The upstream answers JSON; the gateway's stand-ins are an icon and plain text.
+        own = re.search(rb"(?im)^content-type: (image/x-icon|text/plain)", head)
+        return "own" if own else "forwarded"
     # Only the upstream answers 200 or switches protocols here; the gateway's own answers are
     # the refusals, the redirect and the 401.
     return "forwarded" if status in ("200", "101") else status

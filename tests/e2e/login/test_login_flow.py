@@ -72,7 +72,7 @@ async def test_sign_in_reach_a_protected_page_sign_out_and_the_old_cookie_is_ref
     assert "alice" in logout_page.text
     signed_out = await person.post(LOGOUT, data={"csrf": logout_page.page.field("csrf")})
     assert signed_out.status == 303
-    assert signed_out.headers["Location"] == LOGIN
+    assert signed_out.headers["Location"] == LOGIN + "?signed_out=1"
     assert signed_out.headers["Clear-Site-Data"] == '"cookies"'
     expired = signed_out.cookie()
     assert expired is not None and expired.expires_now and expired.value == ""
@@ -143,7 +143,7 @@ async def test_the_logout_page_never_logs_out_by_itself(upstream, make_gateway):
     page = await person.get(LOGOUT)
     assert page.status == 200
     assert page.cookie() is None
-    assert "You are signed in as dave." in page.text
+    assert "You are signed in as <strong>dave</strong>." in page.text
     assert page.page.forms == [{"method": "post", "action": LOGOUT}]
     assert page.page.field("csrf") == person.cookies[CSRF_COOKIE]
     head = await person.request("HEAD", LOGOUT)
