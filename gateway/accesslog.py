@@ -1,14 +1,23 @@
 """The access log: one line per request, as it went (status sent, bytes, outcome), with every
 secret in its path and query redacted; and the per-request metrics, counted in the same place.
+
+Lines are formatted here (no ``logging.LogRecord`` per request) and written to stderr in
+batches (:class:`BatchedWriter`): at most every 100 ms, at once when 64 KiB are waiting, and when
+the gateway closes, so nothing is lost at SIGTERM. Each ``write`` holds whole lines and at most
+``PIPE_BUF`` bytes (unless one line is longer), so the lines of several workers sharing one pipe
+never interleave mid-line.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
-import logging
+import os
 import re
+import select
 import time
+from typing import Protocol
 from urllib.parse import unquote
 
 from aiohttp import web
@@ -18,7 +27,152 @@ from gateway import metrics
 from gateway.context import Trace
 from gateway.errors import UpstreamError
 
-access_log = logging.getLogger("gateway.access")
+FLUSH_INTERVAL_S = 0.1
+"""Longest time an access-log line waits in memory before it is written."""
+
+_FLUSH_BYTES = 64 * 1024
+_PIPE_BUF = select.PIPE_BUF
+
+
+class LineSink(Protocol):
+    """Where finished access-log lines go."""
+
+    def append(self, line: str) -> None: ...
+
+    def flush(self) -> None: ...
+
+
+class BatchedWriter:
+    """Access-log lines for a file descriptor (stderr), written in batches."""
+
+    def __init__(self, fd: int = 2, interval_s: float = FLUSH_INTERVAL_S) -> None:
+        self._fd = fd
+        self._interval_s = interval_s
+        self._lines: list[str] = []
+        self._size = 0
+        self._timer: asyncio.TimerHandle | None = None
+
+    def append(self, line: str) -> None:
+        self._lines.append(line)
+        self._size += len(line) + 1
+        if self._size >= _FLUSH_BYTES:
+            self.flush()
+        elif self._timer is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                self.flush()
+                return
+            self._timer = loop.call_later(self._interval_s, self.flush)
+
+    def flush(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        lines, self._lines, self._size = self._lines, [], 0
+        batch: list[bytes] = []
+        size = 0
+        for line in lines:
+            data = line.encode("utf-8", "backslashreplace") + b"\n"
+            if batch and size + len(data) > _PIPE_BUF:
+                self._write(b"".join(batch))
+                batch, size = [], 0
+            batch.append(data)
+            size += len(data)
+        if batch:
+            self._write(b"".join(batch))
+
+    def _write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            try:
+                written = os.write(self._fd, view)
+            except InterruptedError:
+                continue
+            except BlockingIOError:
+                select.select([], [self._fd], [], 1.0)  # a non-blocking stderr that is full
+                continue
+            except OSError:
+                return  # stderr is gone: there is nowhere left to report it
+            view = view[written:]
+
+
+class AccessLog:
+    """The access log and per-request metrics of one gateway process."""
+
+    def __init__(self, sink: LineSink | None = None) -> None:
+        self.sink: LineSink = sink if sink is not None else BatchedWriter()
+        self._second = -1
+        self._stamps = ("", "")
+
+    def record(
+        self,
+        request: web.BaseRequest,
+        *,
+        trace: Trace,
+        client_ip: str,
+        request_id: str,
+        started: float,
+        log_format: str,
+    ) -> None:
+        """The metrics and the access-log line of one finished request: the status the client
+        was sent (0 when no answer went out), the body bytes sent, how it ended
+        (``trace.outcome``) and an upstream's failure (``trace.error``)."""
+        duration = time.perf_counter() - started
+        status = trace.status
+        _requests(trace.route, method_label(request.method), status).inc()
+        _duration(trace.route).observe(duration)
+        if isinstance(trace.error, UpstreamError):
+            metrics.UPSTREAM_ERRORS.labels(trace.upstream, trace.error.reason).inc()
+        if log_format == "off":
+            return
+        raw_path, _, query = request.raw_path.partition("?")
+        path = redact_path(raw_path[:2048]) + ("?" + redact_query(query) if query else "")
+        now = time.time()
+        json_time, text_time = self._time(now)
+        if log_format == "json":
+            line = json.dumps(
+                {
+                    "time": json_time,
+                    "request_id": request_id,
+                    "client_ip": client_ip,
+                    "method": request.method,
+                    "path": path,
+                    "status": status,
+                    "bytes": trace.sent,
+                    "duration_ms": round(duration * 1000, 3),
+                    "route": trace.route,
+                    "upstream": trace.upstream,
+                    "user": trace.user,
+                    "outcome": trace.outcome,
+                }
+            )
+        else:
+            # The layout of the gateway's other text-format log lines (gateway.server).
+            line = (
+                f"{text_time},{int(now % 1 * 1000):03d} INFO gateway.access: "
+                f'{client_ip} {trace.user} "{request.method} {path}" {status} {trace.sent} '
+                f"{duration * 1000:.3f}ms route={trace.route} upstream={trace.upstream} "
+                f"rid={request_id} outcome={trace.outcome}"
+            )
+        self.sink.append(line)
+
+    def flush(self) -> None:
+        """Write every waiting line now (the gateway is closing)."""
+        self.sink.flush()
+
+    def _time(self, now: float) -> tuple[str, str]:
+        """The JSON and text timestamps of this second, formatted once per second."""
+        second = int(now)
+        if second != self._second:
+            local = time.localtime(second)
+            self._stamps = (
+                time.strftime("%Y-%m-%dT%H:%M:%S%z", local),
+                time.strftime("%Y-%m-%d %H:%M:%S", local),
+            )
+            self._second = second
+        return self._stamps
+
 
 _METHODS = frozenset(
     {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE"}
@@ -111,62 +265,3 @@ def _requests(route: str, method: str, status: int) -> Counter:
 @functools.lru_cache(maxsize=1024)
 def _duration(route: str) -> Histogram:
     return metrics.REQUEST_DURATION.labels(route)
-
-
-def record(
-    request: web.BaseRequest,
-    *,
-    trace: Trace,
-    client_ip: str,
-    request_id: str,
-    started: float,
-    log_format: str,
-) -> None:
-    """The metrics and the access-log line of one finished request: the status the client was
-    sent (0 when no answer went out), the body bytes sent, how it ended (``trace.outcome``) and
-    an upstream's failure (``trace.error``)."""
-    duration = time.perf_counter() - started
-    status = trace.status
-    _requests(trace.route, method_label(request.method), status).inc()
-    _duration(trace.route).observe(duration)
-    if isinstance(trace.error, UpstreamError):
-        metrics.UPSTREAM_ERRORS.labels(trace.upstream, trace.error.reason).inc()
-    if log_format == "off":
-        return
-    raw_path, _, query = request.raw_path.partition("?")
-    path = redact_path(raw_path[:2048]) + ("?" + redact_query(query) if query else "")
-    sent = trace.sent
-    if log_format == "json":
-        access_log.info(
-            json.dumps(
-                {
-                    "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                    "request_id": request_id,
-                    "client_ip": client_ip,
-                    "method": request.method,
-                    "path": path,
-                    "status": status,
-                    "bytes": sent,
-                    "duration_ms": round(duration * 1000, 3),
-                    "route": trace.route,
-                    "upstream": trace.upstream,
-                    "user": trace.user,
-                    "outcome": trace.outcome,
-                }
-            )
-        )
-    else:
-        access_log.info(
-            '%s %s "%s %s" %d %d %.3fms route=%s upstream=%s rid=%s outcome=%s',
-            client_ip,
-            trace.user,
-            request.method,
-            path,
-            status,
-            sent,
-            duration * 1000,
-            trace.route,
-            trace.upstream,
-            request_id,
-            trace.outcome,
-        )

@@ -54,7 +54,13 @@ class Gateway:
     request handlers of the main listener (:meth:`handle`) and the admin listener
     (:meth:`handle_admin`). Served by :class:`gateway.listener.Listener`."""
 
-    def __init__(self, bundle: Bundle, *, client_factory: ClientFactory | None = None) -> None:
+    def __init__(
+        self,
+        bundle: Bundle,
+        *,
+        client_factory: ClientFactory | None = None,
+        access_sink: accesslog.LineSink | None = None,
+    ) -> None:
         settings = bundle.settings
         admin_token = None
         if settings.server.admin_listen is not None:
@@ -74,6 +80,8 @@ class Gateway:
             ),
         )
         self._tasks: set[asyncio.Task[None]] = set()
+        self.access = accesslog.AccessLog(access_sink)
+        """The access log (stderr, in batches, unless ``access_sink`` says otherwise)."""
 
     async def start(self) -> None:
         """Before serving (inside the serving process's loop): start the password hashing
@@ -100,7 +108,7 @@ class Gateway:
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         """Every request of the main listener goes through here, and is counted and logged."""
-        return await observe(request, self.holder, self.serve)
+        return await observe(request, self.holder, self.serve, self.access)
 
     async def handle_admin(self, request: web.BaseRequest) -> web.StreamResponse:
         """``server.admin_listen``: /healthz, /readyz and /metrics at its root."""
@@ -113,6 +121,7 @@ class Gateway:
             task.cancel()
         await asyncio.gather(*holder.retiring, *self._tasks, return_exceptions=True)
         await holder.current.close()
+        self.access.flush()
 
     async def serve(
         self, request: web.BaseRequest, runtime: Runtime, client: ClientInfo, trace: Trace
@@ -142,8 +151,6 @@ class Gateway:
         decision = decide(located, facts, caller, public_url=settings.server.public_url)
         if isinstance(decision, Refusal):
             raise decision.error
-        if isinstance(decision, Own):  # the stand-in for /favicon.ico or /robots.txt
-            return await endpoints.dispatch(runtime.endpoints, request, decision.path, client)
         if isinstance(decision, Login):
             if decision.redirect is not None:
                 return web.Response(
@@ -225,7 +232,10 @@ async def _authenticate(
 
 
 async def observe(
-    request: web.BaseRequest, holder: RuntimeHolder, pipeline: Pipeline
+    request: web.BaseRequest,
+    holder: RuntimeHolder,
+    pipeline: Pipeline,
+    access: accesslog.AccessLog,
 ) -> web.StreamResponse:
     """The one middleware of the main listener: the request counted in flight on the runtime
     it started on, a :class:`GatewayError` (or any exception) mapped to its answer, the
@@ -241,7 +251,7 @@ async def observe(
         try:
             response = await pipeline(request, runtime, client, trace)
         except GatewayError as exc:
-            response = _refused(request, exc, trace, runtime)
+            response = _refused(request, exc, trace)
         except Exception:
             log.exception("unexpected error", extra={"reason": "internal", "status": 500})
             response = pages.error_response(request, GatewayError("unexpected error"))
@@ -253,7 +263,7 @@ async def observe(
         raise
     finally:
         holder.leave(runtime)
-        accesslog.record(
+        access.record(
             request,
             trace=trace,
             client_ip=client.ip,
@@ -264,9 +274,7 @@ async def observe(
     return response
 
 
-def _refused(
-    request: web.BaseRequest, exc: GatewayError, trace: Trace, runtime: Runtime
-) -> web.StreamResponse:
+def _refused(request: web.BaseRequest, exc: GatewayError, trace: Trace) -> web.StreamResponse:
     """The error mapping: the log line (once per interval for a store outage, reported by the
     store), the answer, and how the exchange ended."""
     if not isinstance(exc, SessionStoreUnavailable):
@@ -274,7 +282,7 @@ def _refused(
     trace.error = exc
     if exc.reason == "client_aborted":
         trace.outcome = "client_aborted"  # gone mid-upload: nobody reads the answer
-    response = runtime.login.refusal_page(request, exc)
+    response = pages.error_response(request, exc)
     if exc.reason in ("client_stalled", "bad_body"):
         trace.outcome = exc.reason
         response.force_close()  # the rest of its body is not worth waiting for

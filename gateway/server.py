@@ -44,8 +44,6 @@ class JsonFormatter(logging.Formatter):
     ``user`` and ``client_ip`` of auth events."""
 
     def format(self, record: logging.LogRecord) -> str:
-        if record.name == "gateway.access":
-            return record.getMessage()  # already one JSON object per request (gateway.ops)
         entry: dict[str, object] = {
             "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"),
             "level": record.levelname.lower(),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from typing import Any, TypeVar
@@ -85,6 +86,21 @@ async def raw_request(
     return int(status_line.split()[1]), parsed, payload
 
 
+class CapturedAccessLog:
+    """The access log of an in-process gateway as records of the ``gateway.access`` logger,
+    one per line and at once, for ``caplog`` (``gateway run`` writes the same lines to stderr
+    in batches: tests/e2e/ops/test_access_log_batches.py)."""
+
+    def append(self, line: str) -> None:
+        _ACCESS.info("%s", line)
+
+    def flush(self) -> None:
+        pass
+
+
+_ACCESS = logging.getLogger("gateway.access")
+
+
 class GatewayClient:
     """A gateway served in this process exactly as ``gateway run`` serves it (the same
     :class:`~gateway.listener.Listener`), on a free loopback port, with an HTTP client for it.
@@ -126,7 +142,11 @@ class GatewayClient:
         """Serve the configuration ``document`` (:func:`tests.configs.config`), loaded and
         built as ``gateway run`` loads and builds its file."""
         settings = load(document)
-        gateway = Gateway(build(settings, generate_key=True), client_factory=client_factory)
+        gateway = Gateway(
+            build(settings, generate_key=True),
+            client_factory=client_factory,
+            access_sink=CapturedAccessLog(),
+        )
         listener = Listener(gateway.handle, settings.server.timeouts)
         await listener.start("127.0.0.1", 0)
         closers = [gateway.close]

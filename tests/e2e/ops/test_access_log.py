@@ -50,6 +50,7 @@ JWT = (
     "c2lnbmF0dXJlLXRoYXQtbG9va3MtcmVhbC1lbm91Z2gtMTIzNDU2Nzg5MA"
 )
 TEXT_LINE = re.compile(
+    r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO gateway\.access: "
     r'(?P<client_ip>\S+) (?P<user>\S+) "(?P<method>\S+) (?P<path>\S+)" (?P<status>\d{3}) '
     r"(?P<bytes>\d+) (?P<duration>\d+\.\d{3})ms route=(?P<route>\S+) upstream=(?P<upstream>\S+) "
     r"rid=(?P<rid>\S+) outcome=(?P<outcome>\S+)"
