@@ -29,6 +29,11 @@ UPSTREAM_ERRORS = Counter(
     "Upstream requests that failed, by upstream name and reason code (connect_failed, ...).",
     ["upstream", "reason"],
 )
+PASSWORD_VERIFICATIONS = Counter(
+    "gateway_password_verifications_total",
+    "Password hashes verified (each costs the hash's CPU time and memory; a locked-out attempt "
+    "costs none).",
+)
 LOGIN_ATTEMPTS = Counter(
     "gateway_login_attempts_total",
     "Login attempts by result (success, failure, locked, ...).",

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 import ssl
+import warnings
 from typing import Any
 from unittest import mock
 
@@ -14,7 +16,7 @@ from aiohttp.test_utils import make_mocked_request
 from multidict import CIMultiDict
 
 from gateway.config.settings import IPNetwork
-from gateway.forwarded import parse_hop, resolve_client
+from gateway.forwarded import new_request_id, parse_hop, resolve_client
 
 HEX32 = re.compile(r"[0-9a-f]{32}")
 TRUSTED: tuple[IPNetwork, ...] = (
@@ -236,3 +238,24 @@ def test_closed_transport_is_unknown() -> None:
 def test_parse_hop(hop: str, expected: str | None) -> None:
     addr = parse_hop(hop)
     assert (str(addr) if addr is not None else None) == expected
+
+
+def test_a_forked_worker_draws_request_ids_of_its_own() -> None:
+    # Workers are forked from one supervisor: the id prefix chosen before the fork must not
+    # be shared, or two workers would hand out the same ids.
+    parent = [new_request_id() for _ in range(3)]
+    read, write = os.pipe()
+    with warnings.catch_warnings():
+        # Python 3.12+ warns about fork() beside threads; the child only writes and exits.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
+    if pid == 0:  # the child: report its ids and leave at once
+        os.write(write, " ".join(new_request_id() for _ in range(3)).encode())
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        child = pipe.read().split()
+    os.waitpid(pid, 0)
+    assert all(HEX32.fullmatch(i) for i in parent + child)
+    assert not set(parent) & set(child)
+    assert {i[:16] for i in child}.isdisjoint({i[:16] for i in parent})

@@ -21,7 +21,7 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass, field
 
-from gateway import passwords
+from gateway import metrics, passwords
 from gateway.config.settings import UsersSettings
 from gateway.config.users import MAX_USERNAME_LENGTH
 
@@ -122,6 +122,7 @@ class UserDirectory:
         executor = self._executor if self._executor is not None else _password_executor()
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
+        metrics.PASSWORD_VERIFICATIONS.inc()
         try:
             verified = await loop.run_in_executor(
                 executor, passwords.verify_password, password_hash, password

@@ -12,6 +12,7 @@ from prometheus_client import REGISTRY
 
 from gateway.config.settings import SigningKeySettings
 from gateway.tokens import InvalidBearer, TokenCache, Tokens, load_keyset
+from gateway.tokens.verify import VerifiedBearers
 from tests.tokens.token_helpers import (
     ISSUER,
     NOW,
@@ -241,3 +242,65 @@ def test_api_tokens_are_counted_and_verify(tokens: Tokens) -> None:
         with pytest.raises(InvalidBearer) as refused:
             tokens.verify_bearer(token)
         assert refused.value.reason == "bearer_expired"
+
+
+def test_a_verified_bearer_is_taken_from_memory_until_it_expires(tokens: Tokens) -> None:
+    settings = dataclasses.replace(tokens.settings, issuer=ISSUER)
+    tokens = tokens.successor(tokens.keyset, settings)
+    token, _ = tokens.api_token(user(), now=NOW)
+    with time_machine.travel(NOW + 1, tick=False) as clock:
+        first = tokens.verify_bearer(token)
+        assert len(tokens.bearers) == 1
+        assert tokens.verify_bearer(token) is first  # not verified (nor decoded) again
+        clock.shift(3598)  # the last second of its life: still served
+        assert tokens.verify_bearer(token) is first
+        clock.shift(1)
+        with pytest.raises(InvalidBearer):
+            tokens.verify_bearer(token)
+        assert len(tokens.bearers) == 0
+
+
+def test_a_refused_bearer_is_never_kept(tokens: Tokens) -> None:
+    settings = dataclasses.replace(tokens.settings, issuer=ISSUER)
+    tokens = tokens.successor(tokens.keyset, settings)
+    token, _ = tokens.api_token(user(), now=NOW)
+    header, payload, signature = token.split(".")
+    forged = f"{header}.{payload}.{signature[:-4]}AAAA"
+    with time_machine.travel(NOW + 1, tick=False):
+        for _ in range(2):
+            with pytest.raises(InvalidBearer):
+                tokens.verify_bearer(forged)
+        assert len(tokens.bearers) == 0
+        tokens.verify_bearer(token)
+        with pytest.raises(InvalidBearer):  # a kept genuine token does not vouch for a forgery
+            tokens.verify_bearer(forged)
+
+
+def test_a_new_signing_key_forgets_verified_bearers(tokens: Tokens, tmp_path: Path) -> None:
+    settings = dataclasses.replace(tokens.settings, issuer=ISSUER)
+    tokens = tokens.successor(tokens.keyset, settings)
+    token, _ = tokens.api_token(user(), now=NOW)
+    with time_machine.travel(NOW + 1, tick=False):
+        tokens.verify_bearer(token)
+        new = key_file(tmp_path, "ES256", "new.pem")
+        rotated = tokens.successor(
+            load_keyset(token_settings(SigningKeySettings(file=new)), tmp_path), settings
+        )
+        assert len(rotated.bearers) == 0
+        with pytest.raises(InvalidBearer):  # signed by a key the gateway no longer has
+            rotated.verify_bearer(token)
+        assert len(tokens.successor(tokens.keyset, settings).bearers) == 1  # same key: kept
+
+
+def test_verified_bearers_are_bounded_least_recently_used_first_out(tokens: Tokens) -> None:
+    settings = dataclasses.replace(tokens.settings, issuer=ISSUER)
+    kept = VerifiedBearers(max_entries=3)
+    tokens = Tokens(tokens.keyset, settings, bearers=kept)
+    issued = [tokens.api_token(user(), now=NOW + i)[0] for i in range(4)]
+    with time_machine.travel(NOW + 10, tick=False):
+        claims = [tokens.verify_bearer(t) for t in issued[:3]]
+        assert tokens.verify_bearer(issued[0]) is claims[0]  # now the most recently used
+        tokens.verify_bearer(issued[3])  # the fourth pushes out the least recently used
+        assert len(kept) == 3
+        assert tokens.verify_bearer(issued[0]) is claims[0]
+        assert tokens.verify_bearer(issued[1]) is not claims[1]  # verified afresh

@@ -7,6 +7,8 @@ client (127.0.0.1); tests that want per-user counting spread attempts over sever
 
 from __future__ import annotations
 
+from prometheus_client import REGISTRY
+
 from tests.configs import session_config
 from tests.e2e.login.login_harness import (
     LOOPBACK,
@@ -47,6 +49,21 @@ async def test_after_max_failures_the_right_password_gets_the_same_401(upstream,
     assert form.page.errors == ["Invalid username or password."]
     # other users from that address are not affected
     assert (await _from(client, "192.0.2.99").json_login("bob")).status == 200
+
+
+def _verifications() -> float:
+    return REGISTRY.get_sample_value("gateway_password_verifications_total") or 0.0
+
+
+async def test_a_locked_out_attempt_costs_no_password_hash(upstream, make_gateway):
+    client = await _gateway(make_gateway, upstream, trusted_proxies=LOOPBACK)
+    before = _verifications()
+    for n in range(MAX_FAILURES):
+        _refused(await _from(client, f"192.0.2.{n + 1}").json_login("alice", "guess"))
+    assert _verifications() - before == MAX_FAILURES  # each failure was a real verification
+    for n in range(5):  # a storm against the locked account: refused, and no CPU spent on it
+        _refused(await _from(client, f"198.51.100.{n + 1}").json_login("alice"))
+    assert _verifications() - before == MAX_FAILURES
 
 
 async def test_the_username_lock_ignores_letter_case(upstream, make_gateway):
