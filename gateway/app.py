@@ -151,6 +151,8 @@ class Gateway:
         decision = decide(located, facts, caller, public_url=settings.server.public_url)
         if isinstance(decision, Refusal):
             raise decision.error
+        if isinstance(decision, Own):  # the stand-in for /favicon.ico or /robots.txt
+            return await endpoints.dispatch(runtime.endpoints, request, decision.path, client)
         if isinstance(decision, Login):
             if decision.redirect is not None:
                 return web.Response(
@@ -251,7 +253,7 @@ async def observe(
         try:
             response = await pipeline(request, runtime, client, trace)
         except GatewayError as exc:
-            response = _refused(request, exc, trace)
+            response = _refused(request, exc, trace, runtime)
         except Exception:
             log.exception("unexpected error", extra={"reason": "internal", "status": 500})
             response = pages.error_response(request, GatewayError("unexpected error"))
@@ -274,7 +276,9 @@ async def observe(
     return response
 
 
-def _refused(request: web.BaseRequest, exc: GatewayError, trace: Trace) -> web.StreamResponse:
+def _refused(
+    request: web.BaseRequest, exc: GatewayError, trace: Trace, runtime: Runtime
+) -> web.StreamResponse:
     """The error mapping: the log line (once per interval for a store outage, reported by the
     store), the answer, and how the exchange ended."""
     if not isinstance(exc, SessionStoreUnavailable):
@@ -282,7 +286,7 @@ def _refused(request: web.BaseRequest, exc: GatewayError, trace: Trace) -> web.S
     trace.error = exc
     if exc.reason == "client_aborted":
         trace.outcome = "client_aborted"  # gone mid-upload: nobody reads the answer
-    response = pages.error_response(request, exc)
+    response = runtime.login.refusal_page(request, exc)
     if exc.reason in ("client_stalled", "bad_body"):
         trace.outcome = exc.reason
         response.force_close()  # the rest of its body is not worth waiting for
