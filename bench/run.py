@@ -6,11 +6,13 @@
 
 Starts nginx (Debian package) twice, as the static upstream every proxy forwards to and as a
 ``proxy_pass`` in front of it (the ceiling); the naive aiohttp proxy of ``bench/naive_proxy.py``
-(the baseline); and one ``gateway run`` per scenario, each with its own configuration. Then, in
-interleaved rounds, wrk drives the baseline and each scenario in turn for ``--duration`` seconds
-(``-t1 -c50``), so a machine that drifts shows in the ratio, not in the figure. A run with any
-socket error or non-2xx answer is refused: nothing is reported from it. Prints a table (median
-req/s, p50, p99, ratio to the naive proxy, ratio to nginx).
+(the baseline); the lean probe of ``bench/probe.py`` (aiohttp's server and the gateway's
+upstream client with nothing else: the floor of this design); and one ``gateway run`` per
+scenario, each with its own configuration. Then, in interleaved rounds, wrk drives the baseline
+and each scenario in turn for ``--duration`` seconds (``-t1 -c50``), so a machine that drifts
+shows in the ratio, not in the figure. A run with any socket error or non-2xx answer is refused:
+nothing is reported from it. Prints a table (median req/s, p50, p99, ratio to the naive proxy,
+ratio to nginx).
 
 Then, each with processes of its own (``bench/scenarios.py``): a login storm (p99 of proxied
 requests while 20 sign-ins of a production-hash user run at once, against without), streaming
@@ -67,7 +69,8 @@ async def scenarios(bench: Bench, only: set[str], against: Path | None) -> list[
         ),
     ]
     chosen = [plan for plan in plans if wanted(plan[0], only)]
-    targets = [await bench.gateway(name, label, **options) for name, label, options in chosen]
+    targets = [await bench.probe()] if wanted("probe", only) else []
+    targets += [await bench.gateway(name, label, **options) for name, label, options in chosen]
     if against is not None:
         # The same scenarios on another checkout, in the same interleaved rounds.
         for name, label, options in chosen:
@@ -276,7 +279,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--only",
         nargs="*",
-        help="scenarios to run: public, memory, cookie, redis, bearer, workers2, storm, "
+        help="scenarios to run: probe, public, memory, cookie, redis, bearer, workers2, storm, "
         "streaming, sessions (default: all)",
     )
     parser.add_argument("--storm-seconds", type=float, default=10.0)
