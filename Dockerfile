@@ -22,7 +22,9 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
 
 WORKDIR /src
-COPY pyproject.toml README.md ./
+# LICENSE goes into the wheel's metadata; gateway/config.example.yaml (package data, for
+# `gateway demo`) links to the file at the root.
+COPY pyproject.toml README.md LICENSE config.example.yaml ./
 COPY gateway ./gateway
 # Every dependency has binary wheels for CPython 3.11 on amd64 and arm64, so no compiler is needed
 # even here; the final stage installs these wheels only, offline.

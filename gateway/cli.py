@@ -16,7 +16,7 @@ from gateway import __version__
 from gateway.bundle import Bundle, build
 from gateway.config import ConfigError, load_settings
 from gateway.config.settings import Settings
-from gateway.demo import demo_main
+from gateway.demo import ANY_PORT, demo_main
 from gateway.describe import describe_access, describe_match
 from gateway.explain import explain
 from gateway.ops import MULTIPROC_ENV
@@ -196,8 +196,21 @@ def cmd_sessions_revoke(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """Serve config.example.yaml in front of the bundled demo upstream."""
-    return demo_main()
+    """Serve config.example.yaml in front of the bundled demo upstream; with ``--port`` the
+    gateway listens there and the demo upstream on any free port."""
+    if args.port is None:
+        return demo_main()
+    return demo_main(gateway_port=args.port, upstream_port=ANY_PORT)
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        port = 0
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port number from 1 to 65535, got {text!r}")
+    return port
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -216,6 +229,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser(
         "demo", help="serve config.example.yaml in front of a demo app that shows what it received"
+    )
+    demo.add_argument(
+        "--port",
+        type=_port,
+        help="serve the gateway on this port of 127.0.0.1 (default 8080) and the demo app on any "
+        "free port (default 9000)",
     )
     demo.set_defaults(func=cmd_demo)
 

@@ -5,6 +5,11 @@ Both run in one process and one event loop: the demo upstream listens where the 
 received: method, path, query, every header, the ``X-Auth-*`` headers, and the JWT decoded and
 verified against the gateway's JWKS. The gateway listens on ``server.listen`` (``127.0.0.1:8080``).
 
+The example configuration is package data (``gateway/config.example.yaml``, a link to the file at
+the root of the repository in a checkout), so the demo runs from a wheel installed anywhere. It
+then keeps ``server.data_dir`` in a temporary directory, removed when the demo stops: the
+installed package is no place to write a key, nor is the folder the user happens to be in.
+
 Public API: :func:`demo_main` (the command), :func:`run_demo` (the same, awaitable, with ports
 that tests can override) and :func:`demo_upstream_app` (the upstream alone).
 """
@@ -22,6 +27,7 @@ import json
 import logging
 import signal
 import sys
+import tempfile
 import time
 import types
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -45,6 +51,7 @@ from gateway.listener import Listener
 from gateway.routing import RouteTable
 
 __all__ = [
+    "ANY_PORT",
     "DEMO_PASSWORDS",
     "DemoError",
     "demo_main",
@@ -61,6 +68,9 @@ DEMO_PASSWORDS: Final[Mapping[str, str]] = types.MappingProxyType(
 """The demo users' passwords: they match the comments (and hashes) in ``config.example.yaml``."""
 
 EXAMPLE_CONFIG = "config.example.yaml"
+"""The example configuration's file name, in the package (and at the root of a checkout)."""
+ANY_PORT: Final = 0
+"""``upstream_port`` value that lets the demo upstream listen on any free port."""
 DEMO_UPSTREAM = "app"
 """The upstream of the example configuration that the demo app stands in for."""
 TRY_PATHS: Final = ("/", "/admin", "/api/v1/hello", "/static/app.css")
@@ -81,19 +91,15 @@ class DemoError(Exception):
 
 
 def find_example_config() -> Path:
-    """``config.example.yaml``: next to the package in a source checkout (editable install),
-    else in the current directory. Raises :class:`DemoError` when neither exists."""
-    candidates = [
-        Path(gateway.__file__).resolve().parent.parent / EXAMPLE_CONFIG,
-        Path.cwd() / EXAMPLE_CONFIG,
-    ]
-    for candidate in candidates:
-        if candidate.is_file():
-            return candidate
-    raise DemoError(
-        f"cannot find {EXAMPLE_CONFIG} (looked in {candidates[0].parent} and the current "
-        "directory): run `gateway demo` from a checkout of the gateway's repository"
-    )
+    """The package's ``config.example.yaml`` (in a checkout, the repository's own: the package
+    holds a link to it). Raises :class:`DemoError` when the installation lacks it."""
+    packaged = Path(gateway.__file__).parent / EXAMPLE_CONFIG
+    if not packaged.is_file():
+        raise DemoError(
+            f"{packaged} is missing: the gateway is installed without its package data; "
+            "reinstall it from a wheel or a checkout"
+        )
+    return packaged.resolve()
 
 
 def demo_main(
@@ -106,7 +112,8 @@ def demo_main(
 
     0 after a signal; 1 with a one-line message on stderr when the demo cannot start (the
     example config is missing or invalid, a port is busy). See :func:`run_demo` for the
-    parameters (all default to the example configuration's values).
+    parameters (all default to the example configuration's values; ``upstream_port``
+    :data:`ANY_PORT` picks a free one).
     """
     if not logging.getLogger().handlers:
         logging.basicConfig(
@@ -137,28 +144,40 @@ async def run_demo(
 ) -> None:
     """Serve the gateway and the demo upstream in this event loop until stopped.
 
-    ``config_path``: the configuration to serve (default :func:`find_example_config`); its
-    ``upstreams.app`` is where the demo upstream listens. ``gateway_port`` / ``upstream_port``
-    override the ports of ``server.listen`` (and ``public_url``) and of ``upstreams.app.url``.
+    ``config_path``: the configuration to serve (default :func:`find_example_config`, then
+    with a temporary ``server.data_dir``); its ``upstreams.app`` is where the demo upstream
+    listens. ``gateway_port`` / ``upstream_port`` override the ports of ``server.listen`` (and
+    ``public_url``) and of ``upstreams.app.url``; ``upstream_port`` :data:`ANY_PORT` lets the
+    system pick a free port for the upstream.
     Prints the URL, the demo credentials and paths to try to ``out`` (default stdout), then
     serves until ``stop`` is set or, with ``handle_signals``, SIGINT or SIGTERM arrives (a
     cancelled task stops too). Raises :class:`DemoError` when it cannot start, e.g. a busy port.
     """
     out = sys.stdout if out is None else out
     path = find_example_config() if config_path is None else config_path
-    settings = demo_settings(path, gateway_port=gateway_port, upstream_port=upstream_port)
+    any_port = upstream_port == ANY_PORT
+    settings = demo_settings(
+        path, gateway_port=gateway_port, upstream_port=None if any_port else upstream_port
+    )
     upstream_url = URL(settings.upstreams[DEMO_UPSTREAM].url)
     upstream_host = upstream_url.host or "127.0.0.1"
-    upstream_port_ = upstream_url.port or 80
     server = settings.server
     stop = asyncio.Event() if stop is None else stop
 
     async with contextlib.AsyncExitStack() as stack:
+        if config_path is None:
+            data_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="gateway-demo-"))
+            server = dataclasses.replace(server, data_dir=Path(data_dir))
+            settings = dataclasses.replace(settings, server=server)
         jwks_url = f"{_local_origin(server.listen_host, server.listen_port)}/.gateway/jwks.json"
         upstream = demo_upstream_app(
             jwks_url, token_header=settings.tokens.header, issuer=settings.tokens.issuer
         )
-        await _serve(stack, upstream, upstream_host, upstream_port_, "the demo upstream")
+        wanted = ANY_PORT if any_port else upstream_url.port or 80
+        bound = await _serve(stack, upstream, upstream_host, wanted, "the demo upstream")
+        if bound != upstream_url.port:
+            settings = _with_upstream_port(settings, bound)
+            upstream_url = URL(settings.upstreams[DEMO_UPSTREAM].url)
         try:
             bundle = build(settings, generate_key=True)
         except ConfigError as exc:
@@ -208,11 +227,16 @@ def demo_settings(
             tokens = dataclasses.replace(tokens, issuer=public_url)
         settings = dataclasses.replace(settings, server=server, tokens=tokens)
     if upstream_port is not None:
-        url = str(URL(upstream.url).with_port(upstream_port)).rstrip("/")
-        upstreams = dict(settings.upstreams)
-        upstreams[DEMO_UPSTREAM] = dataclasses.replace(upstream, url=url)
-        settings = dataclasses.replace(settings, upstreams=types.MappingProxyType(upstreams))
+        settings = _with_upstream_port(settings, upstream_port)
     return settings
+
+
+def _with_upstream_port(settings: Settings, port: int) -> Settings:
+    upstream = settings.upstreams[DEMO_UPSTREAM]
+    url = str(URL(upstream.url).with_port(port)).rstrip("/")
+    upstreams = dict(settings.upstreams)
+    upstreams[DEMO_UPSTREAM] = dataclasses.replace(upstream, url=url)
+    return dataclasses.replace(settings, upstreams=types.MappingProxyType(upstreams))
 
 
 def _local_origin(host: str, port: int) -> str:
@@ -226,7 +250,9 @@ def _local_origin(host: str, port: int) -> str:
 
 async def _serve(
     stack: contextlib.AsyncExitStack, app: web.Application, host: str, port: int, what: str
-) -> None:
+) -> int:
+    """Serve ``app`` on ``host:port`` until ``stack`` closes; returns the port it listens on
+    (the one the system picked for :data:`ANY_PORT`)."""
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=_STOP_TIMEOUT_S)
     await runner.setup()
     stack.push_async_callback(runner.cleanup)
@@ -235,13 +261,15 @@ async def _serve(
         await site.start()
     except OSError as exc:
         raise _listen_error(exc, host, port, what) from None
+    bound: int = runner.addresses[0][1]
+    return bound
 
 
 def _listen_error(exc: OSError, host: str, port: int, what: str) -> DemoError:
     if exc.errno == errno.EADDRINUSE:
         return DemoError(
             f"port {port} on {host} is already in use, so {what} cannot listen there "
-            "(is another gateway or demo running?)"
+            "(is another gateway or demo running? `gateway demo --port N` picks other ports)"
         )
     return DemoError(f"{what} cannot listen on {host}:{port}: {exc.strerror or exc}")
 
@@ -403,9 +431,7 @@ async def _show(request: web.Request) -> web.Response:
     )
 
 
-async def _received(
-    request: web.Request, jwks: _Jwks, options: _Options
-) -> dict[str, Any]:
+async def _received(request: web.Request, jwks: _Jwks, options: _Options) -> dict[str, Any]:
     path, _, query = request.raw_path.partition("?")
     headers = list(request.headers.items())
     return {
@@ -421,9 +447,7 @@ async def _received(
     }
 
 
-async def _token(
-    request: web.Request, jwks: _Jwks, options: _Options
-) -> dict[str, Any] | None:
+async def _token(request: web.Request, jwks: _Jwks, options: _Options) -> dict[str, Any] | None:
     name = options.token_header
     value = request.headers.get(name)
     if value is None:

@@ -12,11 +12,10 @@ What the upstream receives (CONTRACT section 4):
   else the upstream's), ``X-Forwarded-For/-Proto/-Host``, ``X-Request-ID``, ``X-Forwarded-Prefix``
   (when a prefix was stripped, as Traefik does) and finally ``ctx.add_headers``, which win.
 
-What the client receives: the upstream's status, reason and headers minus hop-by-hop ones, with a
-``Location`` / ``Content-Location`` that points at the upstream's own origin rewritten to
-``public_url`` (the upstream's base path replaced by the stripped prefix, like nginx's
-``proxy_redirect default``; root-relative paths are left alone, since an app that honours
-``X-Forwarded-Prefix`` already includes the prefix), and the body streamed as it is produced.
+What the client receives: the upstream's status, reason and headers minus hop-by-hop ones, with
+``Location`` / ``Content-Location`` and ``Set-Cookie`` paths mapped back under the stripped
+prefix and URLs on the upstream's own origin pointed at ``public_url`` (:mod:`gateway.rewrite`),
+and the body streamed as it is produced.
 If the upstream fails after the response head was sent, the client connection is aborted so the
 truncated body can never look complete.
 """
@@ -52,6 +51,7 @@ from gateway.headers import (
     normalised_names,
 )
 from gateway.http import is_websocket_upgrade, send_continue
+from gateway.rewrite import Mount, rewrite_response_headers
 from gateway.upstream.base import (
     UpstreamClient,
     UpstreamRequest,
@@ -65,7 +65,6 @@ log = logging.getLogger("gateway.proxy")
 BODILESS_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 """Methods whose requests carry no body in practice (CONTRACT section 4)."""
 
-_LOCATION_HEADERS = frozenset({"location", "content-location"})
 _REFUSED_DROP = frozenset({"content-length", "content-encoding"})
 # Close codes that must not be sent on the wire (RFC 6455 7.4.1): 0 is aiohttp's "no status".
 _NO_WIRE_CODE = frozenset({0, 1005, 1006, 1015})
@@ -202,9 +201,16 @@ async def _relay_response(
     prefix: str,
 ) -> web.StreamResponse:
     headers = filter_response_headers(upstream_response.headers, own_cookies=ctx.strip_cookies)
-    for i, (name, value) in enumerate(headers):
-        if name.lower() in _LOCATION_HEADERS:
-            headers[i] = (name, _rewrite_location(value, ctx.upstream.url, public_url, prefix))
+    mount = Mount(
+        upstream_url=ctx.upstream.url,
+        public_url=public_url,
+        prefix=prefix,
+        upstream_path=ctx.upstream_path,
+        request_host=ctx.client.host,
+        request_scheme=ctx.client.proto,
+        ignore_case=ctx.route.match.ignore_case,
+    )
+    rewrite_response_headers(headers, mount)
     if ctx.set_cookie is not None:
         headers.append(("Set-Cookie", ctx.set_cookie))
     complete = upstream_response.body_complete
@@ -347,45 +353,6 @@ def _upstream_origin(url: str) -> _Origin:
         base_path=parsed.raw_path.rstrip("/"),
         host_header=parsed.host_port_subcomponent or "",
     )
-
-
-def _rewrite_location(value: str, upstream_url: str, public_url: str, prefix: str) -> str:
-    """Point an absolute (or scheme-relative) URL on the upstream's own origin at ``public_url``.
-
-    The rest of the URL is kept byte-exact; the upstream's base path, if it has one and the URL
-    is under it, becomes the stripped ``prefix``. Anything else is returned unchanged.
-    """
-    origin = _upstream_origin(upstream_url)
-    if value.startswith("//"):
-        scheme, start = origin.scheme, 2
-    else:
-        sep = value.find("://")
-        if sep <= 0:
-            return value
-        scheme, start = value[:sep].lower(), sep + 3
-    end = len(value)
-    for delimiter in "/?#":
-        index = value.find(delimiter, start)
-        if index != -1 and index < end:
-            end = index
-    try:
-        authority = URL(f"{scheme}://{value[start:end]}")
-        same_origin = (
-            scheme == origin.scheme
-            and (authority.host or "").lower() == origin.host
-            and authority.port == origin.port
-        )
-    except ValueError:
-        return value
-    if not same_origin:
-        return value
-    rest = value[end:]
-    base = origin.base_path
-    if base and rest.startswith(base) and rest[len(base) : len(base) + 1] in ("", "/", "?", "#"):
-        rest = rest[len(base) :]
-    if not rest.startswith("/"):
-        rest = "/" + rest
-    return public_url + prefix + rest
 
 
 # --- WebSocket ---------------------------------------------------------------------------------
@@ -541,4 +508,3 @@ class _Relay:
                     return
         except ConnectionError:
             return  # dst is gone: the pump reading from it sees that and closes src
-

@@ -18,6 +18,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -34,6 +35,7 @@ from gateway.app import Gateway
 from gateway.bundle import build
 from gateway.config import load_settings
 from gateway.demo import (
+    ANY_PORT,
     DEMO_PASSWORDS,
     DemoError,
     demo_main,
@@ -212,6 +214,12 @@ def test_the_example_config_is_found_next_to_the_package():
     assert find_example_config() == REPO / "config.example.yaml"
 
 
+def test_the_package_links_to_the_one_example_config_at_the_root():
+    packaged = REPO / "gateway" / "config.example.yaml"
+    assert packaged.is_symlink()
+    assert packaged.resolve() == REPO / "config.example.yaml"
+
+
 def test_the_demo_passwords_match_the_example_users():
     settings = load_settings(REPO / "config.example.yaml")
     hashes = {user.username: user.password_hash for user in settings.users.entries}
@@ -341,6 +349,48 @@ async def test_run_demo_serves_until_stopped(example_copy):
         socket.create_connection(("127.0.0.1", port), timeout=1).close()
 
 
+async def test_the_bundled_demo_on_another_port_puts_the_upstream_on_a_free_port(
+    tmp_path, monkeypatch
+):
+    """``gateway demo --port N``: the package's example configuration, the gateway on N, the
+    demo upstream on whatever port the system gives, the key in a temporary data_dir."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    port = free_port()
+    out = io.StringIO()
+    stop = asyncio.Event()
+    task = asyncio.create_task(
+        run_demo(
+            gateway_port=port, upstream_port=ANY_PORT, out=out, stop=stop, handle_signals=False
+        )
+    )
+    try:
+        for _ in range(200):
+            if "Press Ctrl+C" in out.getvalue() or task.done():
+                break
+            await asyncio.sleep(0.05)
+        banner = out.getvalue()
+        assert "Press Ctrl+C" in banner, banner
+        assert f"config     {REPO / 'config.example.yaml'}" in banner
+        upstream = re.search(r"demo app on http://127\.0\.0\.1:(\d+)", banner)
+        assert upstream is not None and int(upstream[1]) not in (9000, port), banner
+        (data_dir,) = tmp_path.glob("gateway-demo-*")
+        assert (data_dir / "signing-key.pem").is_file()
+        cookies = aiohttp.CookieJar(unsafe=True)
+        url = f"http://127.0.0.1:{port}"
+        async with aiohttp.ClientSession(url, cookie_jar=cookies) as session:
+            login = {"username": "alice", "password": "wonderland"}
+            async with session.post("/.gateway/login", json=login) as resp:
+                assert resp.status == 200
+            async with session.get("/api/v1/hello", headers=JSON) as resp:
+                data = await resp.json()
+        assert data["token"]["verified"] is True, data
+        stop.set()
+        await asyncio.wait_for(task, 10)
+    finally:
+        task.cancel()
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize("busy", ["gateway", "upstream"])
 def test_a_busy_port_is_a_one_line_error_and_exit_1(example_copy, capsys, busy):
     port, upstream_port = free_port(), free_port()
@@ -354,7 +404,7 @@ def test_a_busy_port_is_a_one_line_error_and_exit_1(example_copy, capsys, busy):
     what = "the gateway" if busy == "gateway" else "the demo upstream"
     assert captured.err == (
         f"gateway demo: port {taken} on 127.0.0.1 is already in use, so {what} cannot listen "
-        "there (is another gateway or demo running?)\n"
+        "there (is another gateway or demo running? `gateway demo --port N` picks other ports)\n"
     )
     assert "Press Ctrl+C" not in captured.out
 

@@ -138,7 +138,10 @@ def test_two_stages_on_the_same_pinned_slim_base() -> None:
 
 def test_builder_makes_wheels_of_the_project_and_its_dependencies() -> None:
     copied = [i.arguments for i in _in(BUILDER, "COPY")]
-    assert copied == ["pyproject.toml README.md ./", "gateway ./gateway"]
+    assert copied == [
+        "pyproject.toml README.md LICENSE config.example.yaml ./",
+        "gateway ./gateway",
+    ]
     (run,) = _in(BUILDER, "RUN")
     assert re.fullmatch(r"pip wheel --no-cache-dir --wheel-dir /wheels \.", run.arguments)
 
@@ -349,7 +352,7 @@ def test_dockerignore_keeps_out(path: str) -> None:
 
 
 def test_dockerignore_sends_everything_the_builder_copies() -> None:
-    sources = ["pyproject.toml", "README.md"] + [
+    sources = ["pyproject.toml", "README.md", "LICENSE", "config.example.yaml"] + [
         path.relative_to(REPO).as_posix()
         for path in (REPO / "gateway").rglob("*")
         if path.is_file() and "__pycache__" not in path.parts

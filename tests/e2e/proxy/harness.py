@@ -117,6 +117,7 @@ class ProxyUpstream(Upstream):
             "/redirect": (get, _redirect),
             "/hop": (get, _hop),
             "/set-cookies": (get, _set_cookies),
+            "/cookie": (get, _cookie),
             "/head": (("*",), _head_or_get),
             "/ws": (get, self._websocket),
             "/ws-deny": (get, _websocket_deny),
@@ -264,6 +265,14 @@ async def _set_cookies(request: web.Request) -> web.Response:
         f"{SESSION_COOKIE}_other=kept; Path=/",
     ):
         response.headers.add("Set-Cookie", cookie)
+    return response
+
+
+async def _cookie(request: web.Request) -> web.Response:
+    """A ``Set-Cookie`` for each ``set`` in the query, as given."""
+    response = web.Response(text="cookie")
+    for value in request.query.getall("set"):
+        response.headers.add("Set-Cookie", value)
     return response
 
 
