@@ -5,7 +5,7 @@
 once per start and per reload, and every consumer (the server, ``gateway check``, ``gateway
 explain``) takes what it needs from it; nothing else reads users files or key files. Every
 problem, of the YAML or of a file it names, is raised together as one
-:class:`~gateway.config.ConfigError`.
+:class:`~gateway.config.ConfigError`, in file order.
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from gateway.config import ConfigError, ConfigIssue, load_settings
+from gateway.config import ConfigError, ConfigIssue
+from gateway.config.loader import check_settings
 from gateway.config.settings import Settings
 from gateway.identity.users import UserDirectory, load_users
 from gateway.routing import RouteTable
@@ -39,8 +40,20 @@ class Bundle:
 def load(
     path: str | Path, *, env: Mapping[str, str] | None = None, generate_key: bool = False
 ) -> Bundle:
-    """Read the configuration at ``path`` and everything it names (see :func:`build`)."""
-    return build(load_settings(path, env), generate_key=generate_key)
+    """Read the configuration at ``path`` and everything it names (see :func:`build`).
+
+    Every problem is reported in one :class:`ConfigError`, in file order: those of the YAML
+    and those of the files it names (users, secrets, signing keys) together, even when the YAML
+    has problems of its own. Nothing is written unless the configuration is valid.
+    """
+    checked = check_settings(path, env)
+    settings = checked.settings
+    if settings is None:
+        raise checked.error()
+    keys, problems = _keys(settings, generate=generate_key and not checked.issues)
+    if checked.issues or problems or keys is None:
+        raise checked.error(problems)
+    return _bundle(settings, keys)
 
 
 def build(settings: Settings, *, generate_key: bool = False) -> Bundle:
@@ -50,24 +63,31 @@ def build(settings: Settings, *, generate_key: bool = False) -> Bundle:
     ``server.data_dir``; without it nothing is written and an in-memory key stands in (see
     :func:`gateway.tokens.keys.load_keyset`). Raises :class:`ConfigError` with every problem.
     """
-    issues: list[ConfigIssue] = []
-    keys: KeySet | None = None
+    keys, problems = _keys(settings, generate=generate_key)
+    if problems or keys is None:
+        raise ConfigError(problems, source=settings.source)
+    return _bundle(settings, keys)
+
+
+def _keys(settings: Settings, *, generate: bool) -> tuple[KeySet | None, list[ConfigIssue]]:
+    """The signing keys, or every problem with them."""
     try:
-        keys = load_keyset(settings.tokens, settings.server.data_dir, generate=generate_key)
+        keys = load_keyset(settings.tokens, settings.server.data_dir, generate=generate)
     except KeyConfigError as exc:
-        issues.extend(ConfigIssue(path, message) for path, message in exc.issues)
-    if keys is not None and settings.tokens.api_tokens.enabled and keys.api_signing is None:
+        return None, [ConfigIssue(path, message) for path, message in exc.issues]
+    if settings.tokens.api_tokens.enabled and keys.api_signing is None:
         # SECURITY: an HMAC secret is shared with upstreams; a token it signs must not be a
         # credential the gateway accepts, so API tokens need a key only the gateway holds.
-        issues.append(
-            ConfigIssue(
-                "tokens.api_tokens.enabled",
-                "API tokens need a private key (signing_keys: - file: ...), not only HMAC "
-                "secrets, which upstreams also hold",
-            )
+        problem = ConfigIssue(
+            "tokens.api_tokens.enabled",
+            "API tokens need a private key (signing_keys: - file: ...), not only HMAC "
+            "secrets, which upstreams also hold",
         )
-    if issues or keys is None:
-        raise ConfigError(issues, source=settings.source)
+        return keys, [problem]
+    return keys, []
+
+
+def _bundle(settings: Settings, keys: KeySet) -> Bundle:
     routes = RouteTable(settings.routes)
     return Bundle(
         settings=settings,

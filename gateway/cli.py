@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from gateway import __version__
-from gateway.bundle import Bundle, build
+from gateway.bundle import Bundle, load
 from gateway.config import ConfigError, load_settings
 from gateway.config.settings import Settings
 from gateway.demo import ANY_PORT, demo_main
@@ -40,24 +40,22 @@ def _load_settings(arg: str | None) -> Settings | None:
         return None
 
 
-def _build(settings: Settings, *, generate_key: bool = False) -> Bundle | None:
-    """The configuration whole: the users and keys it names read and checked too."""
+def _load(arg: str | None, *, generate_key: bool = False) -> Bundle | None:
+    """The configuration whole: the users and keys it names read and checked too; every
+    problem of them all is printed, in file order."""
+    path = _config_path(arg)
     try:
-        return build(settings, generate_key=generate_key)
+        return load(path, generate_key=generate_key)
     except ConfigError as exc:
-        _print_issues(settings.source or _config_path(None), exc)
+        _print_issues(path, exc)
         return None
-
-
-def _load(arg: str | None) -> Bundle | None:
-    settings = _load_settings(arg)
-    return None if settings is None else _build(settings)
 
 
 def _print_issues(path: Path, exc: ConfigError) -> None:
     print(f"{path}: invalid configuration ({len(exc.issues)} error(s)):", file=sys.stderr)
     for issue in exc.issues:
-        print(f"  {issue}", file=sys.stderr)
+        line = f" (line {issue.line})" if issue.line is not None else ""
+        print(f"  {issue}{line}", file=sys.stderr)
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -92,20 +90,17 @@ _OWNS_METRICS_DIR = "GATEWAY_OWNS_METRICS_DIR"
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Serve (see :mod:`gateway.server`)."""
-    settings = _load_settings(args.config)
-    if settings is None:
+    # Before any worker starts, so that a generated key is created once and shared.
+    bundle = _load(args.config, generate_key=True)
+    if bundle is None:
         return 1
-    if settings.server.workers > 1 and MULTIPROC_ENV not in os.environ:
+    if bundle.settings.server.workers > 1 and MULTIPROC_ENV not in os.environ:
         # prometheus_client picks its storage when first imported, which loading the config
         # already did: start again with a shared metrics directory so every worker's counts
         # add up in one scrape.
         os.environ[MULTIPROC_ENV] = tempfile.mkdtemp(prefix="gateway-metrics-")
         os.environ[_OWNS_METRICS_DIR] = "1"
         os.execv(sys.executable, [sys.executable, "-m", "gateway", *sys.argv[1:]])  # noqa: S606
-    # Before any worker starts, so that a generated key is created once and shared.
-    bundle = _build(settings, generate_key=True)
-    if bundle is None:
-        return 1
     return serve(bundle)
 
 

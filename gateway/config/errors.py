@@ -16,6 +16,9 @@ class ConfigIssue:
     """Where the problem is: a YAML path (``routes[2].access.roles``) or a file position."""
     message: str
     """The rule that was broken and what was found instead."""
+    line: int | None = None
+    """The line of the configuration file the problem is written on (or under), when known;
+    ``None`` for a problem in a file the configuration names, or with nothing written."""
 
     def __str__(self) -> str:
         return f"{self.path}: {self.message}"

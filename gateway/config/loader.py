@@ -1,23 +1,22 @@
 """YAML text -> validated, frozen :class:`Settings`: parse, interpolate, validate, freeze.
 
-Every problem is collected and raised together in one :class:`ConfigError`.
+Every problem is collected and raised together in one :class:`ConfigError`, in file order.
+:func:`check_settings` goes on past them and returns what it could build, so that the files
+the configuration names (keys) can be checked in the same run (:func:`gateway.bundle.load`).
 """
 
 from __future__ import annotations
 
 import os
-import re
-from collections.abc import Hashable, Mapping
-from dataclasses import replace
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
 
-import yaml
-
-from gateway.config.errors import ConfigError, ConfigIssue, describe
+from gateway.config.document import SECTIONS, Document, parse
+from gateway.config.errors import ConfigError, ConfigIssue
 from gateway.config.interpolate import interpolate_tree
-from gateway.config.reader import ROOT, Context, Section
+from gateway.config.reader import Context, Section
 from gateway.config.routes import build_routes
 from gateway.config.server import build_server
 from gateway.config.session import build_session
@@ -26,7 +25,38 @@ from gateway.config.tokens import build_tokens
 from gateway.config.upstreams import build_upstreams
 from gateway.config.users import build_login, build_users
 
-KEYS = ("server", "session", "users", "login", "tokens", "upstreams", "routes")
+KEYS = SECTIONS
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Checked:
+    """A configuration validated as far as it goes: the settings, with defaults standing in for
+    invalid values, and every problem found, in file order."""
+
+    settings: Settings | None
+    """``None`` when the file could not be read or is not a YAML mapping."""
+    issues: tuple[ConfigIssue, ...]
+    source: Path | None = None
+    document: Document | None = None
+
+    def error(self, more: Iterable[ConfigIssue] = ()) -> ConfigError:
+        """These problems and ``more`` (found later, in the files the settings name), in file
+        order. One of ``more`` at, under or above a path already reported is left out: it is the
+        same mistake seen again (a secret file that could not be read is no key either)."""
+        reported = [issue.path for issue in self.issues]
+        later = [
+            issue
+            for issue in more
+            if not any(_within(issue.path, at) or _within(at, issue.path) for at in reported)
+        ]
+        issues = [*self.issues, *later]
+        if self.document is not None:
+            issues = self.document.place(issues)
+        return ConfigError(issues, source=self.source)
+
+
+def _within(path: str, ancestor: str) -> bool:
+    return path == ancestor or (path.startswith(ancestor) and path[len(ancestor)] in ".[:")
 
 
 def load_settings(path: str | Path, env: Mapping[str, str] | None = None) -> Settings:
@@ -36,16 +66,7 @@ def load_settings(path: str | Path, env: Mapping[str, str] | None = None) -> Set
     :data:`os.environ`) supplies ``${VAR}`` values. Raises :class:`ConfigError` listing every
     problem.
     """
-    source = Path(path)
-    try:
-        text = source.read_text(encoding="utf-8")
-    except OSError as exc:
-        issue = ConfigIssue(str(source), f"cannot read the configuration: {exc.strerror or exc}")
-        raise ConfigError([issue], source=source) from None
-    except UnicodeDecodeError as exc:
-        issue = ConfigIssue(str(source), f"not UTF-8 text (byte {exc.start})")
-        raise ConfigError([issue], source=source) from None
-    return load_settings_from_text(text, source=source, base_dir=source.absolute().parent, env=env)
+    return _settings_of(check_settings(path, env))
 
 
 def load_settings_from_text(
@@ -60,15 +81,50 @@ def load_settings_from_text(
     ``source`` is recorded in :attr:`Settings.source`. Relative file paths are taken from
     ``base_dir``, by default the directory of ``source``, else the current directory.
     """
+    return _settings_of(check_settings_text(text, source=source, base_dir=base_dir, env=env))
+
+
+def _settings_of(checked: Checked) -> Settings:
+    if checked.issues or checked.settings is None:
+        raise checked.error()
+    return checked.settings
+
+
+def check_settings(path: str | Path, env: Mapping[str, str] | None = None) -> Checked:
+    """Like :func:`load_settings`, but the problems are returned with what could be built."""
+    source = Path(path)
+    try:
+        text = source.read_text(encoding="utf-8")
+    except OSError as exc:
+        issue = ConfigIssue(str(source), f"cannot read the configuration: {exc.strerror or exc}")
+        return Checked(settings=None, issues=(issue,), source=source)
+    except UnicodeDecodeError as exc:
+        issue = ConfigIssue(str(source), f"not UTF-8 text (byte {exc.start})")
+        return Checked(settings=None, issues=(issue,), source=source)
+    return check_settings_text(text, source=source, base_dir=source.absolute().parent, env=env)
+
+
+def check_settings_text(
+    text: str,
+    *,
+    source: Path | None = None,
+    base_dir: Path | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Checked:
+    """Like :func:`load_settings_from_text`, but the problems are returned with what could be
+    built."""
     if base_dir is None:
         base_dir = source.absolute().parent if source is not None else Path.cwd()
-    document = _parse_yaml(text, source)
+    try:
+        document = parse(text, source)
+    except ConfigError as exc:
+        return Checked(settings=None, issues=tuple(exc.issues), source=source)
     ctx = Context(base_dir.absolute())
-    tree = interpolate_tree(document, os.environ if env is None else env, ctx.error)
+    ctx.issues.extend(document.issues)
+    tree = interpolate_tree(document.tree, os.environ if env is None else env, ctx.error)
     settings = _build(Section(ctx, "", tree, KEYS), source)
-    if ctx.issues:
-        raise ConfigError(_in_document_order(ctx.issues, document), source=source)
-    return settings
+    issues = tuple(document.place(ctx.issues))
+    return Checked(settings=settings, issues=issues, source=source, document=document)
 
 
 def _build(root: Section, source: Path | None) -> Settings:
@@ -100,7 +156,7 @@ def _check_audiences(ctx: Context, settings: Settings) -> None:
     issuer = settings.tokens.issuer
     for i, route in enumerate(settings.routes):
         audience = route.token.audience or route.upstream
-        if audience == issuer:
+        if audience and audience == issuer:  # "" stands for a value already reported
             where = "token.audience" if route.token.audience else "upstream"
             ctx.error(
                 f"routes[{i}].{where}",
@@ -119,65 +175,3 @@ def _warn(ctx: Context, settings: Settings) -> None:
     needs_login = any(route.access.kind in ("authenticated", "rules") for route in settings.routes)
     if needs_login and not users.entries:
         ctx.warn("users", "no users are configured, so nobody can sign in")
-
-
-def _in_document_order(issues: list[ConfigIssue], tree: dict[str, Any]) -> list[ConfigIssue]:
-    """Group issues by top-level section in the order the file has them (stable within one)."""
-    position = {key: index for index, key in enumerate(tree)}
-
-    def section_of(issue: ConfigIssue) -> int:
-        top = re.split(r"[.\[]", issue.path, maxsplit=1)[0]
-        return position.get(top, len(position))
-
-    return sorted(issues, key=section_of)
-
-
-_MERGE_TAG = "tag:yaml.org,2002:merge"
-
-
-class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader that rejects duplicate keys, which plain YAML loaders silently overwrite."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Hashable, Any]:
-        seen: set[Any] = set()
-        for key_node, _value in node.value:
-            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == _MERGE_TAG:
-                continue  # `<<:` merges may override keys on purpose
-            key = self.construct_object(key_node)
-            if key in seen:
-                raise yaml.constructor.ConstructorError(
-                    "while constructing a mapping",
-                    node.start_mark,
-                    f"found duplicate key {describe(key)}",
-                    key_node.start_mark,
-                )
-            seen.add(key)
-        return super().construct_mapping(node, deep=deep)
-
-
-def _parse_yaml(text: str, source: Path | None) -> dict[str, Any]:
-    try:
-        document = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
-    except yaml.MarkedYAMLError as exc:
-        raise ConfigError([_yaml_issue(exc)], source=source) from None
-    except yaml.YAMLError as exc:
-        raise ConfigError([ConfigIssue(ROOT, f"invalid YAML: {exc}")], source=source) from None
-    if document is None:
-        message = "the configuration is empty; it needs at least server, upstreams and routes"
-        raise ConfigError([ConfigIssue(ROOT, message)], source=source)
-    if not isinstance(document, dict):
-        message = f"expected a mapping of sections ({', '.join(KEYS)}), got {describe(document)}"
-        raise ConfigError([ConfigIssue(ROOT, message)], source=source)
-    return document
-
-
-def _yaml_issue(exc: yaml.MarkedYAMLError) -> ConfigIssue:
-    mark = exc.problem_mark or exc.context_mark
-    where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ROOT
-    message = f"invalid YAML: {exc.problem or 'syntax error'}"
-    if exc.context:
-        context_mark = exc.context_mark
-        shown = context_mark is not None and context_mark is not mark
-        at = f" at line {context_mark.line + 1}" if context_mark and shown else ""
-        message += f" ({exc.context}{at})"
-    return ConfigIssue(where, message)

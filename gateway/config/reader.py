@@ -11,20 +11,14 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from gateway.config import files
+from gateway.config.document import ROOT, join
 from gateway.config.errors import ConfigIssue, describe
 from gateway.config.interpolate import INVALID
 from gateway.config.values import Invalid, did_you_mean
 
 T = TypeVar("T")
 
-ROOT = "(top level)"
-
-
-def join(path: str, key: object) -> str:
-    """``routes`` + 2 -> ``routes[2]``; ``routes[2]`` + ``access`` -> ``routes[2].access``."""
-    if isinstance(key, int) and not isinstance(key, bool):
-        return f"{path}[{key}]"
-    return f"{path}.{key}" if path else str(key)
+__all__ = ["ROOT", "Context", "Section", "join"]
 
 
 class Context:

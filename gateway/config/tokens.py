@@ -102,6 +102,9 @@ def _signing_keys(section: Section) -> tuple[SigningKeySettings, ...]:
     for path, item in section.items("signing_keys", what):
         entry = Section(section.ctx, path, item, KEY_KEYS)
         if entry.broken:
+            # Reported; an empty entry keeps the others at their index, where the key files
+            # are read and reported even when the rest of the configuration has problems.
+            keys.append(SigningKeySettings())
             continue
         kid = entry.get("kid", None, values.text)
         if kid is not None:
@@ -112,6 +115,7 @@ def _signing_keys(section: Section) -> tuple[SigningKeySettings, ...]:
         if len(given) != 1:
             found = "both" if given else "neither"
             section.ctx.error(path, f"needs exactly one of file or hmac_secret_file, got {found}")
+            keys.append(SigningKeySettings(kid=kid))
             continue
         keys.append(
             SigningKeySettings(

@@ -46,9 +46,7 @@ def build_users(root: Section) -> UsersSettings:
     ctx = section.ctx
     sources = _Sources(ctx)
     for path, item in section.items("inline", "users"):
-        entry = user_entry(ctx, path, item)
-        if entry is not None:
-            sources.add(entry, where=path, username_at=f"{path}.username")
+        sources.add_item(path, item)
     users_file = section.file("file")
     if users_file is not None:
         sources.read_users_file(users_file)
@@ -61,13 +59,15 @@ def build_users(root: Section) -> UsersSettings:
     return UsersSettings(file=users_file, htpasswd=htpasswd, entries=tuple(sources.entries))
 
 
-def user_entry(ctx: Context, path: str, item: Any) -> UserEntry | None:
-    """The user entry at ``path``, or ``None`` when it has a problem (each one reported to
-    ``ctx``; a problem with a field of a user whose name is known says which user: ``user
-    "bob": expected an email address``). Messages never contain a password hash."""
+def user_entry(ctx: Context, path: str, item: Any) -> tuple[UserEntry | None, bool]:
+    """The user entry at ``path`` and whether it is valid. Each problem is reported to ``ctx``
+    (a problem with a field of a user whose name is known says which user: ``user "bob":
+    expected an email address``); messages never contain a password hash. An invalid entry is
+    still returned when its username is valid, so that it takes part in the check for
+    duplicates; it is ``None`` otherwise."""
     if not isinstance(item, Mapping):
         ctx.error(path, f"expected a mapping with username and password_hash, got {describe(item)}")
-        return None
+        return None, False
     found = Context(ctx.base_dir)
     section = Section(found, path, item, USER_KEYS)
     username = section.require("username", check_username)
@@ -84,7 +84,7 @@ def user_entry(ctx: Context, path: str, item: Any) -> UserEntry | None:
     for issue in found.issues:
         who = f"user {_quote(username)}: " if username is not None else ""
         ctx.error(issue.path, (who if issue.path.startswith(fields) else "") + issue.message)
-    return entry if not found.issues else None
+    return (entry if username is not None else None), not found.issues
 
 
 class _Sources:
@@ -95,7 +95,14 @@ class _Sources:
         self.entries: list[UserEntry] = []
         self._seen: dict[str, tuple[str, str]] = {}  # casefolded username -> (where, as written)
 
-    def add(self, entry: UserEntry, *, where: str, username_at: str) -> None:
+    def add_item(self, at: str, item: Any) -> None:
+        """The user entry ``item`` found at ``at`` (inline or in the users file)."""
+        entry, valid = user_entry(self.ctx, at, item)
+        if entry is not None:
+            self.add(entry, where=at, username_at=f"{at}.username", valid=valid)
+
+    def add(self, entry: UserEntry, *, where: str, username_at: str, valid: bool = True) -> None:
+        """Record ``entry``; one that is not ``valid`` (already reported) only claims its name."""
         folded = entry.username.casefold()
         if folded in self._seen:
             other_where, other = self._seen[folded]
@@ -111,7 +118,8 @@ class _Sources:
             self.ctx.error(username_at, message)
             return
         self._seen[folded] = (where, entry.username)
-        self.entries.append(entry)
+        if valid:
+            self.entries.append(entry)
 
     def read_users_file(self, path: Path) -> None:
         content = self._read("users.file", path)
@@ -131,10 +139,7 @@ class _Sources:
             )
             return
         for index, item in enumerate(data):
-            at = f"users.file[{index}]"
-            entry = user_entry(self.ctx, at, item)
-            if entry is not None:
-                self.add(entry, where=at, username_at=f"{at}.username")
+            self.add_item(f"users.file[{index}]", item)
 
     def read_htpasswd(self, path: Path) -> None:
         """``name:hash`` lines; blank lines and ``#`` comments are skipped; bcrypt only."""
@@ -159,9 +164,8 @@ class _Sources:
             problem = _htpasswd_hash_problem(password_hash)
             if problem is not None:
                 self.ctx.error(at, f"user {_quote(username)}: {problem}")
-                continue
             entry = UserEntry(username=username, password_hash=password_hash)
-            self.add(entry, where=at, username_at=at)
+            self.add(entry, where=at, username_at=at, valid=problem is None)
 
     def _read(self, at: str, path: Path) -> str | None:
         try:

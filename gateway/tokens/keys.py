@@ -185,7 +185,11 @@ def load_keyset(tokens: TokenSettings, data_dir: Path, *, generate: bool = True)
     seen: dict[str, str] = {}
     for index, entry in enumerate(tokens.signing_keys):
         path = f"tokens.signing_keys[{index}]"
-        at = f"{path}.file" if entry.file is not None else f"{path}.hmac_secret_file"
+        at = path
+        if entry.file is not None:
+            at = f"{path}.file"
+        elif entry.hmac_secret is not None:
+            at = f"{path}.hmac_secret_file"
         try:
             key = _load_entry(entry)
         except _Refused as exc:

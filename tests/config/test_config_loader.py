@@ -148,20 +148,37 @@ def test_missing_config_file_names_the_path(tmp_path: Path) -> None:
         ),
         ("server:\n  a: 1\n b: 2\n", "line 3, column 2: invalid YAML: expected <block end>"),
         ("server:\n\tlisten: x\n", "line 2, column 1: invalid YAML: found character '\\t'"),
-        (
-            "server: {}\nserver: {}\n",
-            'line 2, column 1: invalid YAML: found duplicate key "server"',
-        ),
         ("", "(top level): the configuration is empty"),
         ("# only a comment\n", "(top level): the configuration is empty"),
         ("- server\n", "(top level): expected a mapping of sections (server, session, users, "),
         ("just words", "(top level): expected a mapping of sections"),
     ],
-    ids=["flow-list", "indent", "tab", "duplicate-key", "empty", "comment-only", "list", "scalar"],
+    ids=["flow-list", "indent", "tab", "empty", "comment-only", "list", "scalar"],
 )
 def test_unusable_documents_are_reported_with_position(text: str, expected: str) -> None:
     [problem] = problems(text)
     assert problem.startswith(expected)
+
+
+def test_a_key_written_twice_is_reported_with_both_lines_and_the_rest_is_still_checked() -> None:
+    text = (
+        "server:\n"
+        "  public_url: http://127.0.0.1:8080\n"
+        "  workers: 0\n"
+        "upstreams: {app: {url: 'http://127.0.0.1:9000'}}\n"
+        "routes: [{name: all, match: {path_prefix: /}, upstream: app, access: public}]\n"
+        "server: {public_url: http://127.0.0.1:8080, workers: -1}\n"
+    )
+    with pytest.raises(ConfigError) as info:
+        load(text)
+    assert [(issue.line, str(issue)) for issue in info.value.issues] == [
+        (
+            6,
+            "server: this key is written twice (first at line 1); YAML keeps only this last "
+            "value, so remove or merge the other",
+        ),
+        (6, "server.workers: must be at least 1, got -1"),
+    ]
 
 
 def test_yaml_merge_keys_may_be_overridden_without_a_duplicate_key_error() -> None:

@@ -239,12 +239,13 @@ def test_five_mistakes_give_exactly_five_errors_each_with_its_path() -> None:
             "routes[0].match.path_regex": "^/x",
         }
     )
-    # Grouped by section in file order; session comes last in this generated document.
+    # In file order; session comes last in this generated document, a route's match before its
+    # upstream.
     assert [problem.split(":")[0] for problem in issues] == [
         "server.workers",
         "upstreams.app.url",
-        "routes[0].upstream",
         "routes[0].match",
+        "routes[0].upstream",
         "session.same_sit",
     ]
 

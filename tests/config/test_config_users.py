@@ -450,10 +450,11 @@ def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
 
     issues = issues_of(settings)
 
+    # In file order: the document is dumped with sorted keys (file, htpasswd, inline).
     assert [path for path, _ in issues] == [
-        "users.inline[0].password_hash",
         "users.file[0].password_hash",
         "users.htpasswd:1",
+        "users.inline[0].password_hash",
     ]
     for secret in (MD5_CRYPT, APR1):
         assert all(secret not in message for _, message in issues)
