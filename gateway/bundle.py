@@ -33,7 +33,8 @@ class Bundle:
     keys: KeySet
     routes: RouteTable
     warnings: tuple[str, ...]
-    """Non-fatal findings (the configuration's, routes that can never match), for
+    """Non-fatal findings (the configuration's, and the route table's: routes that can never
+    match, a strip_prefix that never applies, a prefix rule a laxer route undercuts), for
     ``gateway check`` and the start-up log."""
 
 
@@ -94,5 +95,5 @@ def _bundle(settings: Settings, keys: KeySet) -> Bundle:
         users=load_users(settings.users),
         keys=keys,
         routes=routes,
-        warnings=(*settings.warnings, *routes.shadowed()),
+        warnings=(*settings.warnings, *routes.warnings()),
     )

@@ -2,7 +2,10 @@
 
 :class:`RouteTable` picks the first route, in configuration order, whose ``match`` accepts the
 method, Host and path (the path as :func:`gateway.paths.matching_path` gives it).
-:func:`shadowed_routes` finds routes that can never be picked.
+:meth:`RouteTable.warnings` finds what the match rules make of a table that its author may not
+have meant: routes that can never be picked (:func:`shadowed_routes`), a ``strip_prefix`` that
+never applies, and a ``path_prefix`` rule whose resource is also served, under a suffix, by a
+laxer route.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from gateway.config.settings import RouteSettings
+from gateway.config.settings import AccessSettings, RouteSettings
 from gateway.errors import BadRequest
 from gateway.hosts import HostPattern, split_host
 from gateway.paths import normalise_path
@@ -162,6 +165,21 @@ class RouteTable:
                 return route.route
         return None
 
+    def warnings(self) -> list[str]:
+        """Every warning about the table, route by route: a route that never matches (see
+        :meth:`shadowed`), else a ``strip_prefix`` that never applies and a ``path_prefix``
+        whose resource a laxer route serves under a suffix."""
+        warnings: list[str] = []
+        for route in self._compiled:
+            shadow = self._shadow_of(route)
+            if shadow is not None:
+                warnings.append(shadow)
+                continue  # nothing else about a route that is never picked is worth saying
+            for found in (_strip_prefix_miss(route), self._suffix_leak(route)):
+                if found is not None:
+                    warnings.append(found)
+        return warnings
+
     def shadowed(self) -> list[str]:
         """Warnings for routes that can never match because an earlier route accepts all they
         would.
@@ -171,17 +189,57 @@ class RouteTable:
         request it would``. Conservative: a route is reported only when that is certain (regex
         against regex is only compared for identical patterns).
         """
-        warnings: list[str] = []
-        for later in self._compiled:
-            for earlier in self._compiled[: later.index]:
-                if _covers(earlier, later):
-                    warnings.append(
-                        f'routes[{later.index}] "{later.route.name}": never matches: route '
-                        f'"{earlier.route.name}" (routes[{earlier.index}]) matches every '
-                        "request it would"
-                    )
-                    break
-        return warnings
+        return [found for route in self._compiled if (found := self._shadow_of(route))]
+
+    def _shadow_of(self, later: _CompiledRoute) -> str | None:
+        for earlier in self._compiled[: later.index]:
+            if _covers(earlier, later):
+                return (
+                    f'routes[{later.index}] "{later.route.name}": never matches: route '
+                    f'"{earlier.route.name}" (routes[{earlier.index}]) matches every '
+                    "request it would"
+                )
+        return None
+
+    def _suffix_leak(self, route: _CompiledRoute) -> str | None:
+        """A warning when ``route`` is a ``path_prefix`` rule whose last segment, with a suffix
+        (``/notes/secrets.json``, ``/notes/secrets-x``), goes to a laxer route on the same
+        upstream.
+
+        Prefixes match whole segments, so such names are not under the rule; many apps serve the
+        same resource there (another format, a download). Said only when it is so: a route that
+        takes such a name for the same upstream and lets in someone this one keeps out. A table
+        that sends them to an equally strict route, to another upstream or to no route at all
+        (404) gets no warning.
+        """
+        if route.kind != "prefix" or route.pattern.endswith("/"):
+            return None  # "/" and "/static/" hold every name that begins with them
+        leaks: list[str] = []
+        taker: _CompiledRoute | None = None
+        for suffix in LEAK_SUFFIXES:
+            probe = route.pattern + suffix
+            other = next((o for o in self._compiled if _overlap(o, route, probe)), None)
+            if other is None or other.route.upstream != route.route.upstream:
+                continue
+            if not _laxer(other.route.access, route.route.access):
+                continue
+            if taker is None or other is taker:
+                taker = other
+                leaks.append(probe)
+        if taker is None:
+            return None
+        prefix = route.route.match.path_prefix or route.pattern
+        shown = " and ".join(f'"{leak}"' for leak in leaks[:2])
+        return (
+            f'routes[{route.index}] "{route.route.name}": path_prefix "{prefix}" covers whole '
+            f"path segments only ({prefix}, {prefix}/...): {shown} "
+            f'{"go" if len(leaks) > 1 else "goes"} to route "{taker.route.name}" '
+            f"(routes[{taker.index}], {_access_text(taker.route.access)}), a laxer rule on the "
+            f'same upstream "{route.route.upstream}". If the app serves the same resource there '
+            f"(as /x.json beside /x), use path_regex: '^{_regex_text(prefix)}.*' (every path "
+            "beginning with these characters), or have the app serve such forms under a trailing "
+            f"segment ({prefix}/data.json), which the prefix covers"
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -226,3 +284,126 @@ def _path_covers(a: _CompiledRoute, b: _CompiledRoute) -> bool:
         return a.kind == "prefix" and a.matches_path(b.pattern)
     # b is a regex: only an identical regex, at least as case-insensitive, is certain to cover it.
     return a.kind == "regex" and a.pattern == b.pattern and (a.ignore_case or not b.ignore_case)
+
+
+# --------------------------------------------------------------------------------------------
+# Prefix rules that leave suffixed names open; strip_prefix that never applies
+# --------------------------------------------------------------------------------------------
+
+LEAK_SUFFIXES = (".json", ".csv", ".txt", ".html", ".xml", "-x", "_x")
+"""What is appended to a ``path_prefix`` rule's last segment to look for the same resource
+under another name: formats apps commonly offer beside the plain path, and a sibling name."""
+
+_STRICTNESS = {"deny": 0, "rules": 1, "authenticated": 2, "public": 3}
+
+
+def _laxer(other: AccessSettings, than: AccessSettings) -> bool:
+    """Whether ``other`` lets in a caller that ``than`` keeps out."""
+    if other.kind == "rules" and than.kind == "rules":
+        return bool(other.roles - than.roles or other.users - than.users)
+    return _STRICTNESS[other.kind] > _STRICTNESS[than.kind]
+
+
+def _access_text(access: AccessSettings) -> str:
+    if access.kind != "rules":
+        return access.kind
+    names = [f"role {role}" for role in sorted(access.roles)]
+    names += [f"user {user}" for user in sorted(access.users)]
+    return ", ".join(names)
+
+
+def _overlap(other: _CompiledRoute, route: _CompiledRoute, path: str) -> bool:
+    """Whether ``other`` takes ``path`` for some request (method, Host) ``route`` also takes."""
+    methods = (other.methods, route.methods)
+    if methods[0] is not None and methods[1] is not None and not methods[0] & methods[1]:
+        return False
+    if (
+        other.host is not None
+        and route.host is not None
+        and not (other.host.covers(route.host) or route.host.covers(other.host))
+    ):
+        return False
+    return other.matches_path(path)
+
+
+def _strip_prefix_miss(route: _CompiledRoute) -> str | None:
+    """A warning when no path ``route`` matches begins with its ``strip_prefix`` (a whole
+    leading segment, as :func:`gateway.paths.strip_route_prefix` removes it), so the upstream
+    always receives the path unchanged."""
+    strip = route.route.strip_prefix
+    prefix = (strip or "").rstrip("/")
+    if not prefix:
+        return None  # none, or "/": nothing to remove
+    if route.ignore_case:
+        prefix = prefix.lower()
+    if route.kind == "regex":
+        start = _literal_start(route.pattern)
+        start = start.lower() if route.ignore_case else start
+        # Every match begins with `start`; what follows it is unknown.
+        possible = prefix.startswith(start) or start.startswith(prefix + "/")
+    elif route.kind == "path":
+        possible = route.pattern == prefix or route.pattern.startswith(prefix + "/")
+    else:
+        pattern = route.pattern
+        below = pattern if pattern.endswith("/") else pattern + "/"
+        possible = (
+            pattern.rstrip("/") == prefix
+            or pattern.startswith(prefix + "/")
+            or prefix.startswith(below)
+        )
+    if possible:
+        return None
+    match = route.route.match
+    kind, value = next(
+        (key, found)
+        for key, found in (
+            ("path", match.path),
+            ("path_prefix", match.path_prefix),
+            ("path_regex", match.path_regex),
+        )
+        if found is not None
+    )
+    return (
+        f'routes[{route.index}] "{route.route.name}": strip_prefix "{strip}" is never removed: '
+        f'no path the route matches ({kind} "{value}") begins with it. strip_prefix removes '
+        "whole leading segments of the path the route matched, so it is the route's own "
+        f'prefix or the start of it (e.g. path_prefix "/app" with strip_prefix "/app")'
+    )
+
+
+def _regex_text(path: str) -> str:
+    """A regex matching ``path`` literally, as a YAML single-quoted string holds it."""
+    escaped = "".join(f"\\{char}" if char in _REGEX_SPECIAL else char for char in path)
+    return escaped.replace("'", "''")
+
+
+_REGEX_SPECIAL = frozenset(".^$*+?{}[]\\|()")
+
+
+def _literal_start(pattern: str) -> str:
+    """Characters every match of ``pattern`` begins with (``"/api/v"`` for ``^/api/v[0-9]+/.*``);
+    ``""`` when unsure (alternatives, groups, inline flags)."""
+    if "|" in pattern:
+        return ""
+    text = pattern.removeprefix("^")
+    start: list[str] = []
+    index = 0
+    while index < len(text):
+        char = text[index]
+        if char == "\\":
+            literal = text[index + 1 : index + 2]
+            if not literal or literal.isalnum():
+                break  # a class (\d, \w) or an anchor, not a character
+            width = 2
+        elif char in _REGEX_SPECIAL:
+            break
+        else:
+            literal, width = char, 1
+        after = text[index + width : index + width + 1]
+        if after and after in "*?{":
+            break  # may be absent or repeated
+        start.append(literal)
+        index += width
+        if after == "+":
+            break
+    return "".join(start)

@@ -14,7 +14,7 @@ from pathlib import Path
 from types import MappingProxyType
 
 from gateway.config.document import SECTIONS, Document, parse
-from gateway.config.errors import ConfigError, ConfigIssue
+from gateway.config.errors import ConfigError, ConfigIssue, describe
 from gateway.config.interpolate import interpolate_tree
 from gateway.config.reader import Context, Section
 from gateway.config.routes import build_routes
@@ -24,6 +24,7 @@ from gateway.config.settings import Settings
 from gateway.config.tokens import build_tokens
 from gateway.config.upstreams import build_upstreams
 from gateway.config.users import build_login, build_users
+from gateway.config.values import did_you_mean
 
 KEYS = SECTIONS
 
@@ -175,3 +176,19 @@ def _warn(ctx: Context, settings: Settings) -> None:
     needs_login = any(route.access.kind in ("authenticated", "rules") for route in settings.routes)
     if needs_login and not users.entries:
         ctx.warn("users", "no users are configured, so nobody can sign in")
+    else:
+        _warn_unknown_users(ctx, settings)
+
+
+def _warn_unknown_users(ctx: Context, settings: Settings) -> None:
+    """A rule naming a user that no source defines lets nobody in by that name: most often a
+    typo, or a user still to be added (usernames are compared exactly, letter case included)."""
+    known = [entry.username for entry in settings.users.entries]
+    names = set(known)
+    for i, route in enumerate(settings.routes):
+        for username in sorted(route.access.users - names):
+            ctx.warn(
+                f"routes[{i}].access.users",
+                f"no user {describe(username)} is defined in users{did_you_mean(username, known)}; "
+                "this rule lets nobody in by that name",
+            )

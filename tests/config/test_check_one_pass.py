@@ -1,4 +1,7 @@
-"""`gateway check` reports every problem in one run, in file order."""
+"""`gateway check` reports every problem in one run, in file order, and warns about route tables
+that do not do what they seem to: rules naming users nobody defined, a ``strip_prefix`` that is
+never removed, a ``path_prefix`` rule whose resource a laxer route serves under a suffix, and
+cookie sessions with several workers."""
 
 from __future__ import annotations
 
@@ -6,12 +9,14 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
 from gateway.bundle import load
 from gateway.config import ConfigError
-from tests.configs import USERS, config, dump, route
+from tests.configs import USERS, config, dump, route, session_config
 
 REPO = Path(__file__).resolve().parents[2]
 HASH = USERS["alice"]["password_hash"]
@@ -194,3 +199,263 @@ def test_a_secret_that_cannot_be_read_is_reported_once(tmp_path: Path) -> None:
     [issue] = raised.value.issues
     assert issue.path == "tokens.signing_keys[0].hmac_secret_file"
     assert "cannot read" in issue.message
+
+
+# --- warnings ------------------------------------------------------------------------------
+
+
+def warnings_of(tmp_path: Path, document: dict[str, Any]) -> list[str]:
+    path = tmp_path / "gateway.yaml"
+    path.write_text(dump(document))
+    # The test users' hashes are cheap on purpose, which has a warning of its own.
+    return [w for w in load(path).warnings if not w.startswith("users: ")]
+
+
+def document(tmp_path: Path, routes: list[dict[str, Any]], **sections: Any) -> dict[str, Any]:
+    """Users alice and bob; the upstreams the routes name (``app``, ``other``)."""
+    ports = {"app": 9000, "other": 9001}
+    return config(
+        {item["upstream"]: f"http://127.0.0.1:{ports[item['upstream']]}" for item in routes},
+        routes,
+        users={"inline": [USERS["alice"], USERS["bob"]]},
+        data_dir=tmp_path / "state",
+        **sections,
+    )
+
+
+def test_a_rule_naming_a_user_nobody_defined_is_warned_about(tmp_path: Path) -> None:
+    routes = [
+        route("ops", prefix="/ops", access={"users": ["alice", "bbo"]}),
+        route(
+            "x",
+            prefix="/x",
+            access={"roles": ["admin"], "users": ["Alice", "zed"]},
+            upstream="other",
+        ),
+    ]
+    warnings = warnings_of(tmp_path, document(tmp_path, routes))
+    assert warnings == [
+        "routes[0].access.users: no user \"bbo\" is defined in users (did you mean 'bob'?); this "
+        "rule lets nobody in by that name",
+        "routes[1].access.users: no user \"Alice\" is defined in users (did you mean 'alice'?); "
+        "this rule lets nobody in by that name",
+        'routes[1].access.users: no user "zed" is defined in users; this rule lets nobody in by '
+        "that name",
+    ]
+
+
+def test_users_from_every_source_count_as_defined(tmp_path: Path) -> None:
+    (tmp_path / "users.yaml").write_text(yaml.safe_dump([USERS["carol"]]))
+    routes = [route("ops", access={"users": ["alice", "carol"]})]
+    doc = document(tmp_path, routes)
+    doc["users"]["file"] = str(tmp_path / "users.yaml")
+    assert warnings_of(tmp_path, doc) == []
+
+
+@pytest.mark.parametrize(
+    ("match", "strip"),
+    [
+        ({"path_prefix": "/simple"}, "/pypi"),
+        ({"path_prefix": "/apix"}, "/api"),
+        ({"path_prefix": "/static/"}, "/stat"),
+        ({"path": "/health"}, "/api"),
+        ({"path": "/api-docs"}, "/api"),
+        ({"path_regex": "^/v[0-9]+/.*"}, "/api"),
+        ({"path_prefix": "/API"}, "/api"),
+    ],
+    ids=[
+        "other-prefix",
+        "part-of-a-segment",
+        "part-of-a-directory",
+        "path",
+        "path-not-segment",
+        "regex-literal-start",
+        "letter-case",
+    ],
+)
+def test_a_strip_prefix_that_is_never_removed_is_warned_about(
+    tmp_path: Path, match: dict[str, Any], strip: str
+) -> None:
+    routes = [route("r", match=match, strip_prefix=strip)]
+    [warning] = warnings_of(tmp_path, document(tmp_path, routes))
+    kind, value = next(iter(match.items()))
+    assert warning.startswith(
+        f'routes[0] "r": strip_prefix "{strip}" is never removed: no path the route matches '
+        f'({kind} "{value}") begins with it.'
+    )
+
+
+@pytest.mark.parametrize(
+    ("match", "strip"),
+    [
+        ({"path_prefix": "/pypi"}, "/pypi"),
+        ({"path_prefix": "/pypi/"}, "/pypi"),
+        ({"path_prefix": "/api/v1"}, "/api"),
+        ({"path_prefix": "/api"}, "/api/v1"),
+        ({"path_prefix": "/"}, "/api"),
+        ({"path": "/api/health"}, "/api"),
+        ({"path": "/api"}, "/api"),
+        ({"path_regex": "/api/v[0-9]+/.*"}, "/api"),
+        ({"path_regex": "^/ap.*"}, "/api"),
+        ({"path_regex": "(?i)/x/.*"}, "/api"),
+        ({"path_regex": "^/(a|b)/.*"}, "/a"),
+        ({"path_prefix": "/API", "ignore_case": True}, "/api"),
+        ({"path_prefix": "/api"}, "/"),
+    ],
+    ids=[
+        "same",
+        "directory",
+        "parent",
+        "deeper",
+        "everything",
+        "path-under",
+        "path-equal",
+        "regex",
+        "regex-may-start-with-it",
+        "regex-flags",
+        "regex-alternatives",
+        "ignore-case",
+        "root",
+    ],
+)
+def test_a_strip_prefix_that_can_be_removed_is_not_warned_about(
+    tmp_path: Path, match: dict[str, Any], strip: str
+) -> None:
+    routes = [route("r", match=match, strip_prefix=strip)]
+    assert warnings_of(tmp_path, document(tmp_path, routes)) == []
+
+
+def test_a_prefix_rule_a_laxer_route_undercuts_with_a_suffix_is_warned_about(
+    tmp_path: Path,
+) -> None:
+    routes = [
+        route("secrets", prefix="/notes/secrets", access={"users": ["alice"]}),
+        route("notes", prefix="/notes", access="authenticated"),
+    ]
+    [warning] = warnings_of(tmp_path, document(tmp_path, routes))
+    assert warning == (
+        'routes[0] "secrets": path_prefix "/notes/secrets" covers whole path segments only '
+        '(/notes/secrets, /notes/secrets/...): "/notes/secrets.json" and "/notes/secrets.csv" go '
+        'to route "notes" (routes[1], authenticated), a laxer rule on the same upstream "app". '
+        "If the app serves the same resource there (as /x.json beside /x), use path_regex: "
+        "'^/notes/secrets.*' (every path beginning with these characters), or have the app "
+        "serve such forms under a trailing segment (/notes/secrets/data.json), which the prefix "
+        "covers"
+    )
+
+
+@pytest.mark.parametrize(
+    ("strict", "lax"),
+    [
+        ("deny", "public"),
+        ({"roles": ["admin"]}, "authenticated"),
+        ({"roles": ["admin"]}, {"roles": ["admin", "ops"]}),
+        ("authenticated", "public"),
+    ],
+    ids=["deny-public", "roles-authenticated", "more-roles", "authenticated-public"],
+)
+def test_laxer_catch_alls_undercut_a_prefix_rule(tmp_path: Path, strict: Any, lax: Any) -> None:
+    routes = [route("admin", prefix="/admin", access=strict), route("rest", access=lax)]
+    [warning] = warnings_of(tmp_path, document(tmp_path, routes))
+    assert warning.startswith('routes[0] "admin": path_prefix "/admin" covers whole path')
+    assert '"/admin.json"' in warning and 'route "rest" (routes[1]' in warning
+
+
+def test_a_sibling_name_alone_is_enough(tmp_path: Path) -> None:
+    # Only "-x" and "_x" names fall through: ".ext" ones are taken by a strict regex route.
+    routes = [
+        route("dot", match={"path_regex": r"^/admin\..*"}, access="deny"),
+        route("admin", prefix="/admin", access="deny"),
+        route("rest", access="public"),
+    ]
+    [warning] = warnings_of(tmp_path, document(tmp_path, routes))
+    assert '"/admin-x" and "/admin_x" go to route "rest"' in warning
+
+
+@pytest.mark.parametrize(
+    "routes",
+    [
+        # The laxer route forwards to another app: a different resource.
+        [route("admin", prefix="/admin", access="deny"), route("rest", upstream="other")],
+        # As strict, or stricter.
+        [
+            route("admin", prefix="/admin", access={"roles": ["admin", "ops"]}),
+            route("rest", access={"roles": ["admin"]}),
+        ],
+        [route("admin", prefix="/admin", access="authenticated"), route("rest", access="deny")],
+        # Nothing takes the suffixed names: 404.
+        [route("admin", prefix="/admin", access="deny"), route("docs", prefix="/docs")],
+        # Taken care of: a regex as strict as the prefix rule catches them first.
+        [
+            route("admin-any", match={"path_regex": "^/admin.*"}, access="deny"),
+            route("admin", prefix="/admin", access="deny"),
+            route("rest"),
+        ],
+        # A directory prefix and the root hold every name that begins with them.
+        [route("assets", prefix="/static/", access="deny"), route("rest")],
+        # The laxer route takes other methods, or another host.
+        [
+            route("admin", match={"path_prefix": "/admin", "methods": ["GET"]}, access="deny"),
+            route("hook", match={"path_prefix": "/", "methods": ["POST"]}),
+        ],
+        [
+            route("admin", match={"path_prefix": "/admin", "host": "a.example.com"}, access="deny"),
+            route("b", match={"path_prefix": "/", "host": "b.example.com"}),
+        ],
+        # The same access.
+        [route("admin", prefix="/admin", access="public"), route("rest", access="public")],
+    ],
+    ids=[
+        "other-upstream",
+        "as-strict",
+        "stricter",
+        "no-route",
+        "regex-first",
+        "directory",
+        "other-methods",
+        "other-host",
+        "same-access",
+    ],
+)
+def test_prefix_rules_nothing_undercuts_are_not_warned_about(
+    tmp_path: Path, routes: list[dict[str, Any]]
+) -> None:
+    assert warnings_of(tmp_path, document(tmp_path, routes)) == []
+
+
+@pytest.mark.parametrize(
+    ("backend", "workers", "warned"),
+    [("cookie", 2, True), ("cookie", 1, False), ("redis", 2, False)],
+)
+def test_cookie_sessions_with_several_workers_are_warned_about(
+    tmp_path: Path, backend: str, workers: int, warned: bool
+) -> None:
+    session = session_config(backend, redis_url="redis://127.0.0.1:6379/0", redis_prefix="t:")
+    routes = [route("all", access="authenticated")]
+    doc = document(tmp_path, routes, session=session, server={"workers": workers})
+    warnings = warnings_of(tmp_path, doc)
+    assert bool(warnings) is warned
+    if warned:
+        [warning] = warnings
+        assert warning.startswith('session.backend: "cookie" with server.workers = 2: a logout')
+
+
+def test_gateway_check_prints_every_warning_and_exits_0(tmp_path: Path) -> None:
+    routes = [
+        route("secrets", prefix="/notes/secrets", access={"users": ["alice", "bbo"]}),
+        route("notes", prefix="/notes", access="authenticated"),
+        route("pypi", prefix="/simple", upstream="other", strip_prefix="/pypi"),
+    ]
+    doc = document(tmp_path, routes, session=session_config("cookie"), server={"workers": 2})
+    path = tmp_path / "gateway.yaml"
+    path.write_text(dump(doc))
+    result = gateway("check", "-c", str(path), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    warnings = [line for line in result.stdout.splitlines() if line.startswith("warning: ")]
+    assert [w.split(":")[1].strip() for w in warnings if not w.startswith("warning: users: ")] == [
+        "session.backend",
+        "routes[0].access.users",
+        'routes[0] "secrets"',
+        'routes[2] "pypi"',
+    ]
+    assert result.stdout.splitlines()[-1].startswith("configuration OK: 3 route(s)")
