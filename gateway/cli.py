@@ -23,7 +23,7 @@ from gateway.ops import MULTIPROC_ENV
 from gateway.passwords import hash_password
 from gateway.revoke_cli import RevokeError, revoke_user
 from gateway.server import serve
-from gateway.tokens import generate_private_key, write_private_key
+from gateway.tokens import generate_hmac_secret, generate_private_key, write_private_key
 
 
 def _config_path(arg: str | None) -> Path:
@@ -104,17 +104,31 @@ def cmd_run(args: argparse.Namespace) -> int:
     return serve(bundle)
 
 
+MIN_PASSWORD_CHARS = 8
+"""Shortest password ``gateway hash-password`` hashes without ``--allow-short``."""
+
+
 def cmd_hash_password(args: argparse.Namespace) -> int:
-    """Read a password (no echo on a TTY, else one line from stdin); print an argon2id hash."""
-    if sys.stdin.isatty():
+    """Read a password (no echo on a TTY, else one line from stdin); print an argon2id hash.
+
+    Refuses one shorter than :data:`MIN_PASSWORD_CHARS` characters unless ``--allow-short``."""
+    tty = sys.stdin.isatty()
+    if tty:
         password = getpass.getpass("Password: ")
-        if getpass.getpass("Again: ") != password:
-            print("gateway hash-password: the passwords differ", file=sys.stderr)
-            return 1
     else:
         password = sys.stdin.readline().removesuffix("\n").removesuffix("\r")
     if not password:
         print("gateway hash-password: empty password", file=sys.stderr)
+        return 1
+    if len(password) < MIN_PASSWORD_CHARS and not args.allow_short:
+        print(
+            f"gateway hash-password: the password has {len(password)} characters; use at "
+            f"least {MIN_PASSWORD_CHARS} (or --allow-short to hash it anyway)",
+            file=sys.stderr,
+        )
+        return 1
+    if tty and getpass.getpass("Again: ") != password:
+        print("gateway hash-password: the passwords differ", file=sys.stderr)
         return 1
     try:
         print(hash_password(password))
@@ -125,14 +139,25 @@ def cmd_hash_password(args: argparse.Namespace) -> int:
 
 
 def cmd_keys_generate(args: argparse.Namespace) -> int:
-    """Write a new private signing key (PEM, mode 0600) and print its kid."""
-    pem, kid = generate_private_key(args.alg)
+    """Write a new private signing key (PEM, mode 0600) and print its kid; with ``--alg HS256``
+    a 32-byte random secret for ``hmac_secret_file`` instead (``--out`` required)."""
+    if args.alg == "HS256":
+        if args.out is None:
+            print(
+                "gateway keys generate: an HS256 secret is 32 raw bytes, not text: give "
+                "--out FILE (written with mode 0600)",
+                file=sys.stderr,
+            )
+            return 1
+        key, kid = generate_hmac_secret()
+    else:
+        key, kid = generate_private_key(args.alg)
     if args.out is None:
-        sys.stdout.write(pem.decode("ascii"))
+        sys.stdout.write(key.decode("ascii"))
         print(f"kid: {kid}", file=sys.stderr)
         return 0
     try:
-        write_private_key(Path(args.out), pem, overwrite=args.force)
+        write_private_key(Path(args.out), key, overwrite=args.force)
     except FileExistsError:
         print(
             f"gateway keys generate: {args.out} exists (use --force to replace it)", file=sys.stderr
@@ -254,6 +279,11 @@ def build_parser() -> argparse.ArgumentParser:
     hash_pw = sub.add_parser(
         "hash-password", help="read a password and print an argon2id hash for users.*"
     )
+    hash_pw.add_argument(
+        "--allow-short",
+        action="store_true",
+        help=f"hash a password shorter than {MIN_PASSWORD_CHARS} characters too",
+    )
     hash_pw.set_defaults(func=cmd_hash_password)
 
     sessions = sub.add_parser("sessions", help="sessions of running gateways")
@@ -267,9 +297,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     keys = sub.add_parser("keys", help="signing keys")
     keys_sub = keys.add_subparsers(dest="keys_command", metavar="COMMAND", required=True)
-    generate = keys_sub.add_parser("generate", help="write a new private signing key")
-    generate.add_argument("--alg", choices=("EdDSA", "ES256", "RS256"), default="EdDSA")
-    generate.add_argument("--out", help="PEM file to write (mode 0600); default: stdout")
+    generate = keys_sub.add_parser(
+        "generate", help="write a new private signing key, or an HS256 secret"
+    )
+    generate.add_argument("--alg", choices=("EdDSA", "ES256", "RS256", "HS256"), default="EdDSA")
+    generate.add_argument(
+        "--out",
+        help="file to write (mode 0600): a PEM private key, default stdout; with HS256 (required) "
+        "32 random bytes for tokens.signing_keys[].hmac_secret_file",
+    )
     generate.add_argument("--force", action="store_true", help="replace an existing --out file")
     generate.set_defaults(func=cmd_keys_generate)
     return parser

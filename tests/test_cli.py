@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import io
+import socket
 from pathlib import Path
 
 import pytest
 
+from gateway.bundle import load as load_bundle
 from gateway.cli import main
+from gateway.config.files import read_secret
+from gateway.passwords import verify_password
+from gateway.tokens import generate_hmac_secret
+from tests.configs import config, dump, route
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -145,6 +152,101 @@ def test_keys_generate_never_overwrites_a_key_without_force(tmp_path, capsys):
     assert out.read_bytes() == before
     assert main(["keys", "generate", "--out", str(out), "--force"]) == 0
     assert out.read_bytes() != before
+
+
+@pytest.mark.parametrize("password", ["1234567", "ééééééé"], ids=["7 ascii", "7 accented"])
+def test_hash_password_refuses_fewer_than_8_characters(monkeypatch, capsys, password):
+    monkeypatch.setattr("sys.stdin", io.StringIO(password + "\n"))
+    assert main(["hash-password"]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == (
+        "gateway hash-password: the password has 7 characters; use at least 8 "
+        "(or --allow-short to hash it anyway)\n"
+    )
+
+
+def test_hash_password_hashes_8_characters_and_a_short_one_with_allow_short(monkeypatch, capsys):
+    monkeypatch.setattr("sys.stdin", io.StringIO("12345678\n"))
+    assert main(["hash-password"]) == 0
+    assert verify_password(capsys.readouterr().out.strip(), "12345678")
+    monkeypatch.setattr("sys.stdin", io.StringIO("short\n"))
+    assert main(["hash-password", "--allow-short"]) == 0
+    assert verify_password(capsys.readouterr().out.strip(), "short")
+
+
+def test_keys_generate_hs256_writes_a_secret_the_config_accepts_as_hmac_secret_file(
+    tmp_path, capsys
+):
+    out = tmp_path / "keys" / "hs256.secret"
+    out.parent.mkdir()
+    assert main(["keys", "generate", "--alg", "HS256", "--out", str(out)]) == 0
+    kid = capsys.readouterr().out.strip()
+    assert out.stat().st_mode & 0o777 == 0o600
+    assert len(out.read_bytes()) == 32
+    document = config(
+        "http://127.0.0.1:9",
+        [route("all")],
+        data_dir=tmp_path / "data",
+        tokens={"signing_keys": [{"hmac_secret_file": str(out)}]},
+    )
+    path = tmp_path / "config.yaml"
+    path.write_text(dump(document))
+    assert main(["check", "-c", str(path)]) == 0
+    signing = load_bundle(path).keys.signing
+    assert (signing.alg, signing.kid) == ("HS256", kid)
+    assert kid.startswith("hs256-")
+
+
+def test_generated_hs256_secrets_never_end_in_the_newline_the_loader_strips(tmp_path):
+    # Without the guard, about one secret in 256 ends in "\n": 2000 draws miss it rarely.
+    path = tmp_path / "secret"
+    for _ in range(2000):
+        secret, _kid = generate_hmac_secret()
+        path.write_bytes(secret)
+        assert read_secret(path, min_bytes=32) == secret
+
+
+def test_keys_generate_hs256_never_overwrites_without_force(tmp_path, capsys):
+    out = tmp_path / "hs256.secret"
+    assert main(["keys", "generate", "--alg", "HS256", "--out", str(out)]) == 0
+    before = out.read_bytes()
+    assert main(["keys", "generate", "--alg", "HS256", "--out", str(out)]) == 1
+    assert f"{out} exists (use --force to replace it)" in capsys.readouterr().err
+    assert out.read_bytes() == before
+    assert main(["keys", "generate", "--alg", "HS256", "--out", str(out), "--force"]) == 0
+    assert out.read_bytes() != before
+    assert out.stat().st_mode & 0o777 == 0o600
+
+
+def test_keys_generate_hs256_needs_out(capsys):
+    assert main(["keys", "generate", "--alg", "HS256"]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "give --out FILE" in captured.err
+
+
+def test_demo_on_a_busy_port_is_one_line_and_exit_1(capsys):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        assert main(["demo", "--port", str(port)]) == 1
+    captured = capsys.readouterr()
+    assert captured.err == (
+        f"gateway demo: port {port} on 127.0.0.1 is already in use, so the gateway cannot "
+        "listen there (is another gateway or demo running? `gateway demo --port N` picks other "
+        "ports)\n"
+    )
+    assert "Press Ctrl+C" not in captured.out
+
+
+@pytest.mark.parametrize("port", ["0", "65536", "http"])
+def test_demo_port_must_be_a_port_number(capsys, port):
+    with pytest.raises(SystemExit) as exc:
+        main(["demo", "--port", port])
+    assert exc.value.code == 2
+    assert "expected a port number from 1 to 65535" in capsys.readouterr().err
 
 
 def test_explain_prints_route_decision_upstream_and_claims(capsys, monkeypatch, tmp_path):

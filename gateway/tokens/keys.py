@@ -391,6 +391,18 @@ def generate_private_key(alg: AsymmetricAlgorithm = "EdDSA") -> tuple[bytes, str
     return pem, jwk_thumbprint(_public_members(key, alg))
 
 
+def generate_hmac_secret() -> tuple[bytes, str]:
+    """A new HS256 secret for ``hmac_secret_file`` and its kid (as the loader derives it).
+
+    ``MIN_HMAC_SECRET_BYTES`` (32) random bytes, the last never a newline: the file reader
+    strips one trailing newline, which would leave 31 bytes, too few.
+    """
+    while True:
+        secret = secrets.token_bytes(MIN_HMAC_SECRET_BYTES)
+        if not secret.endswith(b"\n"):
+            return secret, _hmac_key(secret).kid
+
+
 def write_private_key(
     path: Path, pem: bytes, *, overwrite: bool = False, make_parents: bool = False
 ) -> None:
