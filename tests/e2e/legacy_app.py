@@ -3,8 +3,8 @@ built on nothing but the standard library's ``http.server``; ``python legacy_app
 
 It answers the way such apps do: redirects to relative references (``simple/``), to absolute
 paths (``/simple/``), to absolute URLs built from ``X-Forwarded-Host`` (else ``Host``) or from
-its own address, and cookies with ``Path=/`` (or none). ``/account`` shows the path and the
-``Cookie`` header it received.
+its own address, and cookies with ``Path=/`` (or none). ``/account`` shows the path, the
+``Cookie`` and the ``Remote-User`` it received (an app that trusts an identity header).
 """
 
 from __future__ import annotations
@@ -48,8 +48,14 @@ class LegacyApp(BaseHTTPRequestHandler):
         elif path == "/logout":
             self._answer(302, [("Location", "/"), ("Set-Cookie", "sid=; Path=/; Max-Age=0")])
         elif path == "/account":
-            seen = {"path": self.path, "cookie": self.headers.get("Cookie")}
+            seen = {
+                "path": self.path,
+                "cookie": self.headers.get("Cookie"),
+                "user": self.headers.get("Remote-User"),
+            }
             self._answer(200, [("Content-Type", "application/json")], json.dumps(seen).encode())
+        elif path == "/cached":
+            self._answer(200, [("Cache-Control", "max-age=60")], b"the same for everyone")
         else:
             self._answer(404, [], b"not found")
 

@@ -30,7 +30,7 @@ import aiohttp
 import pytest
 
 from tests.configs import dump, route
-from tests.e2e.harness import GatewayProcess, config, listen_port
+from tests.e2e.harness import GatewayProcess, config, listen_port, login
 from tests.redis_support import free_port
 
 LEGACY_APP = Path(__file__).with_name("legacy_app.py")
@@ -174,6 +174,14 @@ def gateway(apps: Apps, tmp_path_factory: pytest.TempPathFactory) -> Iterator[st
         routes=[
             route("legacy", prefix="/legacy", upstream="legacy", strip_prefix="/legacy"),
             route("other", prefix="/other", upstream="legacy", strip_prefix="/other"),
+            route(
+                "private",
+                prefix="/private",
+                upstream="legacy",
+                access="authenticated",
+                strip_prefix="/private",
+                identity_headers={"Remote-User": "sub"},
+            ),
             route("pypi", prefix="/pypi", upstream="pypi", strip_prefix="/pypi"),
             route("pypi-mounted", prefix="/pypi-mounted", upstream="pypi_mounted"),
             route("data", prefix="/data", upstream="datasette", strip_prefix="/data"),
@@ -260,6 +268,24 @@ async def test_app_cookies_stay_with_the_app_and_its_redirect_keeps_query(gatewa
             assert resp.url.path == "/legacy/simple/"
         async with http.get(f"{gateway}/legacy/account") as resp:
             assert sorted((await resp.json())["cookie"].split("; ")) == ["tab=2", "theme=dark"]
+
+
+async def test_identity_header_for_an_app_that_cannot_verify_jwts(gateway: str) -> None:
+    """identity_headers: {Remote-User: sub}: the app reads who is signed in from a header the
+    client cannot forge; the gateway adds no Cache-Control to the app's answers and keeps the
+    app's own, as the README says."""
+    session = await login(gateway, "alice")
+    forged = {"Remote-User": "mallory", "Accept": "text/html"}
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{gateway}/private/account", headers=forged) as resp:
+            assert locations(resp)[0].startswith("/.gateway/login?rd=")
+            assert resp.history[0].headers["Cache-Control"] == "no-store"
+        signed_in = {**forged, "Cookie": f"gw_session={session}"}
+        async with http.get(f"{gateway}/private/account", headers=signed_in) as resp:
+            assert (await resp.json())["user"] == "alice"
+            assert "Cache-Control" not in resp.headers
+        async with http.get(f"{gateway}/private/cached", headers=signed_in) as resp:
+            assert resp.headers["Cache-Control"] == "max-age=60"
 
 
 @pytest.mark.parametrize(
