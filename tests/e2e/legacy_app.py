@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import sys
+import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
@@ -18,7 +19,7 @@ class LegacyApp(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
     def do_GET(self) -> None:
-        path, _, _query = self.path.partition("?")
+        path, _, query = self.path.partition("?")
         host = self.headers.get("X-Forwarded-Host") or self.headers.get("Host", "")
         own = f"http://127.0.0.1:{self.server.server_address[1]}"
         if path == "/":
@@ -33,6 +34,10 @@ class LegacyApp(BaseHTTPRequestHandler):
             self._answer(200, [], b'<a href="../../packages/demo-1.0.tar.gz">demo-1.0</a>')
         elif path == "/internal":
             self._answer(302, [("Location", f"{own}/simple/?from=internal")])
+        elif path == "/go":
+            # A naive "?next=" redirect: wherever the query says, as legacy apps do.
+            to = urllib.parse.parse_qs(query).get("to", ["/"])[0]
+            self._answer(302, [("Location", to)])
         elif path == "/elsewhere":
             self._answer(302, [("Location", "https://elsewhere.example/landing")])
         elif path == "/login":
@@ -61,6 +66,8 @@ class LegacyApp(BaseHTTPRequestHandler):
 
     def _answer(self, status: int, headers: list[tuple[str, str]], body: bytes = b"") -> None:
         self.send_response(status)
+        if not any(name == "Content-Type" for name, _ in headers):
+            headers = [("Content-Type", "text/html; charset=utf-8"), *headers]
         for name, value in headers:
             self.send_header(name, value)
         self.send_header("Content-Length", str(len(body)))
