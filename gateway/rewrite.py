@@ -68,9 +68,10 @@ _DOT: Final = frozenset({".", "%2e"})
 _DOT_DOT: Final = frozenset({"..", ".%2e", "%2e.", "%2e%2e"})
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class Mount:
-    """Where the upstream's paths appear to the client, for one request."""
+    """Where the upstream's paths appear to the client, for one request (built for every
+    response: not frozen, since a frozen dataclass costs several times as much to build)."""
 
     upstream_url: str
     """The upstream's base URL (``upstreams.<name>.url``), its path prepended to every request."""
