@@ -48,7 +48,9 @@ def test_check_accepts_the_example_config_and_prints_the_route_table(capsys, mon
     out = capsys.readouterr().out
     assert out.splitlines()[0].split() == ["NAME", "MATCH", "ACCESS", "UPSTREAM"]
     assert "everything-else" in out
-    assert "configuration OK" in out
+    # The file a new user starts from is the example of a clean configuration.
+    assert "configuration OK: 5 route(s), 0 warning(s)" in out
+    assert "warning" not in capsys.readouterr().err
 
 
 def test_five_mistakes_give_five_errors_each_with_its_path(tmp_path, capsys):

@@ -35,7 +35,7 @@ def read_secret(path: Path, *, min_bytes: int = 1) -> bytes:
         # SECURITY: short secrets make sealed cookies and HMAC tokens guessable.
         raise Invalid(
             f"{path} holds {len(content)} bytes; at least {min_bytes} random bytes are required "
-            f"(e.g. head -c {min_bytes} /dev/urandom > {path.name})"
+            f"(e.g. head -c {min_bytes} /dev/urandom | base64 > {path.name})"
         )
     return content
 

@@ -310,7 +310,7 @@ def test_secret_file_too_short(tmp_path: Path) -> None:
     (tmp_path / "session.key").write_bytes(b"short\n")
     assert problems(secret_config("session.key"), base_dir=tmp_path) == [
         f"session.cookie.secret_file: {tmp_path / 'session.key'} holds 5 bytes; at least 32 "
-        "random bytes are required (e.g. head -c 32 /dev/urandom > session.key)"
+        "random bytes are required (e.g. head -c 32 /dev/urandom | base64 > session.key)"
     ]
 
 
