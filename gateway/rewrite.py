@@ -60,6 +60,8 @@ GATEWAY_PREFIX: Final = "/.gateway/"
 """The gateway's own prefix (``plan.RESERVED_PREFIX``): paths under it are never mapped."""
 
 _DEFAULT_PORTS: Final = {"http": 80, "https": 443}
+_MAX_HOST_PORT: Final = 300
+"""Longer than any ``host:port`` (a DNS name is at most 253 characters)."""
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*:")
 # What browsers (WHATWG URL) ignore: C0 controls and spaces around the URL, tabs and newlines in it.
 _C0_AND_SPACE: Final = "".join(map(chr, range(0x21)))
@@ -177,11 +179,11 @@ def _rewrite_absolute(
 def _is_upstream(scheme: str, authority: str, upstream: _Upstream) -> bool:
     if scheme != upstream.scheme:
         return False
-    try:
-        parsed = URL(f"{scheme}://{authority}")
-        return (parsed.host or "").lower() == upstream.host and parsed.port == upstream.port
-    except ValueError:
+    found = _host_port(scheme, authority.rpartition("@")[2])
+    if found is None:
         return False
+    port = upstream.port if upstream.port != _DEFAULT_PORTS.get(scheme) else None
+    return found == (upstream.host, port)
 
 
 def _is_gateway(scheme: str, authority: str, mount: Mount) -> bool:
@@ -198,16 +200,24 @@ def _is_gateway(scheme: str, authority: str, mount: Mount) -> bool:
 
 @functools.lru_cache(maxsize=256)
 def _host_port(scheme: str, host: str) -> tuple[str, int | None] | None:
-    if not host:
+    """``(host, port)`` of ``host[:port]`` (default port: ``None``), or ``None`` for what can
+    name neither the upstream nor the gateway."""
+    # SECURITY: an upstream's header can hold 16 KiB of non-ASCII host, which costs yarl a
+    # tenth of a second to IDNA-encode; a response of such headers would stall the worker.
+    # Hosts in HTTP headers are ASCII (IDNA A-labels), a DNS name at most 253 characters.
+    if not host or len(host) > _MAX_HOST_PORT or not host.isascii():
         return None
     try:
         parsed = URL(f"{scheme or 'http'}://{host}")
+        # Decoding an A-label happens here, and fails on one no IDNA decoder accepts
+        # ("xn--a"): a UnicodeError, which is a ValueError.
+        name = (parsed.host or "").lower()
+        port = parsed.explicit_port
     except ValueError:
         return None
-    port = parsed.explicit_port
     if port == _DEFAULT_PORTS.get(scheme):
         port = None
-    return (parsed.host or "").lower(), port
+    return name, port
 
 
 @functools.lru_cache(maxsize=16)

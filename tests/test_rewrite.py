@@ -4,6 +4,7 @@ under the route's prefix, and the attacks that mapping must not let through."""
 from __future__ import annotations
 
 import re
+import time
 from typing import Any
 
 import pytest
@@ -207,6 +208,28 @@ def test_foreign_locations_are_never_rewritten(location: str) -> None:
     nor anything mapped onto theirs."""
     out = rewrite_location(location, mount())
     assert out == location
+
+
+@pytest.mark.parametrize(
+    "location",
+    ["//xn--a/x", "https://xn--/", "http://xn--zz.example/", "//gw.example@xn--a/"],
+)
+def test_hosts_that_are_no_valid_idna_are_passed_on(location: str) -> None:
+    """A host no IDNA decoder accepts (an app's open redirect to a link's ``next``) names
+    neither the upstream nor the gateway: passed on as it came, never an error."""
+    assert rewrite_location(location, mount()) == location
+    assert rewrite_location(location, mount(prefix="")) == location
+
+
+def test_long_non_ascii_hosts_cost_no_idna_work() -> None:
+    """A response full of ``Location: //<16 KiB of non-ASCII>`` (the most an upstream head
+    holds) is passed on at once: such hosts are never IDNA-encoded only to be compared."""
+    headers = [("Location", "//" + "\xe4" * 16_000 + str(i)) for i in range(50)]
+    expected = list(headers)
+    started = time.perf_counter()
+    rewrite_response_headers(headers, mount())
+    assert time.perf_counter() - started < 1.0
+    assert headers == expected
 
 
 def test_backslash_ends_the_host_as_browsers_read_it() -> None:

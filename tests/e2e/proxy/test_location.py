@@ -84,3 +84,15 @@ async def test_cookies_are_left_alone_without_a_prefix(make_gateway: MakeGateway
     gw = await make_gateway()
     resp = await gw.get("/cookie?set=" + quote("a=1; Path=/", safe=""))
     assert resp.headers["Set-Cookie"] == "a=1; Path=/"
+
+
+@pytest.mark.parametrize("to", ["//xn--a/x", "https://xn--/", "http://xn--zz.example/"])
+async def test_a_location_with_an_undecodable_host_is_passed_on(
+    make_gateway: MakeGateway, to: str
+) -> None:
+    """Not a 500: a host no IDNA decoder accepts is nobody's we know, passed on as it came."""
+    gw = await make_gateway(strip_prefix="/api")
+    resp = await gw.get("/api/redirect?to=" + quote(to, safe=""), allow_redirects=False)
+    assert resp.status == 302
+    assert resp.headers["Location"] == to
+    assert resp.headers["Content-Location"] == to
