@@ -87,6 +87,10 @@ def parse(text: str, source: Path | None) -> Document:
         raise ConfigError([_yaml_issue(exc)], source=source) from None
     except yaml.YAMLError as exc:
         raise ConfigError([ConfigIssue(ROOT, f"invalid YAML: {exc}")], source=source) from None
+    except RecursionError:
+        # The YAML composer (and the walk above) recurse once per level of nesting.
+        message = "invalid YAML: values nested too deeply (hundreds of levels)"
+        raise ConfigError([ConfigIssue(ROOT, message)], source=source) from None
     finally:
         loader.dispose()
     return Document(

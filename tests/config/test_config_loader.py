@@ -160,6 +160,22 @@ def test_unusable_documents_are_reported_with_position(text: str, expected: str)
     assert problem.startswith(expected)
 
 
+@pytest.mark.parametrize(
+    "deep",
+    [
+        "extra: " + "[" * 2000 + "]" * 2000 + "\n",
+        "extra: " + "{a: " * 2000 + "1" + "}" * 2000 + "\n",
+        "extra:\n" + "".join("  " * depth + "- \n" for depth in range(1, 800)),
+    ],
+    ids=["flow-lists", "flow-mappings", "block-lists"],
+)
+def test_values_nested_thousands_deep_are_a_problem_not_a_crash(deep: str) -> None:
+    """The YAML parser recurses once per level: a file nested thousands deep is reported
+    like any invalid YAML (by ``gateway check`` and a SIGHUP reload alike), not a traceback."""
+    [problem] = problems(yaml.safe_dump(minimal()) + deep)
+    assert problem.startswith("(top level): invalid YAML: values nested too deeply")
+
+
 def test_a_key_written_twice_is_reported_with_both_lines_and_the_rest_is_still_checked() -> None:
     text = (
         "server:\n"
