@@ -174,7 +174,7 @@ def _warn(ctx: Context, settings: Settings) -> None:
             ctx.warn(f"upstreams.{name}", "not used by any route")
     users = settings.users
     needs_login = any(route.access.kind in ("authenticated", "rules") for route in settings.routes)
-    if needs_login and not users.entries:
+    if needs_login and not users.entries and not settings.login.oidc:
         ctx.warn("users", "no users are configured, so nobody can sign in")
     else:
         _warn_unknown_users(ctx, settings)

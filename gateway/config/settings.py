@@ -21,6 +21,7 @@ AccessLog = Literal["json", "text", "off"]
 AccessKind = Literal["public", "authenticated", "deny", "rules"]
 Unauthenticated = Literal["auto", "redirect", "status"]
 
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ClientTimeouts:
     """``server.timeouts``: how long a client may keep the gateway waiting."""
@@ -105,9 +106,59 @@ class ThrottleSettings:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class OidcClaimsSettings:
+    """``login.oidc[].claims``: which claim of the provider fills each part of our identity."""
+
+    username: str = "preferred_username"
+    """Falls back to ``sub`` when the provider does not send it."""
+    email: str = "email"
+    name: str = "name"
+    roles: str = "groups"
+    """A list claim (a single string counts as a list of one); its values become roles."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OidcAllowedSettings:
+    """``login.oidc[].allowed``: who may sign in through the provider (any one rule admits);
+    nothing listed: anyone the provider signs in."""
+
+    email_domains: tuple[str, ...] = ()
+    """Lower-case domain names; an email counts only with ``email_verified: true``."""
+    users: tuple[str, ...] = ()
+    roles: tuple[str, ...] = ()
+
+    @property
+    def restricted(self) -> bool:
+        return bool(self.email_domains or self.users or self.roles)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OidcProviderSettings:
+    """One entry of ``login.oidc``: an external OpenID Connect provider to sign in through."""
+
+    name: str
+    """``[a-z0-9-]+``: in the provider's URLs under ``/.gateway/oidc/`` and the session's idp."""
+    label: str
+    """The text of its button on the login page."""
+    issuer: str
+    """Exactly as the provider's discovery document states it."""
+    client_id: str
+    client_secret: str | None = field(default=None, repr=False)
+    """``None``: a public client (PKCE alone, no client authentication)."""
+    scopes: tuple[str, ...] = ("openid", "email", "profile")
+    claims: OidcClaimsSettings = OidcClaimsSettings()
+    allowed: OidcAllowedSettings = OidcAllowedSettings()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class LoginSettings:
     title: str = "Sign in"
     throttle: ThrottleSettings = ThrottleSettings()
+    oidc: tuple[OidcProviderSettings, ...] = ()
+    """External OpenID Connect providers, in the order their buttons are shown."""
+
+    def provider(self, name: str) -> OidcProviderSettings | None:
+        return next((p for p in self.oidc if p.name == name), None)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

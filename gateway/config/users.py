@@ -21,12 +21,13 @@ import yaml
 from gateway import passwords
 from gateway.config import values
 from gateway.config.errors import describe
+from gateway.config.oidc import build_oidc
 from gateway.config.reader import Context, Section
 from gateway.config.settings import LoginSettings, ThrottleSettings, UserEntry, UsersSettings
 
 KEYS = ("file", "htpasswd", "inline")
 USER_KEYS = ("username", "password_hash", "name", "email", "roles", "disabled")
-LOGIN_KEYS = ("title", "throttle")
+LOGIN_KEYS = ("title", "throttle", "oidc")
 THROTTLE_KEYS = ("max_failures", "window", "lockout")
 
 MAX_USERNAME_LENGTH = 256
@@ -271,7 +272,8 @@ def _cost_warning(entries: Iterable[UserEntry]) -> str | None:
 
 
 def build_login(root: Section) -> LoginSettings:
-    """Validate ``login:``: the page title and the failed-login throttle."""
+    """Validate ``login:``: the page title, the failed-login throttle and the OpenID Connect
+    providers."""
     section = root.section("login", LOGIN_KEYS)
     throttle = section.section("throttle", THROTTLE_KEYS)
     return LoginSettings(
@@ -281,4 +283,5 @@ def build_login(root: Section) -> LoginSettings:
             window_s=throttle.get("window", 300.0, values.duration(positive=True)),
             lockout_s=throttle.get("lockout", 900.0, values.duration(positive=True)),
         ),
+        oidc=build_oidc(section),
     )

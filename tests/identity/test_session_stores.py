@@ -18,6 +18,7 @@ import redis.asyncio as aioredis
 from gateway.config.settings import CookieStoreSettings, RedisSettings, SessionSettings
 from gateway.identity.redis_client import create_redis_client
 from gateway.identity.sessions import SessionManager, SessionStoreUnavailable, create_sessions
+from gateway.identity.sessions.base import ProviderLogin
 from gateway.identity.sessions.cookie import MAX_COOKIE_CHARS, CookieSessionStore
 from gateway.identity.sessions.memory import MemorySessionStore
 from gateway.identity.sessions.redis import RedisSessionStore
@@ -225,6 +226,87 @@ async def test_delete_user_ends_all_their_sessions_only(
     assert loaded is not None and loaded.session.username == "bob"
     assert await store.delete_user("alice") == 0
     assert await store.delete_user("nobody") == 0
+
+
+def corp(subject: str, sid: str = "", **fields: Any) -> ProviderLogin:
+    return ProviderLogin(
+        idp="corp",
+        subject=subject,
+        sid=sid,
+        email=f"{subject}@example.com",
+        email_verified=True,
+        name=subject.title(),
+        roles=("admin", "ops"),
+        id_token="eyJhbGciOiJSUzI1NiJ9." + "x" * 700 + ".sig",
+        **fields,
+    )
+
+
+async def test_provider_session_keeps_its_provider_identity(store: SessionStore) -> None:
+    provider = corp("u-1", sid="op-session-1")
+    cookie, _ = await store.create("alice", now=T0, provider=provider)
+
+    loaded = await store.load(cookie, now=T0 + 90)  # past the refresh interval: re-recorded
+    assert loaded is not None
+    assert loaded.session.provider == provider
+    again = await store.load(loaded.refreshed_cookie or cookie, now=T0 + 91)
+    assert again is not None and again.session.provider == provider
+
+
+async def test_back_channel_logout_ends_the_sessions_of_one_provider_session(
+    store: SessionStore,
+) -> None:
+    first, _ = await store.create("alice", now=T0, provider=corp("u-1", sid="op-1"))
+    same_op_session, _ = await store.create("alice", now=T0, provider=corp("u-1", sid="op-1"))
+    other_op_session, _ = await store.create("alice", now=T0, provider=corp("u-1", sid="op-2"))
+    local, _ = await store.create("alice", now=T0)
+
+    await store.delete_provider_sessions("corp", sid="op-1", subject="u-1", now=T0 + 1)
+
+    assert await store.load(first, now=T0 + 2) is None
+    assert await store.load(same_op_session, now=T0 + 2) is None
+    assert await store.load(other_op_session, now=T0 + 2) is not None
+    assert await store.load(local, now=T0 + 2) is not None
+
+
+async def test_back_channel_logout_by_subject_ends_every_session_of_that_user(
+    store: SessionStore,
+) -> None:
+    first, _ = await store.create("alice", now=T0, provider=corp("u-1", sid="op-1"))
+    second, _ = await store.create("alice", now=T0, provider=corp("u-1", sid="op-2"))
+    other_user, _ = await store.create("bob", now=T0, provider=corp("u-2", sid="op-3"))
+    other_idp, _ = await store.create(
+        "alice", now=T0, provider=replace(corp("u-1", sid="op-1"), idp="partner")
+    )
+
+    await store.delete_provider_sessions("corp", sid=None, subject="u-1", now=T0 + 1)
+
+    assert await store.load(first, now=T0 + 2) is None
+    assert await store.load(second, now=T0 + 2) is None
+    assert await store.load(other_user, now=T0 + 2) is not None
+    assert await store.load(other_idp, now=T0 + 2) is not None
+
+
+async def test_known_users_lists_local_sessions_only(
+    store: SessionStore, backend_settings: Callable[..., SessionSettings]
+) -> None:
+    await store.create("alice", now=T0)
+    await store.create("zed", now=T0, provider=corp("u-9"))
+
+    expected = set() if backend_settings().backend == "cookie" else {"alice"}
+    assert await store.known_users() == expected
+
+
+async def test_delete_user_also_ends_their_provider_sessions(
+    store: SessionStore, backend_settings: Callable[..., SessionSettings]
+) -> None:
+    cookie, _ = await store.create("zed", now=T0, provider=corp("u-9", sid="op-9"))
+
+    if backend_settings().backend == "cookie":
+        assert await store.delete_user("zed") == 0
+        return
+    assert await store.delete_user("zed") == 1
+    assert await store.load(cookie, now=T0 + 1) is None
 
 
 async def test_every_create_issues_a_new_cookie(store: SessionStore) -> None:
@@ -584,6 +666,17 @@ async def test_cookie_stays_under_4kb_with_a_long_username(
 async def test_cookie_refuses_a_username_that_cannot_fit(cookie_store: SessionManager) -> None:
     with pytest.raises(ValueError, match="too long"):
         await cookie_store.create("u" * 4000, now=T0)
+
+
+async def test_cookie_leaves_out_an_id_token_that_cannot_fit(
+    cookie_store: SessionManager,
+) -> None:
+    provider = replace(corp("u-1", sid="op-1"), id_token="x" * 3500)
+    cookie, _ = await cookie_store.create("alice", now=T0, provider=provider)
+
+    assert len(cookie) <= MAX_COOKIE_CHARS
+    loaded = await cookie_store.load(cookie, now=T0)
+    assert loaded is not None and loaded.session.provider == replace(provider, id_token="")
 
 
 async def test_cookie_payload_is_not_readable(cookie_store: SessionManager) -> None:

@@ -11,10 +11,17 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
-__all__ = ["Found", "LoadedSession", "Session", "SessionStore", "SessionStoreUnavailable"]
+__all__ = [
+    "Found",
+    "LoadedSession",
+    "ProviderLogin",
+    "Session",
+    "SessionStore",
+    "SessionStoreUnavailable",
+]
 
 from gateway.errors import SessionStoreUnavailable
 
@@ -46,6 +53,69 @@ def parse_session_id(value: str) -> str | None:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ProviderLogin:
+    """What a session begun at an OpenID Connect provider carries: the provider's user and
+    session, and the identity mapped from the ID token's claims at sign-in (such users are not
+    in the local user directory)."""
+
+    idp: str
+    """The provider's ``name`` in ``login.oidc``."""
+    subject: str
+    """The provider's ``sub``."""
+    sid: str = ""
+    """The provider's session id (``sid`` claim), ``""`` when it sent none."""
+    email: str | None = None
+    email_verified: bool = False
+    name: str | None = None
+    roles: tuple[str, ...] = ()
+    id_token: str = field(default="", repr=False)
+    """The raw ID token, sent back as ``id_token_hint`` at logout (``""`` when it did not fit)."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "idp": self.idp,
+            "sub": self.subject,
+            "sid": self.sid,
+            "email": self.email,
+            "ev": self.email_verified,
+            "name": self.name,
+            "roles": list(self.roles),
+            "idt": self.id_token,
+        }
+
+    @classmethod
+    def from_json(cls, data: Any) -> ProviderLogin | None:
+        """The record :meth:`to_json` wrote, or ``None`` for anything malformed."""
+        if not isinstance(data, dict):
+            return None
+        idp, subject, sid = data.get("idp"), data.get("sub"), data.get("sid")
+        email, name, roles = data.get("email"), data.get("name"), data.get("roles")
+        id_token, verified = data.get("idt", ""), data.get("ev", False)
+        if not (
+            isinstance(idp, str)
+            and isinstance(subject, str)
+            and isinstance(sid, str)
+            and isinstance(email, str | None)
+            and isinstance(name, str | None)
+            and isinstance(roles, list)
+            and all(isinstance(role, str) for role in roles)
+            and isinstance(id_token, str)
+            and isinstance(verified, bool)
+        ):
+            return None
+        return cls(
+            idp=idp,
+            subject=subject,
+            sid=sid,
+            email=email,
+            email_verified=verified,
+            name=name,
+            roles=tuple(roles),
+            id_token=id_token,
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Session:
     sid_hash: str
     """Hex SHA-256 of the session id: safe to log, to key caches on, to derive the JWT ``sid``."""
@@ -57,6 +127,9 @@ class Session:
     stamp: str = ""
     """The user's credential stamp at login: a session outlives no change of password, removal
     or disabling of its user (see :attr:`gateway.identity.users.User.stamp`)."""
+    provider: ProviderLogin | None = None
+    """Set when the user signed in at an OpenID Connect provider (``username`` is then the one
+    mapped from its claims)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -100,7 +173,17 @@ class SessionStore(Protocol):
         ...
 
     async def remove_user(self, username: str) -> int:
-        """End every session of a user; how many were ended (stateless stores: 0)."""
+        """End every session of a user, local or from a provider; how many were ended
+        (stateless stores: 0)."""
+        ...
+
+    async def remove_provider_sessions(
+        self, idp: str, *, sid: str | None, subject: str | None, at: float, ttl_s: float
+    ) -> list[str]:
+        """End the sessions begun at provider ``idp`` with provider session ``sid`` (when
+        given), else of provider user ``subject``: the ``sid_hash`` of each one found.
+        Stateless stores find none and refuse such sessions begun before ``at`` from now on, in
+        this process, for ``ttl_s``."""
         ...
 
     async def save_revocation(self, username: str, at: float, *, ttl_s: float) -> None:
@@ -113,7 +196,8 @@ class SessionStore(Protocol):
         ...
 
     async def known_users(self) -> set[str]:
-        """Usernames that have sessions here, where the store can list them (else empty)."""
+        """Usernames that have local (not provider) sessions here, where the store can list
+        them (else empty)."""
         ...
 
     def count(self) -> int | None:

@@ -18,6 +18,12 @@ Limits of stateless sessions, by design:
 - **No per-user logout.** ``remove_user`` cannot find a user's cookies and returns 0; a change
   of the user's credentials (password, removal, ``disabled``) still ends them everywhere,
   through the credential stamp sealed inside.
+- **Back-channel logout in this process only.** An OpenID Connect provider's logout of a
+  session (or user) is remembered in a bounded in-process set, like a logout.
+
+A session from an OpenID Connect provider also seals its
+:class:`~gateway.identity.sessions.base.ProviderLogin`; when the ID token would make the cookie
+too long it is left out (logout at the provider then goes without ``id_token_hint``).
 
 Use the ``redis`` backend when sessions must be ended server-side everywhere.
 """
@@ -30,6 +36,7 @@ import re
 import secrets
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
@@ -37,7 +44,13 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from gateway.identity.sessions.base import Found, Session, hash_session_id, parse_session_id
+from gateway.identity.sessions.base import (
+    Found,
+    ProviderLogin,
+    Session,
+    hash_session_id,
+    parse_session_id,
+)
 
 VERSION = 2
 MIN_SECRET_BYTES = 32
@@ -100,13 +113,18 @@ class CookieSessionStore:
         self._max_revoked = max_revoked
         # sid_hash -> absolute expiry of that session; insertion order is revocation order.
         self._revoked: dict[str, float] = {}
+        # (idp, "sid" | "sub", value) -> (sessions begun before this are ended, keep until).
+        self._revoked_provider: dict[tuple[str, str, str], tuple[float, float]] = {}
         self._next_sweep_at = float("-inf")
 
     async def add(self, session_id: str, session: Session, *, ttl_s: float) -> str:
         """Seal a new session; raises ``ValueError`` if it cannot fit in a cookie."""
         value = self._seal(session_id, session)
+        if len(value) > MAX_COOKIE_CHARS and session.provider is not None:
+            session = _without_id_token(session)
+            value = self._seal(session_id, session)
         if len(value) > MAX_COOKIE_CHARS:
-            raise ValueError("username too long for a cookie session")
+            raise ValueError("identity too long for a cookie session")
         return value
 
     async def get(self, cookie_value: str) -> Found | None:
@@ -115,13 +133,18 @@ class CookieSessionStore:
         found = self._open(cookie_value)
         if found is None or found.session.sid_hash in self._revoked:
             return None
+        if found.session.provider is not None and self._provider_revoked(found.session):
+            return None
         return found
 
     async def refresh(self, session_id: str, session: Session, *, ttl_s: float) -> str | None:
         """Re-seal with the new ``last_seen_at``: the cookie to send back."""
         if session.sid_hash in self._revoked:
             return None
-        return self._seal(session_id, session)
+        value = self._seal(session_id, session)
+        if len(value) > MAX_COOKIE_CHARS and session.provider is not None:
+            value = self._seal(session_id, _without_id_token(session))
+        return value
 
     async def remove(self, session_id: str, session: Session, *, ttl_s: float) -> None:
         """Revoke the session in this process for as long as it could live (see module docs)."""
@@ -136,6 +159,30 @@ class CookieSessionStore:
     async def remove_user(self, username: str) -> int:
         """Always 0: stateless sessions of a user cannot be found, hence not ended here."""
         return 0
+
+    async def remove_provider_sessions(
+        self, idp: str, *, sid: str | None, subject: str | None, at: float, ttl_s: float
+    ) -> list[str]:
+        """Refuse, in this process, the provider's sessions of ``sid`` (else of ``subject``)
+        begun before ``at`` (see module docs); none can be found, so none is listed."""
+        key = (idp, "sid", sid) if sid else (idp, "sub", subject or "")
+        self._revoked_provider.pop(key, None)
+        while len(self._revoked_provider) >= self._max_revoked:
+            del self._revoked_provider[next(iter(self._revoked_provider))]
+        self._revoked_provider[key] = (at, self._clock() + ttl_s)
+        return []
+
+    def _provider_revoked(self, session: Session) -> bool:
+        provider = session.provider
+        assert provider is not None
+        keys = [(provider.idp, "sub", provider.subject)]
+        if provider.sid:
+            keys.append((provider.idp, "sid", provider.sid))
+        for key in keys:
+            entry = self._revoked_provider.get(key)
+            if entry is not None and session.created_at <= entry[0]:
+                return True
+        return False
 
     async def save_revocation(self, username: str, at: float, *, ttl_s: float) -> None:
         """Nothing lasting to keep it in: the process remembers it (Revocations)."""
@@ -154,14 +201,18 @@ class CookieSessionStore:
 
     async def close(self) -> None:
         self._revoked.clear()
+        self._revoked_provider.clear()
 
     def _observe(self) -> None:
         # Lazy, rate-limited sweep of revocations whose sessions have expired anyway.
         now = self._clock()
-        if self._revoked and now >= self._next_sweep_at:
+        if (self._revoked or self._revoked_provider) and now >= self._next_sweep_at:
             expired = [h for h, expires_at in self._revoked.items() if expires_at < now]
             for sid_hash in expired:
                 del self._revoked[sid_hash]
+            gone = [k for k, (_, until) in self._revoked_provider.items() if until < now]
+            for key in gone:
+                del self._revoked_provider[key]
             self._next_sweep_at = now + _SWEEP_EVERY_S
 
     def _seal(self, session_id: str, session: Session) -> str:
@@ -172,6 +223,8 @@ class CookieSessionStore:
             "l": session.last_seen_at,
             "s": session.stamp,
         }
+        if session.provider is not None:
+            payload["p"] = session.provider.to_json()
         data = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
         # SECURITY: 96-bit random nonce per seal; under one key this is safe for far more seals
         # (2^32 by NIST SP 800-38D) than a deployment makes between secret rotations.
@@ -190,8 +243,14 @@ class CookieSessionStore:
             payload = json.loads(self._aead.decrypt(nonce, sealed, _AAD))
             session_id, username = payload["i"], payload["u"]
             created_at, last_seen_at, stamp = payload["c"], payload["l"], payload["s"]
-        except (InvalidTag, ValueError, KeyError, TypeError):
+            provider_json = payload.get("p")
+        except (InvalidTag, ValueError, KeyError, TypeError, AttributeError):
             return None
+        provider = None
+        if provider_json is not None:
+            provider = ProviderLogin.from_json(provider_json)
+            if provider is None:
+                return None
         if (
             not isinstance(session_id, str)
             or parse_session_id(session_id) is None
@@ -206,5 +265,11 @@ class CookieSessionStore:
             created_at=float(created_at),
             last_seen_at=float(last_seen_at),
             stamp=stamp,
+            provider=provider,
         )
         return Found(session_id, session)
+
+
+def _without_id_token(session: Session) -> Session:
+    assert session.provider is not None
+    return replace(session, provider=replace(session.provider, id_token=""))

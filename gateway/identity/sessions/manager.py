@@ -16,6 +16,7 @@ from dataclasses import replace
 from gateway.config.settings import SessionSettings
 from gateway.identity.sessions.base import (
     LoadedSession,
+    ProviderLogin,
     Session,
     SessionStore,
     new_session_id,
@@ -34,11 +35,24 @@ class SessionManager:
         self.refresh_interval_s = min(MAX_REFRESH_INTERVAL_S, settings.idle_timeout_s / 10)
         """How stale ``last_seen_at`` may get before a load records activity again."""
 
-    async def create(self, username: str, *, now: float, stamp: str = "") -> tuple[str, Session]:
-        """Start a session; the cookie value (never reused) and the session."""
+    async def create(
+        self,
+        username: str,
+        *,
+        now: float,
+        stamp: str = "",
+        provider: ProviderLogin | None = None,
+    ) -> tuple[str, Session]:
+        """Start a session (``provider``: begun at an OpenID Connect provider); the cookie
+        value (never reused) and the session."""
         session_id, sid_hash = new_session_id()
         session = Session(
-            sid_hash=sid_hash, username=username, created_at=now, last_seen_at=now, stamp=stamp
+            sid_hash=sid_hash,
+            username=username,
+            created_at=now,
+            last_seen_at=now,
+            stamp=stamp,
+            provider=provider,
         )
         cookie = await self.store.add(session_id, session, ttl_s=self._ttl(session, now))
         return cookie, session
@@ -75,6 +89,15 @@ class SessionManager:
     async def delete_user(self, username: str) -> int:
         """End every session of ``username`` the store can find; how many."""
         return await self.store.remove_user(username)
+
+    async def delete_provider_sessions(
+        self, idp: str, *, sid: str | None, subject: str | None, now: float
+    ) -> list[str]:
+        """End the sessions of one provider session (``sid``), else of one provider user
+        (``subject``): back-channel logout. The ``sid_hash`` of each one the store found."""
+        return await self.store.remove_provider_sessions(
+            idp, sid=sid, subject=subject, at=now, ttl_s=self.absolute_s
+        )
 
     async def save_revocation(self, username: str, at: float, *, ttl_s: float) -> None:
         await self.store.save_revocation(username, at, ttl_s=ttl_s)

@@ -27,6 +27,8 @@ class MemorySessionStore:
         # sid_hash -> (session, keep until); insertion order is login order (oldest first).
         self._sessions: dict[str, tuple[Session, float]] = {}
         self._by_user: dict[str, set[str]] = {}
+        # (idp, "sid" | "sub", value) -> session hashes: for back-channel logout.
+        self._by_provider: dict[tuple[str, str, str], set[str]] = {}
         self._next_sweep_at = float("-inf")
 
     def count(self) -> int:
@@ -42,6 +44,8 @@ class MemorySessionStore:
             self._remove(next(iter(self._sessions)))
         self._sessions[session.sid_hash] = (session, now + ttl_s)
         self._by_user.setdefault(session.username, set()).add(session.sid_hash)
+        for key in _provider_keys(session):
+            self._by_provider.setdefault(key, set()).add(session.sid_hash)
         return session_id
 
     async def get(self, cookie_value: str) -> Found | None:
@@ -61,10 +65,19 @@ class MemorySessionStore:
         self._remove(session.sid_hash)
 
     async def remove_user(self, username: str) -> int:
-        hashes = self._by_user.pop(username, set())
+        hashes = list(self._by_user.get(username, ()))
         for sid_hash in hashes:
-            del self._sessions[sid_hash]
+            self._remove(sid_hash)
         return len(hashes)
+
+    async def remove_provider_sessions(
+        self, idp: str, *, sid: str | None, subject: str | None, at: float, ttl_s: float
+    ) -> list[str]:
+        key = (idp, "sid", sid) if sid else (idp, "sub", subject or "")
+        hashes = list(self._by_provider.get(key, ()))
+        for sid_hash in hashes:
+            self._remove(sid_hash)
+        return hashes
 
     async def save_revocation(self, username: str, at: float, *, ttl_s: float) -> None:
         """Nothing lasting to keep it in: the process remembers it (Revocations)."""
@@ -73,7 +86,11 @@ class MemorySessionStore:
         return {}
 
     async def known_users(self) -> set[str]:
-        return set(self._by_user)
+        return {
+            username
+            for username, hashes in self._by_user.items()
+            if any(self._sessions[h][0].provider is None for h in hashes)
+        }
 
     async def ping(self) -> bool:
         return True
@@ -81,6 +98,7 @@ class MemorySessionStore:
     async def close(self) -> None:
         self._sessions.clear()
         self._by_user.clear()
+        self._by_provider.clear()
 
     def _remove(self, sid_hash: str) -> None:
         entry = self._sessions.pop(sid_hash, None)
@@ -92,9 +110,25 @@ class MemorySessionStore:
             hashes.discard(sid_hash)
             if not hashes:
                 del self._by_user[username]
+        for key in _provider_keys(entry[0]):
+            indexed = self._by_provider.get(key)
+            if indexed is not None:
+                indexed.discard(sid_hash)
+                if not indexed:
+                    del self._by_provider[key]
 
     def _sweep(self, now: float) -> None:
         expired = [h for h, (_, until) in self._sessions.items() if until < now]
         for sid_hash in expired:
             self._remove(sid_hash)
         self._next_sweep_at = now + _SWEEP_EVERY_S
+
+
+def _provider_keys(session: Session) -> list[tuple[str, str, str]]:
+    provider = session.provider
+    if provider is None:
+        return []
+    keys = [(provider.idp, "sub", provider.subject)]
+    if provider.sid:
+        keys.append((provider.idp, "sid", provider.sid))
+    return keys

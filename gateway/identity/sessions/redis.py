@@ -6,6 +6,14 @@ Layout (``P`` is ``session.redis.key_prefix``)::
                                     TTL = until the session's idle or absolute end
     P u:<username>                  sorted set of that user's session hashes, scored by created_at
                                     TTL = absolute timeout, refreshed at each login
+    P p:<username>                  the same for sessions begun at an OpenID Connect provider
+                                    (apart, so that start-up's clean-up of removed local users
+                                    never touches them)
+    P o:<idp>:sid:<sha256 of sid>   sessions of one provider session (back-channel logout),
+    P o:<idp>:sub:<sha256 of sub>   and of one provider user; like the user index
+
+A provider session's hash also holds ``provider``: the JSON of its
+:class:`~gateway.identity.sessions.base.ProviderLogin`.
 
 The session id itself is never stored. Loading is one round trip (HMGET).
 
@@ -19,6 +27,8 @@ Any Redis failure raises :class:`SessionStoreUnavailable` (fail closed).
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import math
 
 from redis.asyncio import Redis
@@ -26,12 +36,13 @@ from redis.asyncio import Redis
 from gateway.identity.redis_client import redis_errors, text
 from gateway.identity.sessions.base import (
     Found,
+    ProviderLogin,
     Session,
     SessionStoreUnavailable,
     parse_session_id,
 )
 
-_FIELDS = ("username", "created_at", "last_seen_at", "stamp")
+_FIELDS = ("username", "created_at", "last_seen_at", "stamp", "provider")
 
 # Record activity only if the session still exists: a bare HSET after a concurrent logout
 # would resurrect a half session.
@@ -62,28 +73,45 @@ class RedisSessionStore:
     def session_key(self, sid_hash: str) -> str:
         return f"{self._prefix}s:{sid_hash}"
 
-    def user_key(self, username: str) -> str:
-        return f"{self._prefix}u:{username}"
+    def user_key(self, username: str, *, provider: bool = False) -> str:
+        return f"{self._prefix}{'p' if provider else 'u'}:{username}"
+
+    def provider_key(self, idp: str, kind: str, value: str) -> str:
+        digest = hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()
+        return f"{self._prefix}o:{idp}:{kind}:{digest}"
+
+    def _index_keys(self, session: Session) -> list[str]:
+        provider = session.provider
+        if provider is None:
+            return [self.user_key(session.username)]
+        keys = [
+            self.user_key(session.username, provider=True),
+            self.provider_key(provider.idp, "sub", provider.subject),
+        ]
+        if provider.sid:
+            keys.append(self.provider_key(provider.idp, "sid", provider.sid))
+        return keys
 
     async def add(self, session_id: str, session: Session, *, ttl_s: float) -> str:
         """Store the session and index it under its user, in one transaction."""
-        key, user_key = self.session_key(session.sid_hash), self.user_key(session.username)
+        key = self.session_key(session.sid_hash)
         created = session.created_at
+        record: dict[str | bytes | bytearray | memoryview[int] | int | float, str] = {
+            "username": session.username,
+            "created_at": repr(created),
+            "last_seen_at": repr(session.last_seen_at),
+            "stamp": session.stamp,
+        }
+        if session.provider is not None:
+            record["provider"] = json.dumps(session.provider.to_json(), separators=(",", ":"))
         with redis_errors(self._client):
             async with self._client.pipeline(transaction=True) as pipe:
-                pipe.hset(
-                    key,
-                    mapping={
-                        "username": session.username,
-                        "created_at": repr(created),
-                        "last_seen_at": repr(session.last_seen_at),
-                        "stamp": session.stamp,
-                    },
-                )
+                pipe.hset(key, mapping=record)
                 pipe.pexpire(key, _ms(ttl_s))
-                pipe.zadd(user_key, {session.sid_hash: created})
-                pipe.zremrangebyscore(user_key, "-inf", f"({created - self._absolute_s!r}")
-                pipe.expire(user_key, math.ceil(self._absolute_s))
+                for index in self._index_keys(session):
+                    pipe.zadd(index, {session.sid_hash: created})
+                    pipe.zremrangebyscore(index, "-inf", f"({created - self._absolute_s!r}")
+                    pipe.expire(index, math.ceil(self._absolute_s))
                 await pipe.execute()
         return session_id
 
@@ -107,23 +135,49 @@ class RedisSessionStore:
         with redis_errors(self._client):
             async with self._client.pipeline(transaction=True) as pipe:
                 pipe.delete(self.session_key(session.sid_hash))
-                pipe.zrem(self.user_key(session.username), session.sid_hash)
+                for index in self._index_keys(session):
+                    pipe.zrem(index, session.sid_hash)
                 await pipe.execute()
 
     async def remove_user(self, username: str) -> int:
-        """Delete every indexed session of ``username``; how many still existed."""
-        user_key = self.user_key(username)
+        """Delete every indexed session of ``username`` (local or from a provider); how many
+        still existed."""
+        members = await self._take_index(
+            self.user_key(username), self.user_key(username, provider=True)
+        )
+        if not members:
+            return 0
         with redis_errors(self._client):
-            # Read and drop the index atomically: a login racing with this call is either
-            # ended here or indexed afresh, never lost from the index while its session lives.
-            async with self._client.pipeline(transaction=True) as pipe:
-                pipe.zrange(user_key, 0, -1)
-                pipe.delete(user_key)
-                members, _ = await pipe.execute()
-            if not members:
-                return 0
-            deleted: int = await self._client.delete(*(self.session_key(text(m)) for m in members))
+            deleted: int = await self._client.delete(*(self.session_key(m) for m in members))
         return deleted
+
+    async def remove_provider_sessions(
+        self, idp: str, *, sid: str | None, subject: str | None, at: float, ttl_s: float
+    ) -> list[str]:
+        """Delete the sessions indexed under the provider session ``sid`` (else the provider
+        user ``subject``); their hashes."""
+        index = (
+            self.provider_key(idp, "sid", sid)
+            if sid
+            else self.provider_key(idp, "sub", subject or "")
+        )
+        members = await self._take_index(index)
+        if members:
+            with redis_errors(self._client):
+                await self._client.delete(*(self.session_key(m) for m in members))
+        return members
+
+    async def _take_index(self, *keys: str) -> list[str]:
+        """The members of index sorted sets, read and dropped atomically: a login racing with
+        this is either ended here or indexed afresh, never lost from the index while its
+        session lives."""
+        with redis_errors(self._client):
+            async with self._client.pipeline(transaction=True) as pipe:
+                for key in keys:
+                    pipe.zrange(key, 0, -1)
+                pipe.delete(*keys)
+                replies = await pipe.execute()
+        return [text(member) for members in replies[:-1] for member in members]
 
     def revocation_key(self, username: str) -> str:
         return f"{self._prefix}r:{username}"
@@ -178,16 +232,22 @@ def _glob_escape(value: str) -> str:
 
 
 def _parse(sid_hash: str, raw: list[str | bytes | None]) -> Session | None:
-    username, created_at, last_seen_at, stamp = raw
+    username, created_at, last_seen_at, stamp, provider_json = raw
     if username is None or created_at is None or last_seen_at is None:
         return None
+    provider = None
     try:
+        if provider_json is not None:
+            provider = ProviderLogin.from_json(json.loads(text(provider_json)))
+            if provider is None:
+                return None  # a damaged record is no session
         return Session(
             sid_hash=sid_hash,
             username=text(username),
             created_at=float(created_at),
             last_seen_at=float(last_seen_at),
             stamp=text(stamp) if stamp is not None else "",
+            provider=provider,
         )
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
