@@ -30,6 +30,7 @@ from gateway.forwarded import ClientInfo, resolve_client
 from gateway.http import check_expectation
 from gateway.identity.users import start_password_pool
 from gateway.listener import SERVER_HEADER
+from gateway.oidc import keep_discovered
 from gateway.ops import Health
 from gateway.plan import Caller, Facts, Forward, Login, Own, Refusal, decide, locate
 from gateway.proxy import forward
@@ -94,6 +95,9 @@ class Gateway:
             start_password_pool()
         await load_revocations(holder.current)
         self._spawn(forget_removed_users(holder.current))
+        # OpenID Connect providers are discovered in the background: one that is down at
+        # start-up delays nothing, and is retried until it answers.
+        self._spawn(keep_discovered(lambda: holder.current.oidc))
         if holder.current.redis is not None:
 
             async def on_revoke(username: str) -> None:

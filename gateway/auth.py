@@ -13,18 +13,20 @@ authenticator.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from aiohttp import web
 
+from gateway.config.settings import OidcProviderSettings
 from gateway.errors import SessionStoreUnavailable
 from gateway.http import bearer_token
 from gateway.identity.cookies import SessionCookie
 from gateway.identity.revocation import Revocations, credentials_current
 from gateway.identity.sessions import Session, SessionManager
 from gateway.identity.users import User, UserDirectory
+from gateway.oidc.claims import admits, provider_user
 from gateway.tokens import InvalidBearer, Tokens
 
 __all__ = [
@@ -73,7 +75,12 @@ class Authenticator(Protocol):
 
 
 class SessionAuthenticator:
-    """The session cookie: a live session of a user whose credentials have not changed since."""
+    """The session cookie: a live session of a user whose credentials have not changed since.
+
+    A local user is looked up in the directory. A user who signed in at an OpenID Connect
+    provider is not there: their identity is rebuilt from what the session kept of the ID
+    token's claims, while the provider is still configured and its ``allowed`` rules still
+    admit them."""
 
     def __init__(
         self,
@@ -81,11 +88,13 @@ class SessionAuthenticator:
         users: UserDirectory,
         revocations: Revocations,
         cookie: SessionCookie,
+        providers: Iterable[OidcProviderSettings] = (),
     ) -> None:
         self._sessions = sessions
         self._users = users
         self._revocations = revocations
         self._cookie = cookie
+        self._providers = {provider.name: provider for provider in providers}
 
     async def authenticate(self, request: web.BaseRequest, *, now: float) -> Authenticated | None:
         value = self._cookie.value(request)
@@ -98,10 +107,8 @@ class SessionAuthenticator:
                 identity=None, reason="session_unknown", set_cookie=self._cookie.expired()
             )
         session = loaded.session
-        user = self._users.get(session.username)
-        if user is None or not credentials_current(
-            user, session.stamp, session.created_at, self._revocations
-        ):
+        user = self._user(session)
+        if user is None:
             # SECURITY: the user was removed or disabled, changed password, or was revoked since
             # this session began: it ends for good, in every backend that keeps sessions.
             await self._sessions.delete(value)
@@ -114,6 +121,27 @@ class SessionAuthenticator:
             set_cookie = self._cookie.set(loaded.refreshed_cookie, max_age_s=remaining)
         identity = Identity(user=user, sid_hash=session.sid_hash, session=session)
         return Authenticated(identity=identity, reason="session", set_cookie=set_cookie)
+
+    def _user(self, session: Session) -> User | None:
+        """Who the session stands for, or ``None`` when it no longer counts."""
+        login = session.provider
+        if login is None:
+            user = self._users.get(session.username)
+            if user is None or not credentials_current(
+                user, session.stamp, session.created_at, self._revocations
+            ):
+                return None
+            return user
+        provider = self._providers.get(login.idp)
+        if (
+            provider is None
+            or not admits(provider.allowed, session.username, login)
+            # SECURITY: a local user of that name appeared since (a reload): the name is theirs.
+            or session.username in self._users
+            or session.created_at < self._revocations.since(session.username)
+        ):
+            return None
+        return provider_user(session.username, login)
 
 
 class BearerAuthenticator:

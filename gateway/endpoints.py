@@ -30,8 +30,15 @@ _ROBOTS = (
 )
 
 
-def public_endpoints(login: Login, jwks_json: bytes, health: Health) -> Table:
-    """The endpoints under ``/.gateway/``, by path and method (HEAD is served as GET)."""
+def public_endpoints(
+    login: Login,
+    jwks_json: bytes,
+    health: Health,
+    oidc: Mapping[str, Mapping[str, Handler]] | None = None,
+) -> Table:
+    """The endpoints under ``/.gateway/``, by path and method (HEAD is served as GET);
+    ``oidc``: those of the OpenID Connect providers
+    (:meth:`gateway.login.oidc.OidcLogin.routes`)."""
 
     async def static_css(request: web.BaseRequest, client: ClientInfo) -> web.StreamResponse:
         return web.Response(
@@ -82,6 +89,7 @@ def public_endpoints(login: Login, jwks_json: bytes, health: Health) -> Table:
         "/.gateway/jwks.json": {"GET": jwks},
         "/.gateway/healthz": {"GET": healthz},
         "/.gateway/readyz": {"GET": readyz},
+        **(oidc or {}),
     }
 
 

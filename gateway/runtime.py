@@ -25,7 +25,11 @@ from gateway.identity.sessions import SessionManager, create_sessions
 from gateway.identity.users import UserDirectory
 from gateway.login.csrf import Csrf
 from gateway.login.handlers import Login
+from gateway.login.oidc import OidcLogin
 from gateway.login.throttle import Throttle, create_throttle
+from gateway.oidc import Providers
+from gateway.oidc.replay import ReplayGuard
+from gateway.oidc.state import StateCookie
 from gateway.ops import Health
 from gateway.routing import RouteTable
 from gateway.tokens import Tokens
@@ -59,6 +63,8 @@ class Runtime:
     chains: dict[str, Chain]
     """Each route's authenticators, by route name (see :meth:`chain`)."""
     login: Login
+    oidc: Providers
+    """The OpenID Connect providers of ``login.oidc`` (carried over reloads while unchanged)."""
     health: Health
     """Health, readiness and metrics of the process (kept across reloads)."""
     endpoints: Table
@@ -121,7 +127,10 @@ class Runtime:
         https = settings.server.https
         cookie = SessionCookie(settings.session, https=https)
         csrf = Csrf(https=https)
-        session = SessionAuthenticator(sessions, users, revocations, cookie)
+        providers = Providers.of(
+            settings.login.oidc, previous.oidc if previous is not None else None
+        )
+        session = SessionAuthenticator(sessions, users, revocations, cookie, settings.login.oidc)
         bearer = BearerAuthenticator(tokens, users, revocations)
         session_chain = Chain((session,))
         bearer_chain = Chain((bearer, session))
@@ -141,6 +150,22 @@ class Runtime:
             public_url=settings.server.public_url,
             body_timeout_s=settings.server.timeouts.body_s,
             api_tokens=api_tokens,
+            providers=providers,
+        )
+        oidc_login = OidcLogin(
+            providers=providers,
+            users=users,
+            sessions=sessions,
+            tokens=tokens,
+            sockets=sockets,
+            cookie=cookie,
+            # Every replica sharing the signing key opens what another sealed.
+            state_cookie=StateCookie(
+                bundle.keys.derive_secret(b"gateway oidc sign-in state v1"), https=https
+            ),
+            replay=ReplayGuard(redis, key_prefix=settings.session.redis.key_prefix),
+            public_url=settings.server.public_url,
+            body_timeout_s=settings.server.timeouts.body_s,
         )
         if health is None:
             health = (
@@ -169,9 +194,10 @@ class Runtime:
                 for route in settings.routes
             },
             login=login,
+            oidc=providers,
             health=health,
-            endpoints=public_endpoints(login, tokens.jwks_json, health),
-            own_cookies=frozenset((cookie.name, csrf.name)),
+            endpoints=public_endpoints(login, tokens.jwks_json, health, oidc_login.routes()),
+            own_cookies=frozenset((cookie.name, csrf.name, oidc_login.state_cookie_name)),
             # SECURITY: with a custom tokens.header, a replayed token in it must not pass; nor a
             # client's copy of any header a route's identity_headers sets, on any route.
             own_headers=normalised_names(
@@ -192,6 +218,7 @@ class Runtime:
             await self.upstream_client.close()
         if keep is None or keep.throttle is not self.throttle:
             await self.throttle.close()
+        await self.oidc.close(keep=keep.oidc if keep is not None else None)
         if keep is None or keep.sessions is not self.sessions:
             await self.sessions.close()
             if self.redis is not None:

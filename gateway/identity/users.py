@@ -54,6 +54,9 @@ class User:
     """Cannot sign in; sessions and API tokens of the user are refused."""
     stamp: str = field(default="", repr=False, compare=False)
     """:func:`credential_stamp` of this user (computed when not given)."""
+    idp: str | None = None
+    """The OpenID Connect provider the user signed in at (``login.oidc[].name``); ``None`` for
+    a user of the local directory."""
 
     def __post_init__(self) -> None:
         if not self.stamp:

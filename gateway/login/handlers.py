@@ -8,7 +8,7 @@ import json
 import logging
 import time
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode, urlsplit
 
 from aiohttp import web
 from multidict import CIMultiDict
@@ -27,11 +27,14 @@ from gateway.errors import (
 from gateway.forwarded import ClientInfo
 from gateway.http import foreign_origin, wants_html
 from gateway.identity.cookies import SessionCookie
-from gateway.identity.sessions import SessionManager, SessionStoreUnavailable
+from gateway.identity.sessions import Session, SessionManager, SessionStoreUnavailable
+from gateway.identity.sessions.base import ProviderLogin
 from gateway.identity.users import User, UserDirectory
 from gateway.login.csrf import Csrf
 from gateway.login.forms import is_json, parse_credentials_json, parse_form, read_small_body
+from gateway.login.oidc import start_path
 from gateway.login.throttle import Throttle
+from gateway.oidc import Providers
 from gateway.redirects import safe_redirect
 from gateway.tokens import Tokens
 from gateway.websockets import OpenWebSockets
@@ -51,12 +54,15 @@ class _CsrfFailure(Forbidden):
 
 
 def user_json(user: User) -> dict[str, Any]:
-    return {
+    shown: dict[str, Any] = {
         "username": user.username,
         "name": user.name,
         "email": user.email,
         "roles": sorted(user.roles),
     }
+    if user.idp is not None:
+        shown["idp"] = user.idp
+    return shown
 
 
 def throttle_address(ip: str) -> str:
@@ -122,6 +128,7 @@ class Login:
         public_url: str,
         body_timeout_s: float,
         api_tokens: bool,
+        providers: Providers | None = None,
     ) -> None:
         self._users = users
         self._sessions = sessions
@@ -138,6 +145,7 @@ class Login:
         self._public_url = public_url
         self._body_timeout_s = body_timeout_s
         self._api_tokens = api_tokens
+        self._providers = providers if providers is not None else Providers()
 
     # --- pages ---------------------------------------------------------------------------------
 
@@ -156,6 +164,7 @@ class Login:
             response = self._page(
                 request,
                 "signed_in.html",
+                headers=self._logout_csp(),
                 title=self._title,
                 username=identity.user.username,
                 rd=rd,
@@ -200,7 +209,63 @@ class Login:
             username=username,
             username_attrs=pages.Markup(username_attrs),
             password_attrs=pages.Markup(password_attrs),
+            providers=self._provider_buttons(rd),
         )
+
+    def _provider_buttons(self, rd: str) -> pages.Markup:
+        """One button per OpenID Connect provider (a link: starting a sign-in changes nothing
+        here), or a note that it is unavailable while the gateway cannot reach it."""
+        if not len(self._providers):
+            return pages.Markup("")
+        buttons = []
+        for provider in self._providers:
+            label = pages.escape(provider.settings.label)
+            if provider.available:
+                href = pages.escape(f"{start_path(provider.name)}?{urlencode({'rd': rd})}")
+                buttons.append(f'<a class="button provider" href="{href}">{label}</a>')
+            else:
+                buttons.append(
+                    f'<span class="button unavailable" aria-disabled="true">{label} '
+                    "(unavailable)</span>"
+                )
+        return pages.Markup(f'<div class="providers">{"".join(buttons)}</div>')
+
+    def _end_session_url(self, login: ProviderLogin | None) -> str | None:
+        """Where signing out continues for a provider user: the provider's end-session
+        endpoint, with the ID token as a hint and our login page as the way back."""
+        if login is None:
+            return None
+        provider = self._providers.get(login.idp)
+        if provider is None or provider.metadata is None:
+            return None
+        endpoint = provider.metadata.end_session_endpoint
+        if endpoint is None:
+            return None
+        params = {
+            "client_id": provider.settings.client_id,
+            # SECURITY: a fixed address of ours (registered at the provider), never a
+            # parameter of the request: the way back cannot be made an open redirect.
+            "post_logout_redirect_uri": self._public_url + LOGIN_PATH,
+        }
+        if login.id_token:
+            params["id_token_hint"] = login.id_token
+        return f"{endpoint}{'&' if '?' in endpoint else '?'}{urlencode(params)}"
+
+    def _logout_csp(self) -> dict[str, str] | None:
+        """A sign-out form may continue at a provider's end-session endpoint, and browsers hold
+        a form's redirects to the page's ``form-action``: those origins are allowed there."""
+        origins = []
+        for provider in self._providers:
+            endpoint = provider.metadata.end_session_endpoint if provider.metadata else None
+            if endpoint is not None:
+                parts = urlsplit(endpoint)
+                origins.append(f"{parts.scheme}://{parts.netloc}")
+        if not origins:
+            return None
+        csp = pages.SECURITY_HEADERS["Content-Security-Policy"].replace(
+            "form-action 'self'", "form-action 'self' " + " ".join(dict.fromkeys(origins))
+        )
+        return {"Content-Security-Policy": csp}
 
     def refusal_page(self, request: web.BaseRequest, exc: GatewayError) -> web.Response:
         """The answer to a refused request. A browser signed in with a session whom a route's
@@ -213,19 +278,26 @@ class Login:
                 request,
                 "denied.html",
                 status=exc.status,
+                headers=self._logout_csp(),
                 username=exc.username,
                 rd=safe_redirect(exc.rd),
             )
         return pages.error_response(request, exc)
 
     def _page(
-        self, request: web.BaseRequest, template: str, *, status: int = 200, **values: str
+        self,
+        request: web.BaseRequest,
+        template: str,
+        *,
+        status: int = 200,
+        headers: dict[str, str] | None = None,
+        **values: str,
     ) -> web.Response:
         """One of the forms, carrying this browser's CSRF token (and the cookie that gives it
         one, when it has none yet)."""
         token, set_csrf = self._csrf.token(request)
-        fields: dict[str, Any] = {**values, "csrf": token}  # none is named headers
-        response = pages.render_page(template, status=status, **fields)
+        fields: dict[str, Any] = {**values, "csrf": token}
+        response = pages.render_page(template, status=status, headers=headers, **fields)
         if set_csrf is not None:
             response.headers.add("Set-Cookie", set_csrf)
         return response
@@ -277,7 +349,9 @@ class Login:
         identity = (await self._who.authenticate(request, now=time.time())).identity
         if identity is None:
             return pages.render_page("not_signed_in.html")
-        return self._page(request, "logout.html", username=identity.user.username)
+        return self._page(
+            request, "logout.html", headers=self._logout_csp(), username=identity.user.username
+        )
 
     async def logout_submit(
         self, request: web.BaseRequest, client: ClientInfo
@@ -293,13 +367,15 @@ class Login:
         # a CORS preflight we never grant, so JSON needs no token; forms do.
         if not as_json and not self._csrf.valid(request, form.get("csrf", "")):
             raise _CsrfFailure("logout form without a valid CSRF token")
-        await self._end_session(request)
+        ended = await self._end_session(request)
         headers = {"Clear-Site-Data": '"cookies"', "Set-Cookie": self._cookie.expired()}
         log.info("logout", extra={"reason": "logout"})
         if as_json:
             response = web.Response(status=204, headers=pages.SECURITY_HEADERS)
         else:
-            location = signed_out_location(form.get("rd"))
+            # A provider user's sign-out continues at the provider (RP-initiated logout).
+            provider_logout = self._end_session_url(ended.provider if ended is not None else None)
+            location = provider_logout or signed_out_location(form.get("rd"))
             response = web.Response(
                 status=303, headers={"Location": location, **pages.SECURITY_HEADERS}
             )
@@ -382,13 +458,15 @@ class Login:
         await self._throttle.success(keys)
         return user
 
-    async def _end_session(self, request: web.BaseRequest) -> None:
+    async def _end_session(self, request: web.BaseRequest) -> Session | None:
+        """End the browser's session, if any; the session that ended."""
         value = self._cookie.value(request)
         if value is None:
-            return
+            return None
         ended = await self._sessions.delete(value)
         if ended is not None:
             # Tokens minted for the session must not outlive it in the cache, nor its sockets.
             self._tokens.drop_session(ended.sid_hash)
             sid_hash = ended.sid_hash
             await self._sockets.close_where(lambda entry: entry.sid_hash == sid_hash)
+        return ended

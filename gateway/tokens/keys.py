@@ -21,8 +21,9 @@ from types import MappingProxyType
 from typing import Any, Literal, TypeAlias
 
 from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from jwt.algorithms import Algorithm as JwtAlgorithm
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
@@ -149,6 +150,21 @@ class KeySet:
         none. An HMAC secret is shared with upstreams, so it must never mint a credential that
         the gateway itself accepts."""
         return next((key for key in self.keys if key.asymmetric), None)
+
+    def derive_secret(self, purpose: bytes) -> bytes:
+        """32 bytes derived (HKDF-SHA256) from the signing key's PRIVATE material for
+        ``purpose``: a secret that every process sharing this key set shares (e.g. replicas
+        sealing short-lived cookies for each other) and that reveals nothing of the key."""
+        signing = self.signing
+        if isinstance(signing.private_key, bytes):
+            material = signing.private_key
+        else:
+            material = signing.private_key.private_bytes(
+                serialization.Encoding.DER,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=purpose).derive(material)
 
     def jwks(self) -> dict[str, Any]:
         """A fresh RFC 7517 JWK Set of every asymmetric key: public members only, never HMAC."""

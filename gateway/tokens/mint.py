@@ -84,6 +84,8 @@ class TokenMinter:
             raise ValueError("an upstream token's audience must differ from the issuer")
         claims = self._registered(user, audience=audience, ttl_s=ttl_s, now=now)
         claims["sid"] = session_claim(session.sid_hash)
+        if user.idp is not None:
+            claims["idp"] = user.idp  # signed in at this OpenID Connect provider
         claims.update(self._identity(user))
         return Minted(_sign(claims, self._upstream), claims["iat"], claims["exp"])
 

@@ -103,4 +103,4 @@ class Tokens:
 
 def _stamp(user: User, ttl_s: float) -> Hashable:
     # What the cached token was minted from: a change (e.g. roles after a users reload) misses.
-    return (user.username, user.name, user.email, user.roles, ttl_s)
+    return (user.username, user.name, user.email, user.roles, user.idp, ttl_s)
