@@ -149,7 +149,7 @@ class FakeIssuer:
         self._runner: web.AppRunner | None = None
         self.issuer = ""
 
-    async def start(self) -> FakeIssuer:
+    async def start(self, port: int = 0) -> FakeIssuer:
         app = web.Application()
         app.router.add_get("/.well-known/openid-configuration", self._discovery)
         app.router.add_get("/jwks", self._jwks)
@@ -157,7 +157,7 @@ class FakeIssuer:
         app.router.add_post("/token", self._token)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, "127.0.0.1", port)
         await site.start()
         port = self._runner.addresses[0][1]
         self.issuer = f"http://127.0.0.1:{port}"

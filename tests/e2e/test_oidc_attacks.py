@@ -20,8 +20,9 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from tests.configs import config, route, users
+from tests.configs import config, route, session_config, users
 from tests.oidc_support import CLIENT_ID, FakeIssuer, provider_config, wait_discovered
+from tests.redis_support import free_port
 from tests.support import GatewayClient, MakeGateway
 from tests.upstreams import Upstream, echoed
 
@@ -37,12 +38,13 @@ async def issuer() -> AsyncIterator[FakeIssuer]:
 
 
 def document(upstream: Upstream, issuer: str, **provider: Any) -> dict[str, Any]:
+    session = provider.pop("session", None)
     return config(
         upstream.url,
         [route("app", prefix="/", access="authenticated")],
         users={"inline": users("alice")},
         login={"oidc": [provider_config(issuer, **provider)]},
-        session=provider.pop("session", None),
+        session=session,
     )
 
 
@@ -311,3 +313,267 @@ async def test_an_id_token_with_a_forbidden_algorithm_is_refused(
 
 def b64(value: dict[str, Any]) -> str:
     return base64.urlsafe_b64encode(json.dumps(value).encode()).rstrip(b"=").decode()
+
+
+# --- who may sign in --------------------------------------------------------------------------
+
+
+async def test_a_user_the_allowed_rules_do_not_admit_gets_no_session(
+    make_gateway: MakeGateway, upstream: Upstream, issuer: FakeIssuer, caplog: Any
+) -> None:
+    doc = document(upstream, issuer.issuer, allowed={"email_domains": ["example.com"]})
+    gateway = await serve(make_gateway, doc)
+
+    assert_refused(await SignIn(gateway).run(), caplog, reason="oidc_not_allowed", status=403)
+
+
+async def test_an_unverified_email_of_an_allowed_domain_does_not_admit(
+    make_gateway: MakeGateway, upstream: Upstream, issuer: FakeIssuer, caplog: Any
+) -> None:
+    doc = document(upstream, issuer.issuer, allowed={"email_domains": ["corp.example"]})
+    gateway = await serve(make_gateway, doc)
+    issuer.claims["email_verified"] = False
+
+    assert_refused(await SignIn(gateway).run(), caplog, reason="oidc_not_allowed", status=403)
+    issuer.claims["email_verified"] = True
+    status, _, _, session = await SignIn(gateway).run()
+    assert status == 303 and session is not None
+
+
+async def test_a_provider_user_cannot_take_a_local_users_name(
+    make_gateway: MakeGateway, upstream: Upstream, issuer: FakeIssuer, caplog: Any
+) -> None:
+    gateway = await serve(make_gateway, document(upstream, issuer.issuer))
+    issuer.claims["preferred_username"] = "alice"  # a local user of this gateway
+
+    assert_refused(await SignIn(gateway).run(), caplog, reason="oidc_username_taken", status=403)
+
+
+async def test_groups_map_to_roles_for_access_rules(
+    make_gateway: MakeGateway, upstream: Upstream, issuer: FakeIssuer
+) -> None:
+    doc = document(upstream, issuer.issuer)
+    doc["routes"] = [
+        route("admin", prefix="/admin", access={"roles": ["admin"]}),
+        route("ops", prefix="/ops", access={"roles": ["ops"]}),
+    ]
+    gateway = await serve(make_gateway, doc)
+    _, _, _, session = await SignIn(gateway).run("/admin")
+    cookie = {"Cookie": f"{SESSION}={session}"}
+
+    async with gateway.get("/admin/x", headers=cookie) as resp:
+        assert resp.status == 200
+    async with gateway.get("/ops/x", headers=cookie) as resp:
+        assert resp.status == 403
+
+
+# --- the provider down ------------------------------------------------------------------------
+
+
+async def test_a_provider_down_at_start_up_is_unavailable_then_retried(
+    make_gateway: MakeGateway, upstream: Upstream, caplog: Any
+) -> None:
+    port = free_port()
+    doc = document(upstream, f"http://127.0.0.1:{port}")
+    gateway = await make_gateway(doc)
+    await gateway.gateway.start()
+    async with gateway.get("/.gateway/login") as resp:
+        assert resp.status == 200  # the gateway serves; the form works
+        page = await resp.text()
+    assert "Sign in with Corp SSO (unavailable)" in page
+    assert "/.gateway/oidc/corp/start" not in page
+    async with gateway.get("/.gateway/oidc/corp/start", headers={"Accept": "text/html"}) as r:
+        assert r.status == 503
+        assert "cannot be reached" in await r.text()
+        assert not _has_cookie(r, STATE)
+    assert "oidc_unavailable" in reasons(caplog)
+
+    late = await FakeIssuer().start(port=port)
+    try:
+        await wait_discovered(
+            lambda: gateway.gateway.holder.current.oidc.get("corp").available, timeout=30
+        )
+        async with gateway.get("/.gateway/login") as resp:
+            assert 'href="/.gateway/oidc/corp/start?rd=%2F"' in await resp.text()
+        status, _, _, session = await SignIn(gateway).run()
+        assert status == 303 and session is not None
+    finally:
+        await late.stop()
+
+
+async def test_a_discovery_document_of_another_issuer_is_not_used(
+    make_gateway: MakeGateway, upstream: Upstream, issuer: FakeIssuer, caplog: Any
+) -> None:
+    # The same server, named with a trailing slash: not the issuer its document states.
+    gateway = await make_gateway(document(upstream, issuer.issuer + "/"))
+    await gateway.gateway.start()
+    await wait_discovered(lambda: "oidc_issuer_mismatch" in reasons(caplog))
+    assert not gateway.gateway.holder.current.oidc.get("corp").available
+
+
+# --- logout -----------------------------------------------------------------------------------
+
+
+async def test_logout_continues_at_the_providers_end_session_endpoint(
+    make_gateway: MakeGateway, upstream: Upstream, issuer: FakeIssuer
+) -> None:
+    gateway = await serve(make_gateway, document(upstream, issuer.issuer))
+    _, _, _, session = await SignIn(gateway).run()
+    cookie = f"{SESSION}={session}"
+    async with gateway.get("/.gateway/logout", headers={"Cookie": cookie}) as resp:
+        csrf = cookie_of(resp, "gw_csrf")
+        # The form may continue at the provider: browsers hold its redirects to form-action.
+        assert f"form-action 'self' {issuer.issuer}" in resp.headers["Content-Security-Policy"]
+
+    async with gateway.post(
+        "/.gateway/logout",
+        data={"csrf": csrf},
+        headers={"Cookie": f"{cookie}; gw_csrf={csrf}", "Origin": "http://gw.test"},
+        allow_redirects=False,
+    ) as resp:
+        assert resp.status == 303
+        location = urlsplit(resp.headers["Location"])
+    assert f"{location.scheme}://{location.netloc}{location.path}" == f"{issuer.issuer}/logout"
+    query = parse_qs(location.query)
+    assert query["post_logout_redirect_uri"] == ["http://gw.test/.gateway/login"]
+    assert query["client_id"] == [CLIENT_ID]
+    hint = jwt.decode(query["id_token_hint"][0], options={"verify_signature": False})
+    assert hint["sub"] == issuer.subject and hint["aud"] == CLIENT_ID
+    async with gateway.get("/app", headers={"Cookie": cookie}) as resp:
+        assert resp.status == 401  # our session ended first
+
+
+# --- back-channel logout ----------------------------------------------------------------------
+
+
+async def backchannel(gateway: GatewayClient, token: str) -> int:
+    async with gateway.post(
+        "/.gateway/oidc/corp/backchannel-logout", data={"logout_token": token}
+    ) as resp:
+        return resp.status
+
+
+async def alive(gateway: GatewayClient, session: str | None) -> bool:
+    async with gateway.get("/app", headers={"Cookie": f"{SESSION}={session}"}) as resp:
+        return resp.status == 200
+
+
+@pytest.mark.parametrize("backend", ["memory", "redis", "cookie"])
+async def test_back_channel_logout_ends_the_sessions_of_that_provider_session(
+    make_gateway: MakeGateway,
+    upstream: Upstream,
+    issuer: FakeIssuer,
+    backend: str,
+    request: pytest.FixtureRequest,
+) -> None:
+    options: dict[str, Any] = {}
+    if backend == "redis":
+        options = {
+            "redis_url": request.getfixturevalue("redis_url"),
+            "redis_prefix": request.getfixturevalue("redis_prefix"),
+        }
+    doc = document(upstream, issuer.issuer, session=session_config(backend, **options))
+    gateway = await serve(make_gateway, doc)
+    _, _, _, first = await SignIn(gateway).run()
+    _, _, _, second = await SignIn(gateway).run()
+    issuer.claims["sid"] = "fake-session-2"
+    _, _, _, other = await SignIn(gateway).run()
+    assert await alive(gateway, first) and await alive(gateway, other)
+
+    assert await backchannel(gateway, issuer.logout_token(sid="fake-session-1")) == 200
+
+    assert not await alive(gateway, first)
+    assert not await alive(gateway, second)
+    assert await alive(gateway, other)
+
+    assert await backchannel(gateway, issuer.logout_token(sid=None)) == 200  # by sub: all
+    assert not await alive(gateway, other)
+
+
+async def test_back_channel_logout_holds_on_every_replica_with_redis(
+    make_gateway: MakeGateway,
+    upstream: Upstream,
+    issuer: FakeIssuer,
+    redis_url: str,
+    redis_prefix: str,
+) -> None:
+    session = session_config("redis", redis_url=redis_url, redis_prefix=redis_prefix)
+    replica_a = await serve(make_gateway, document(upstream, issuer.issuer, session=session))
+    replica_b = await serve(make_gateway, document(upstream, issuer.issuer, session=session))
+    _, _, _, cookie = await SignIn(replica_a).run()
+    assert await alive(replica_b, cookie)
+
+    assert await backchannel(replica_b, issuer.logout_token()) == 200
+
+    assert not await alive(replica_a, cookie)
+    assert not await alive(replica_b, cookie)
+
+
+@pytest.mark.parametrize(
+    ("changes", "reason"),
+    [
+        ({"nonce": "n-1"}, "oidc_logout_token_invalid"),
+        ({"events": None}, "oidc_logout_token_invalid"),
+        ({"events": {"http://schemas.openid.net/event/other": {}}}, "oidc_logout_token_invalid"),
+        ({"sid": None, "sub": None}, "oidc_logout_token_invalid"),
+        ({"aud": "another-client"}, "oidc_token_audience"),
+        ({"iss": "https://evil.example"}, "oidc_token_issuer"),
+        ({"jti": None}, "oidc_token_invalid"),
+        ({"iat": int(time.time()) - 3600, "exp": None}, "oidc_logout_token_old"),
+    ],
+    ids=[
+        "with-nonce",
+        "no-events",
+        "other-event",
+        "no-sid-no-sub",
+        "other-audience",
+        "other-issuer",
+        "no-jti",
+        "too-old",
+    ],
+)
+async def test_a_logout_token_that_does_not_hold_ends_nothing(
+    make_gateway: MakeGateway,
+    upstream: Upstream,
+    issuer: FakeIssuer,
+    caplog: Any,
+    changes: dict[str, Any],
+    reason: str,
+) -> None:
+    gateway = await serve(make_gateway, document(upstream, issuer.issuer))
+    _, _, _, session = await SignIn(gateway).run()
+
+    assert await backchannel(gateway, issuer.logout_token(**changes)) == 400
+
+    assert reason in reasons(caplog)
+    assert await alive(gateway, session)
+
+
+async def test_a_replayed_logout_token_is_refused(
+    make_gateway: MakeGateway, upstream: Upstream, issuer: FakeIssuer, caplog: Any
+) -> None:
+    gateway = await serve(make_gateway, document(upstream, issuer.issuer))
+    token = issuer.logout_token()
+    assert await backchannel(gateway, token) == 200
+    _, _, _, later = await SignIn(gateway).run()  # the same provider session signs in again
+
+    assert await backchannel(gateway, token) == 400
+
+    assert "oidc_logout_token_replayed" in reasons(caplog)
+    assert await alive(gateway, later)
+
+
+async def test_an_id_token_is_no_logout_token(
+    make_gateway: MakeGateway, upstream: Upstream, issuer: FakeIssuer, caplog: Any
+) -> None:
+    gateway = await serve(make_gateway, document(upstream, issuer.issuer))
+    flow = SignIn(gateway)
+    _, _, _, session = await flow.run()
+    id_token = jwt.encode(
+        {"iss": issuer.issuer, "aud": CLIENT_ID, "sub": issuer.subject, "iat": int(time.time()),
+         "exp": int(time.time()) + 60, "nonce": "n", "jti": "j", "sid": "fake-session-1"},
+        issuer.key, algorithm="RS256", headers={"kid": issuer.kid},
+    )  # fmt: skip
+
+    assert await backchannel(gateway, id_token) == 400
+    assert await alive(gateway, session)
