@@ -20,6 +20,7 @@ import os
 import secrets
 import shutil
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -60,10 +61,11 @@ class RealProvider:
     def __init__(self, clients: list[dict[str, Any]], *, host: str = "localhost") -> None:
         node = require_node()
         config = {"host": host, "clients": clients}
+        self._log = tempfile.TemporaryFile()  # noqa: SIM115 - closed by stop()
         self._process = subprocess.Popen(
             [node, str(PROVIDER_DIR / "provider.mjs"), json.dumps(config)],
             stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
+            stderr=self._log,
             cwd=PROVIDER_DIR,
             start_new_session=True,
         )
@@ -82,6 +84,15 @@ class RealProvider:
             except subprocess.TimeoutExpired:
                 self._process.kill()
                 self._process.wait()
+        if self._process.stdout is not None:
+            self._process.stdout.close()
+        self._log.close()
+
+    @property
+    def log(self) -> str:
+        """What the provider wrote to stderr (deliveries of back-channel logout, errors)."""
+        self._log.seek(0)
+        return self._log.read().decode(errors="replace")
 
 
 def gateway_client(
