@@ -176,7 +176,15 @@ def cmd_explain(args: argparse.Namespace) -> int:
     if bundle is None:
         return 1
     try:
-        report = explain(bundle, args.method, args.url, user=args.user, headers=args.header)
+        report = explain(
+            bundle,
+            args.method,
+            args.url,
+            user=args.user,
+            headers=args.header,
+            idp=args.idp,
+            claims=args.claim,
+        )
         sys.stdout.write(report)
     except ValueError as exc:
         print(f"gateway explain: {exc}", file=sys.stderr)
@@ -265,6 +273,19 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("method", metavar="METHOD")
     explain.add_argument("url", metavar="URL", help="absolute URL, or a path on public_url")
     explain.add_argument("--user", help="decide for this user (default: anonymous)")
+    explain.add_argument(
+        "--idp",
+        metavar="NAME",
+        help="the user signed in at this OpenID Connect provider (login.oidc) instead",
+    )
+    explain.add_argument(
+        "--claim",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="with --idp: a claim of the provider's ID token, e.g. groups=admin or "
+        "email=a@example.com; repeat a name for a list",
+    )
     explain.add_argument(
         "--header",
         "-H",

@@ -29,6 +29,7 @@ from gateway.describe import describe_access, describe_match
 from gateway.headers import header_tokens
 from gateway.identity.sessions.base import Session
 from gateway.identity.users import User
+from gateway.oidc.claims import ClaimsError, admits, map_identity, provider_user
 from gateway.plan import (
     RESERVED_PREFIX,
     Caller,
@@ -63,6 +64,8 @@ def explain(
     user: str | None = None,
     headers: Sequence[str] = (),
     now: float | None = None,
+    idp: str | None = None,
+    claims: Sequence[str] = (),
 ) -> str:
     """Describe what the gateway would do with ``METHOD URL`` for ``user`` (None: anonymous;
     else signed in with a session, as a browser is).
@@ -75,6 +78,12 @@ def explain(
     decision: ``Host`` (instead of the URL's), ``Accept`` (a browser navigation),
     ``Origin``, ``Upgrade`` and ``Connection`` (a WebSocket handshake). ``now`` (Unix time,
     default the current time) dates the JWT shown.
+
+    With ``idp`` (a provider of ``login.oidc``) the caller signed in at that OpenID Connect
+    provider instead: ``claims`` (``"name=value"``, a name given twice makes a list) are the
+    claims of its ID token, mapped through the provider's ``claims:`` as at sign-in (``user``,
+    when given, is the username claim); a caller the provider's ``allowed`` rules refuse gets
+    no session.
 
     Returns the report: aligned ``key: value`` lines giving the normalised path (or the 400
     refusing the request), the route that matches (or 404), the decision (``allow``, ``deny
@@ -90,10 +99,18 @@ def explain(
         raise ValueError(f"invalid HTTP method {method!r}")
     target = _parse_url(url, settings.server.public_url)
     sent = _parse_headers(headers)
-    caller = _find_user(bundle, user) if user is not None else None
+    refused_at_sign_in = None
+    if idp is not None:
+        caller, refused_at_sign_in = _provider_caller(bundle, idp, user, claims)
+    elif claims:
+        raise ValueError("--claim needs --idp: the provider whose ID token holds the claims")
+    else:
+        caller = _find_user(bundle, user) if user is not None else None
     facts = _facts(method, target, sent)
     lines: Lines = [("request", f"{method} {target.display}")]
     lines.extend((name.lower(), value) for name, value in sent.items())
+    if refused_at_sign_in is not None:
+        lines.append(("sign-in", refused_at_sign_in))
 
     located = locate(facts, bundle.routes)
     if isinstance(located, Refusal):
@@ -138,7 +155,8 @@ def explain(
         lines.append(("user", "anonymous (no session)"))
     else:
         roles = ", ".join(sorted(caller.roles)) or "none"
-        lines.append(("user", f"{caller.username} (roles: {roles})"))
+        signed_in = f", signed in at {caller.idp}" if caller.idp is not None else ""
+        lines.append(("user", f"{caller.username} (roles: {roles}{signed_in})"))
 
     who = Caller(caller.username, caller.roles, by_session=True) if caller is not None else None
     decision = decide(located, facts, who, public_url=settings.server.public_url)
@@ -275,6 +293,47 @@ def _find_user(bundle: Bundle, username: str) -> User:
             f"unknown user {username!r}{did_you_mean(username, known)}; known users: {listed}"
         )
     return found
+
+
+def _provider_caller(
+    bundle: Bundle, idp: str, user: str | None, given: Sequence[str]
+) -> tuple[User | None, str | None]:
+    """The caller a provider's ID token with ``given`` claims makes, or ``None`` and why the
+    sign-in would be refused."""
+    settings = bundle.settings.login
+    provider = settings.provider(idp)
+    if provider is None:
+        known = [p.name for p in settings.oidc]
+        listed = ", ".join(known) if known else "none configured"
+        raise ValueError(
+            f"unknown provider {idp!r}{did_you_mean(idp, known)}; login.oidc has: {listed}"
+        )
+    claims: dict[str, Any] = {}
+    for item in given:
+        name, equals, value = item.partition("=")
+        if not equals or not name:
+            raise ValueError(f'expected a claim as "name=value", got {item!r}')
+        typed: Any = {"true": True, "false": False}.get(value, value)
+        if name in claims:
+            previous = claims[name]
+            claims[name] = [*previous, typed] if isinstance(previous, list) else [previous, typed]
+        elif name == provider.claims.roles:
+            claims[name] = [typed]
+        else:
+            claims[name] = typed
+    if user is not None:
+        claims.setdefault(provider.claims.username, user)
+    claims.setdefault("sub", claims.get(provider.claims.username))
+    try:
+        username, login = map_identity(provider, claims)
+    except ClaimsError as exc:
+        raise ValueError(f"these claims make no identity: {exc}") from None
+    if username in bundle.users:
+        return None, f"refused: {username!r} is a local user's name (anonymous below)"
+    if not admits(provider.allowed, username, login):
+        index = settings.oidc.index(provider)
+        return None, f"refused by login.oidc[{index}].allowed (anonymous below)"
+    return provider_user(username, login), None
 
 
 def _unauthenticated(

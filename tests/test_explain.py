@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from gateway.bundle import Bundle, load
+from gateway.cli import main
 from gateway.explain import explain
 from gateway.tokens import generate_private_key
 
@@ -363,3 +364,81 @@ def test_a_configured_key_signs_and_its_kid_is_shown(tmp_path, example):
     assert claims["aud"] == "reports"
     assert field(report, "sends") == "X-Token: <the JWT below>"
     assert settings.keys.signing.kid == kid
+
+
+# --- users of an OpenID Connect provider ---------------------------------------------------------
+
+
+@pytest.fixture
+def with_provider(tmp_path: Path, example: Bundle) -> Bundle:
+    small_config(
+        tmp_path,
+        example,
+        """
+  - {name: admin, match: {path_prefix: /admin}, upstream: app, access: {roles: [admin]}}
+  - {name: rest, match: {path_prefix: /}, upstream: other, access: authenticated}
+""",
+    )
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        config.read_text()
+        + """
+login:
+  oidc:
+    - name: corp
+      issuer: https://id.example.com
+      client_id: gateway
+      client_secret: s3cret
+      allowed: {email_domains: [corp.example]}
+"""
+    )
+    return load(config)
+
+
+def test_a_provider_user_is_decided_by_the_roles_mapped_from_their_groups(with_provider):
+    report = explain(
+        with_provider,
+        "GET",
+        "/admin/x",
+        idp="corp",
+        user="erin",
+        claims=["groups=admin", "groups=ops", "email=erin@corp.example", "email_verified=true"],
+        now=NOW,
+    )
+
+    assert field(report, "user") == "erin (roles: admin, ops, signed in at corp)"
+    assert field(report, "decision") == "allow"
+    claims = json_block(report, "jwt claims")
+    assert claims["sub"] == "erin"
+    assert claims["roles"] == ["admin", "ops"]
+    assert claims["email"] == "erin@corp.example"
+    assert claims["idp"] == "corp"
+
+
+def test_a_provider_user_without_the_role_is_denied(with_provider):
+    claims = ["groups=ops", "email=erin@corp.example", "email_verified=true"]
+    report = explain(with_provider, "GET", "/admin/x", idp="corp", user="erin", claims=claims)
+    assert field(report, "decision") == "deny (403)"
+
+
+def test_a_provider_user_the_allowed_rules_refuse_gets_no_session(with_provider):
+    claims = ["groups=admin", "email=erin@elsewhere.example", "email_verified=true"]
+    report = explain(with_provider, "GET", "/admin/x", idp="corp", user="erin", claims=claims)
+    assert field(report, "sign-in") == "refused by login.oidc[0].allowed (anonymous below)"
+    assert field(report, "user") == "anonymous (no session)"
+
+
+def test_an_unknown_provider_is_an_error(with_provider):
+    with pytest.raises(ValueError, match=r"unknown provider 'crop' \(did you mean 'corp'"):
+        explain(with_provider, "GET", "/", idp="crop", user="erin")
+    with pytest.raises(ValueError, match="--claim needs --idp"):
+        explain(with_provider, "GET", "/", claims=["groups=admin"])
+
+
+def test_explain_takes_idp_and_claims_on_the_command_line(capsys, tmp_path, with_provider):
+    argv = ["explain", "-c", str(tmp_path / "config.yaml"), "GET", "/admin/x", "--idp", "corp",
+            "--user", "erin", "--claim", "groups=admin", "--claim", "email=e@corp.example",
+            "--claim", "email_verified=true"]  # fmt: skip
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert field(out, "decision") == "allow"
