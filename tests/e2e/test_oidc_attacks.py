@@ -12,6 +12,7 @@ import json
 import time
 from collections.abc import AsyncIterator
 from http.cookies import SimpleCookie
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
 
@@ -20,7 +21,8 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from tests.configs import config, route, session_config, users
+from gateway.reload import reload
+from tests.configs import config, dump, route, session_config, users
 from tests.oidc_support import CLIENT_ID, FakeIssuer, provider_config, wait_discovered
 from tests.redis_support import free_port
 from tests.support import GatewayClient, MakeGateway
@@ -577,3 +579,37 @@ async def test_an_id_token_is_no_logout_token(
 
     assert await backchannel(gateway, id_token) == 400
     assert await alive(gateway, session)
+
+
+# --- reloads ----------------------------------------------------------------------------------
+
+
+async def test_a_reload_that_narrows_allowed_or_drops_the_provider_ends_its_sessions(
+    make_gateway: MakeGateway, upstream: Upstream, issuer: FakeIssuer, tmp_path: Path
+) -> None:
+    doc = document(upstream, issuer.issuer)
+    gateway = await serve(make_gateway, doc)
+    holder = gateway.gateway.holder
+    _, _, _, first = await SignIn(gateway).run()
+    source = tmp_path / "config.yaml"
+
+    doc["login"]["oidc"][0]["label"] = "Corp"  # another provider entry: rediscovered
+    source.write_text(dump(doc))
+    assert await reload(holder, source)
+    assert await alive(gateway, first)  # unrelated changes keep sessions
+
+    doc["login"]["oidc"][0]["allowed"] = {"email_domains": ["elsewhere.example"]}
+    source.write_text(dump(doc))
+    assert await reload(holder, source)
+    assert not await alive(gateway, first)
+
+    doc["login"]["oidc"][0].pop("allowed")
+    source.write_text(dump(doc))
+    assert await reload(holder, source)
+    await wait_discovered(lambda: holder.current.oidc.get("corp").available)
+    _, _, _, second = await SignIn(gateway).run()
+    assert await alive(gateway, second)
+    doc["login"].pop("oidc")
+    source.write_text(dump(doc))
+    assert await reload(holder, source)
+    assert not await alive(gateway, second)
