@@ -106,7 +106,11 @@ async def after_reload(old: Runtime, new: Runtime, *, now: float) -> None:
         if entry_username is None:
             return decide_access(route.access, None, frozenset()) is not Decision.ALLOW
         user = new.users.get(entry_username)
-        if user is None or user.disabled:
+        if user is None:
+            # A removed local user was ended above; a user of an OpenID Connect provider is in
+            # no directory, and their session is checked again while the socket stays open.
+            return False
+        if user.disabled:
             return True
         return decide_access(route.access, user.username, user.roles) is not Decision.ALLOW
 

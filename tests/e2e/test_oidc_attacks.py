@@ -613,3 +613,22 @@ async def test_a_reload_that_narrows_allowed_or_drops_the_provider_ends_its_sess
     source.write_text(dump(doc))
     assert await reload(holder, source)
     assert not await alive(gateway, second)
+
+
+async def test_a_reload_leaves_a_provider_users_websocket_open(
+    make_gateway: MakeGateway, upstream: Upstream, issuer: FakeIssuer, tmp_path: Path
+) -> None:
+    doc = document(upstream, issuer.issuer)
+    doc["routes"] = [route("app", prefix="/", access={"roles": ["admin"]}, websocket=True)]
+    gateway = await serve(make_gateway, doc)
+    _, _, _, session = await SignIn(gateway).run()
+    source = tmp_path / "config.yaml"
+
+    async with gateway.ws_connect("/ws", headers={"Cookie": f"{SESSION}={session}"}) as ws:
+        await ws.send_str("before")
+        assert await ws.receive_str() == "before"
+        doc["login"]["title"] = "Welcome"  # a change that concerns nobody's access
+        source.write_text(dump(doc))
+        assert await reload(gateway.gateway.holder, source)
+        await ws.send_str("after")
+        assert await ws.receive_str() == "after"
