@@ -39,6 +39,12 @@ class SessionCookie:
         attributes = cookie_attributes(same_site=self._same_site, max_age=0, https=https)
         self._expired = f"{self.name}=; {attributes}"
 
+    @property
+    def strict(self) -> bool:
+        """``SameSite=Strict``: not sent on a navigation that a redirect from another site
+        started."""
+        return self._same_site == "strict"
+
     def value(self, request: web.BaseRequest) -> str | None:
         """The session cookie the request carries, if any."""
         return request_cookie(request, self.name)

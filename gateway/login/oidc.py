@@ -249,10 +249,19 @@ class OidcLogin:
             provider.name,
             extra={"reason": "oidc_login_ok", "user": username, "client_ip": client.ip},
         )
-        location = quote(safe_redirect(pending.rd), safe="/?&=#%:@!$'()*+,;~-._[]")
-        response = web.Response(
-            status=303, headers={"Location": location, **pages.SECURITY_HEADERS}
-        )
+        rd = safe_redirect(pending.rd)
+        if self._cookie.strict:
+            # The provider's redirect started this navigation on another site: a Strict cookie
+            # set now is not sent with a redirect to rd, but is with a navigation our own page
+            # starts.
+            response = pages.render_page(
+                "continue.html", title="Signed in", username=username, rd=rd
+            )
+        else:
+            location = quote(rd, safe="/?&=#%:@!$'()*+,;~-._[]")
+            response = web.Response(
+                status=303, headers={"Location": location, **pages.SECURITY_HEADERS}
+            )
         response.headers.add(
             "Set-Cookie", self._cookie.set(value, max_age_s=self._sessions.absolute_s)
         )

@@ -32,6 +32,7 @@ SECURITY_HEADERS = {
 _TEMPLATES = {
     name: resources.files(__package__).joinpath(name).read_text("utf-8")
     for name in (
+        "continue.html",
         "denied.html",
         "error.html",
         "login.html",

@@ -210,3 +210,31 @@ async def test_a_stolen_code_is_worthless_without_its_pkce_verifier(
             await victim.close()
     finally:
         provider.stop()
+
+
+async def test_with_same_site_strict_the_user_still_arrives_signed_in(
+    browser: Any, tmp_path: Path, upstream: Upstream
+) -> None:
+    """A Strict cookie set at the end of the provider's (cross-site) redirects is not sent on
+    the redirect to the app: the callback continues from a page of our own instead."""
+    port = free_port()
+    gw = f"http://127.0.0.1:{port}"
+    provider = RealProvider([gateway_client([gw])])
+    try:
+        document = gateway_document(
+            tmp_path, port, upstream, provider.issuer, session={"same_site": "strict"}
+        )
+        async with running(tmp_path, document) as g:
+            await g.wait_log(DISCOVERED)
+            context = await browser.new_context()
+            tab = await context.new_page()
+            await tab.goto(f"{gw}/reports")
+            await tab.get_by_role("link", name="Sign in with Corp SSO").click()
+            await tab.wait_for_url(f"{provider.issuer}/**")
+            await sign_in_at_provider(tab, "alice.sso")
+
+            await tab.wait_for_url(f"{gw}/reports")
+            assert (await app_claims(tab))["sub"] == "alice.sso"
+            await context.close()
+    finally:
+        provider.stop()
