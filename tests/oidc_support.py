@@ -148,6 +148,9 @@ class FakeIssuer:
         """Makes the ID token from its claims instead of signing it with the key."""
         self.codes: dict[str, dict[str, Any]] = {}
         self.token_requests: list[dict[str, str]] = []
+        self.jwks_fetches = 0
+        self.extra_keys: list[dict[str, Any]] = []
+        """More JWKs the provider publishes beside its signing key."""
         self.subject = "fake-user-1"
         self.claims: dict[str, Any] = {
             "preferred_username": "erin.sso",
@@ -197,7 +200,13 @@ class FakeIssuer:
         )
 
     async def _jwks(self, request: web.Request) -> web.Response:
-        return web.json_response({"keys": [self.jwk()]})
+        self.jwks_fetches += 1
+        return web.json_response({"keys": [self.jwk(), *self.extra_keys]})
+
+    def rotate(self) -> None:
+        """A new signing key under a new kid, published in place of the old one."""
+        self.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self.kid = f"fake-{secrets.token_hex(4)}"
 
     async def _authorize(self, request: web.Request) -> web.Response:
         query = request.query

@@ -320,10 +320,12 @@ class Provider:
 
 
 async def _read_bounded(response: aiohttp.ClientResponse) -> bytes:
-    body = await response.content.read(MAX_DOCUMENT_BYTES + 1)
-    if len(body) > MAX_DOCUMENT_BYTES:
-        raise ProviderError("the provider's answer is too large", reason="oidc_too_large")
-    return body
+    body = bytearray()
+    async for chunk in response.content.iter_any():
+        body += chunk
+        if len(body) > MAX_DOCUMENT_BYTES:
+            raise ProviderError("the provider's answer is too large", reason="oidc_too_large")
+    return bytes(body)
 
 
 def _json_object(body: bytes) -> dict[str, Any] | None:
