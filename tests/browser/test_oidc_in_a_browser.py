@@ -17,7 +17,7 @@ from aiohttp import web
 
 from tests.configs import route, session_config
 from tests.e2e.harness import config, running
-from tests.oidc_support import RealProvider, gateway_client, provider_config
+from tests.oidc_support import CLIENT_SECRET, RealProvider, gateway_client, provider_config
 from tests.redis_support import free_port
 from tests.upstreams import Received, Upstream
 
@@ -114,6 +114,10 @@ async def test_sign_in_at_the_provider_reach_the_app_sign_out_at_both(
             await tab.locator("button[name=logout]").click()
             await tab.wait_for_url(f"{gw}/.gateway/login")
             assert "gw_session" not in {c["name"] for c in await context.cookies()}
+
+            # Nothing secret reached the log: no code, no token (JWTs start "eyJ"), no secret.
+            assert "eyJ" not in g.log and CLIENT_SECRET not in g.log
+            assert "code=REDACTED" in g.log or "/.gateway/oidc/callback?code" not in g.log
 
             # Signed out at the provider too: signing in again asks for the login again.
             await tab.goto(f"{gw}/reports")

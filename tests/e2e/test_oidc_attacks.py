@@ -178,6 +178,27 @@ async def test_sign_in_starts_a_session_whose_upstream_gets_the_mapped_identity(
     }
 
 
+async def test_signing_in_ends_the_session_the_browser_had(
+    make_gateway: MakeGateway, upstream: Upstream, issuer: FakeIssuer
+) -> None:
+    """Session fixation: the browser's earlier session (perhaps planted) ends; a new id."""
+    gateway = await serve(make_gateway, document(upstream, issuer.issuer))
+    _, _, _, planted = await SignIn(gateway).run()
+    flow = SignIn(gateway)
+    await flow.at_provider(await flow.start())
+    async with gateway.get(
+        flow.callback,
+        headers={"Cookie": f"{STATE}={flow.state_cookie}; {SESSION}={planted}"},
+        allow_redirects=False,
+    ) as resp:
+        assert resp.status == 303
+        fresh = cookie_of(resp, SESSION)
+
+    assert fresh != planted
+    assert not await alive(gateway, planted)
+    assert await alive(gateway, fresh)
+
+
 async def test_login_page_shows_the_form_and_the_provider_button(
     make_gateway: MakeGateway, upstream: Upstream, issuer: FakeIssuer
 ) -> None:
