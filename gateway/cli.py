@@ -78,6 +78,15 @@ def cmd_check(args: argparse.Namespace) -> int:
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
     for row in rows:
         print("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:3])) + "  " + row[3])
+    public_url = settings.server.public_url
+    for provider in settings.login.oidc:
+        # What to register at the provider for this client.
+        print(
+            f"sign-in provider {provider.name}: {provider.issuer} (client {provider.client_id}); "
+            f"redirect URI {public_url}/.gateway/oidc/callback, post-logout redirect URI "
+            f"{public_url}/.gateway/login, back-channel logout URI "
+            f"{public_url}/.gateway/oidc/{provider.name}/backchannel-logout"
+        )
     warnings = bundle.warnings
     for warning in warnings:
         print(f"warning: {warning}")

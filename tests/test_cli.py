@@ -89,6 +89,30 @@ routes:
     assert "admin" in warnings[0] and "everything" in warnings[0]
 
 
+def test_check_says_what_to_register_at_each_sign_in_provider(tmp_path, capsys):
+    config = tmp_path / "oidc.yaml"
+    config.write_text(
+        """
+server: { listen: "127.0.0.1:8080", public_url: "https://app.example.com" }
+upstreams: { app: { url: "http://127.0.0.1:9000" } }
+routes:
+  - { name: all, match: { path_prefix: / }, upstream: app, access: authenticated }
+login:
+  oidc:
+    - { name: corp, issuer: "https://id.example.com", client_id: gw, client_secret: s }
+"""
+    )
+    assert main(["check", "-c", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert (
+        "sign-in provider corp: https://id.example.com (client gw); redirect URI "
+        "https://app.example.com/.gateway/oidc/callback, post-logout redirect URI "
+        "https://app.example.com/.gateway/login, back-channel logout URI "
+        "https://app.example.com/.gateway/oidc/corp/backchannel-logout"
+    ) in out
+    assert "warning:" not in out  # providers alone are enough to sign in
+
+
 def test_missing_config_file_is_an_error_not_a_crash(tmp_path, capsys):
     assert main(["check", "-c", str(tmp_path / "nope.yaml")]) == 1
     assert "nope.yaml" in capsys.readouterr().err
