@@ -35,7 +35,9 @@ def map_identity(
 
     ``username`` comes from ``claims.username`` (falling back to ``sub``), roles from the list
     claim ``claims.roles`` (a string counts as one role). Values that are not strings are
-    ignored; raises :class:`ClaimsError` for a username that cannot be one."""
+    ignored, and so are a name, email or role holding a control character (or a role holding
+    ','): they reach identity headers, where roles are joined by ','. Raises
+    :class:`ClaimsError` for a username that cannot be one."""
     mapping = provider.claims
     subject = claims.get("sub")
     if not isinstance(subject, str) or not subject:
@@ -48,9 +50,9 @@ def map_identity(
         idp=provider.name,
         subject=subject,
         sid=sid,
-        email=_text(claims.get(mapping.email)),
+        email=_header_safe(_text(claims.get(mapping.email))),
         email_verified=claims.get("email_verified") is True,
-        name=_text(claims.get(mapping.name)),
+        name=_header_safe(_text(claims.get(mapping.name))),
         roles=_roles(claims.get(mapping.roles)),
         id_token=id_token,
     )
@@ -101,8 +103,23 @@ def _roles(value: Any) -> tuple[str, ...]:
         value = [value]
     if not isinstance(value, list):
         return ()
-    roles = [item for item in value if isinstance(item, str) and 0 < len(item) <= MAX_CLAIM_CHARS]
+    roles = [
+        item
+        for item in value
+        if isinstance(item, str)
+        and 0 < len(item) <= MAX_CLAIM_CHARS
+        and "," not in item
+        and _header_safe(item) is not None
+    ]
     return tuple(dict.fromkeys(roles))[:MAX_ROLES]
+
+
+def _header_safe(value: str | None) -> str | None:
+    # SECURITY: users often choose these at the provider; like a local user's (which the
+    # configuration checks), they must hold no line break or other control character.
+    if value is None or any(unicodedata.category(char)[0] == "C" for char in value):
+        return None
+    return value
 
 
 def _valid_username(username: str) -> bool:

@@ -653,3 +653,42 @@ async def test_a_reload_leaves_a_provider_users_websocket_open(
         assert await reload(gateway.gateway.holder, source)
         await ws.send_str("after")
         assert await ws.receive_str() == "after"
+
+
+# --- claims a provider's users can shape --------------------------------------------------------
+
+
+async def test_claims_with_line_breaks_or_commas_never_reach_identity_headers(
+    make_gateway: MakeGateway, upstream: Upstream, issuer: FakeIssuer
+) -> None:
+    """Users often choose their own display name (and sometimes groups) at a provider: a value
+    with a control character is left out, as a local user's could never hold one, so the
+    session works and no header line is forged; a role with ',' is left out too, since roles
+    reach an identity header joined by ','."""
+    doc = document(upstream, issuer.issuer)
+    doc["routes"] = [
+        route(
+            "app",
+            prefix="/",
+            access="authenticated",
+            identity_headers={"X-User": "sub", "X-Email": "email", "X-Name": "name",
+                              "X-Roles": "roles"},
+        )
+    ]  # fmt: skip
+    gateway = await serve(make_gateway, doc)
+    issuer.claims["name"] = "Erin\r\nX-User: alice"
+    issuer.claims["email"] = "erin@corp.example\nX-Injected: 1"
+    issuer.claims["groups"] = ["staff", "users,admin", "ops\x00"]
+    status, _, _, session = await SignIn(gateway).run()
+    assert status == 303 and session is not None
+
+    async with gateway.get("/app/page", headers={"Cookie": f"{SESSION}={session}"}) as resp:
+        assert resp.status == 200, await resp.text()
+        received = echoed(await resp.read())
+    assert received.one("X-User") == "erin.sso"
+    assert received.value("X-Name") is None
+    assert received.value("X-Email") is None
+    assert received.one("X-Roles") == "staff"
+    assert received.value("X-Injected") is None
+    claims = jwt.decode(received.bearer, options={"verify_signature": False})
+    assert claims["roles"] == ["staff"] and "name" not in claims and "email" not in claims
