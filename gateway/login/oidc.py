@@ -53,6 +53,10 @@ _EXPIRED = "This sign-in expired or was started in another browser. Please sign 
 _UNVERIFIED = "The identity provider's answer could not be verified. Please sign in again."
 _REFUSED = "The identity provider did not complete the sign-in. Please sign in again."
 _NOT_ALLOWED = "Your account is not allowed to sign in here."
+_TOO_LARGE = (
+    "Your account cannot sign in here: its details at the identity provider (such as its "
+    "groups) are too large for a session. Please ask the administrator."
+)
 
 
 def start_path(name: str) -> str:
@@ -242,7 +246,14 @@ class OidcLogin:
             ended = await self._sessions.delete(previous)
             if ended is not None:
                 await self._forget([ended.sid_hash])
-        value, _ = await self._sessions.create(username, now=now, provider=login)
+        try:
+            value, _ = await self._sessions.create(username, now=now, provider=login)
+        except ValueError:
+            # The cookie backend: the identity does not fit in a cookie even without the ID
+            # token (many or long roles).
+            raise SignInFailed(
+                403, _TOO_LARGE, reason="oidc_identity_too_large", detail=json.dumps(username)
+            ) from None
         metrics.LOGIN_ATTEMPTS.labels("success").inc()
         log.info(
             "login at %s",

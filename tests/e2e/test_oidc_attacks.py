@@ -692,3 +692,15 @@ async def test_claims_with_line_breaks_or_commas_never_reach_identity_headers(
     assert received.value("X-Injected") is None
     claims = jwt.decode(received.bearer, options={"verify_signature": False})
     assert claims["roles"] == ["staff"] and "name" not in claims and "email" not in claims
+
+
+async def test_an_identity_too_large_for_a_cookie_session_gets_a_page_saying_so(
+    make_gateway: MakeGateway, upstream: Upstream, issuer: FakeIssuer, caplog: Any
+) -> None:
+    doc = document(upstream, issuer.issuer, session=session_config("cookie"))
+    gateway = await serve(make_gateway, doc)
+    issuer.claims["groups"] = [f"group-{i:03d}-" + "x" * 200 for i in range(100)]
+
+    assert_refused(
+        await SignIn(gateway).run(), caplog, reason="oidc_identity_too_large", status=403
+    )
