@@ -65,6 +65,9 @@ class Runtime:
     login: Login
     oidc: Providers
     """The OpenID Connect providers of ``login.oidc`` (carried over reloads while unchanged)."""
+    replay: ReplayGuard
+    """What OpenID Connect sign-ins and logout tokens used once (carried over reloads with the
+    session store, so a reload forgets no use)."""
     health: Health
     """Health, readiness and metrics of the process (kept across reloads)."""
     endpoints: Table
@@ -111,6 +114,11 @@ class Runtime:
             throttle = create_throttle(
                 settings.session, settings.login.throttle, redis_client=redis
             )
+        replay = (
+            previous.replay
+            if previous is not None and previous.sessions is sessions
+            else ReplayGuard(redis, key_prefix=settings.session.redis.key_prefix)
+        )
         if client_factory is None:
             client_factory = previous.client_factory if previous is not None else create_client
         if previous is not None and old is not None and old.upstreams == settings.upstreams:
@@ -163,7 +171,7 @@ class Runtime:
             state_cookie=StateCookie(
                 bundle.keys.derive_secret(b"gateway oidc sign-in state v1"), https=https
             ),
-            replay=ReplayGuard(redis, key_prefix=settings.session.redis.key_prefix),
+            replay=replay,
             public_url=settings.server.public_url,
             body_timeout_s=settings.server.timeouts.body_s,
         )
@@ -195,6 +203,7 @@ class Runtime:
             },
             login=login,
             oidc=providers,
+            replay=replay,
             health=health,
             endpoints=public_endpoints(login, tokens.jwks_json, health, oidc_login.routes()),
             own_cookies=frozenset((cookie.name, csrf.name, oidc_login.state_cookie_name)),

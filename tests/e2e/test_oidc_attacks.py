@@ -704,3 +704,22 @@ async def test_an_identity_too_large_for_a_cookie_session_gets_a_page_saying_so(
     assert_refused(
         await SignIn(gateway).run(), caplog, reason="oidc_identity_too_large", status=403
     )
+
+
+async def test_a_logout_token_used_before_a_reload_is_refused_after_it(
+    make_gateway: MakeGateway, upstream: Upstream, issuer: FakeIssuer, tmp_path: Path, caplog: Any
+) -> None:
+    doc = document(upstream, issuer.issuer)
+    gateway = await serve(make_gateway, doc)
+    token = issuer.logout_token()
+    assert await backchannel(gateway, token) == 200
+    _, _, _, later = await SignIn(gateway).run()
+    source = tmp_path / "config.yaml"
+    doc["login"]["title"] = "Welcome"
+    source.write_text(dump(doc))
+    assert await reload(gateway.gateway.holder, source)
+
+    assert await backchannel(gateway, token) == 400
+
+    assert "oidc_logout_token_replayed" in reasons(caplog)
+    assert await alive(gateway, later)
