@@ -151,6 +151,8 @@ class FakeIssuer:
         self.jwks_fetches = 0
         self.extra_keys: list[dict[str, Any]] = []
         """More JWKs the provider publishes beside its signing key."""
+        self.discovery_extra: dict[str, Any] = {}
+        """More fields of the discovery document."""
         self.subject = "fake-user-1"
         self.claims: dict[str, Any] = {
             "preferred_username": "erin.sso",
@@ -196,6 +198,7 @@ class FakeIssuer:
                 "end_session_endpoint": f"{self.issuer}/logout",
                 "id_token_signing_alg_values_supported": ["RS256"],
                 "token_endpoint_auth_methods_supported": ["client_secret_post"],
+                **self.discovery_extra,
             }
         )
 

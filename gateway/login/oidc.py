@@ -197,8 +197,10 @@ class OidcLogin:
         if not hmac.compare_digest(state.encode("utf-8", "surrogatepass"), pending.state.encode()):
             raise SignInFailed(400, _EXPIRED, reason="oidc_state_mismatch")
         issuer = query.get("iss")
-        if issuer is not None and issuer != provider.settings.issuer:
-            # SECURITY: RFC 9207: the answer comes from another provider (mix-up attack).
+        iss_promised = provider.metadata is not None and provider.metadata.iss_parameter
+        if (issuer is not None or iss_promised) and issuer != provider.settings.issuer:
+            # SECURITY: RFC 9207: the answer comes from another provider (mix-up attack); one
+            # that promises iss and sends none may be that other provider too (2.4).
             raise SignInFailed(400, _UNVERIFIED, reason="oidc_iss_mismatch")
         if not await self._replay.first_use("state", pending.state, ttl_s=STATE_TTL_S):
             raise SignInFailed(400, _EXPIRED, reason="oidc_state_replayed")

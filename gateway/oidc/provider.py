@@ -70,6 +70,9 @@ class Metadata:
     """ID token algorithms: those the provider advertises that we accept."""
     auth_methods: tuple[str, ...]
     """``token_endpoint_auth_methods_supported`` (default ``client_secret_basic``)."""
+    iss_parameter: bool = False
+    """``authorization_response_iss_parameter_supported``: its answers always carry ``iss``
+    (RFC 9207)."""
 
 
 class Provider:
@@ -162,6 +165,7 @@ class Provider:
             ),
             algorithms=algorithms,
             auth_methods=tuple(m for m in methods if isinstance(m, str)),
+            iss_parameter=document.get("authorization_response_iss_parameter_supported") is True,
         )
 
     async def _read_keys(self, jwks_uri: str) -> dict[str, dict[str, Any]]:

@@ -723,3 +723,21 @@ async def test_a_logout_token_used_before_a_reload_is_refused_after_it(
 
     assert "oidc_logout_token_replayed" in reasons(caplog)
     assert await alive(gateway, later)
+
+
+async def test_a_provider_that_states_its_issuer_in_answers_must_state_it(
+    make_gateway: MakeGateway, upstream: Upstream, issuer: FakeIssuer, caplog: Any
+) -> None:
+    """RFC 9207 2.4: when the provider's metadata says it sends ``iss`` with its answer, an
+    answer without one may come from another provider (mix-up) and is refused."""
+    issuer.discovery_extra["authorization_response_iss_parameter_supported"] = True
+    gateway = await serve(make_gateway, document(upstream, issuer.issuer))
+    flow = SignIn(gateway)
+    callback = await flow.at_provider(await flow.start())
+    query = parse_qs(urlsplit(callback).query)
+    without_iss = f"/.gateway/oidc/callback?code={query['code'][0]}&state={query['state'][0]}"
+
+    assert_refused(await flow.finish(without_iss), caplog, reason="oidc_iss_mismatch")
+    assert issuer.token_requests == []
+    status, _, _, session = await SignIn(gateway).run()  # with iss, as the provider sends it
+    assert status == 303 and session is not None
