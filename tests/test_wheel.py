@@ -78,7 +78,20 @@ def venv(tmp_path_factory: pytest.TempPathFactory, wheel: Path) -> Iterator[Path
     outer = dict.fromkeys([sysconfig.get_path("purelib"), sysconfig.get_path("platlib")])
     (purelib / "outer-environment.pth").write_text("".join(f"{path}\n" for path in outer))
     _run(
-        [sys.executable, "-m", "pip", "--python", str(python), "install", "--no-index", str(wheel)]
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "--python",
+            str(python),
+            "install",
+            "--no-index",
+            "--no-deps",
+            # the outer environment's gateway (an editable install) is visible through the .pth
+            # file: without this, pip calls the wheel "already satisfied" and installs nothing
+            "--ignore-installed",
+            str(wheel),
+        ]
     )
     yield root / "bin"
 
