@@ -182,10 +182,24 @@ def _warn(ctx: Context, settings: Settings) -> None:
 
 def _warn_unknown_users(ctx: Context, settings: Settings) -> None:
     """A rule naming a user that no source defines lets nobody in by that name: most often a
-    typo, or a user still to be added (usernames are compared exactly, letter case included)."""
+    typo, or a user still to be added (usernames are compared exactly, letter case included).
+    With OpenID Connect providers a name no local source defines may be a provider's user; with
+    several providers, a rule naming users admits that name from each of them."""
     known = [entry.username for entry in settings.users.entries]
     names = set(known)
+    providers = [provider.name for provider in settings.login.oidc]
     for i, route in enumerate(settings.routes):
+        if route.access.users and len(providers) > 1:
+            listed = ", ".join(sorted(route.access.users))
+            ctx.warn(
+                f"routes[{i}].access.users",
+                f"usernames are not told apart by provider: {listed} may sign in through any of "
+                f"the providers {', '.join(providers)} (whose usernames, preferred_username by "
+                "default, each provider assigns on its own); name roles instead, or limit each "
+                "provider's users with its allowed rules",
+            )
+        if providers:
+            continue  # a name no local source defines may be a provider's user
         for username in sorted(route.access.users - names):
             ctx.warn(
                 f"routes[{i}].access.users",

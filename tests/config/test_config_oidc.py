@@ -154,3 +154,28 @@ def test_duplicate_names_and_every_problem_at_once() -> None:
 def test_an_http_issuer_on_loopback_is_accepted() -> None:
     [corp] = load({"login.oidc": [provider(issuer="http://127.0.0.1:9000/oidc")]}).login.oidc
     assert corp.issuer == "http://127.0.0.1:9000/oidc"
+
+
+def _rules_naming(users: list[str]) -> dict[str, Any]:
+    return {"routes[0].access": {"users": users}}
+
+
+def test_a_rule_naming_a_provider_user_is_not_taken_for_a_typo() -> None:
+    settings = load({"login.oidc": [provider()], **_rules_naming(["erin"])})
+    assert settings.warnings == ()
+
+
+def test_without_providers_a_rule_naming_an_unknown_user_is_a_warning() -> None:
+    settings = load(_rules_naming(["erin"]))
+    assert [w for w in settings.warnings if "no user" in w]
+
+
+def test_with_two_providers_a_rule_naming_users_warns_that_names_are_not_scoped() -> None:
+    second = provider(name="partner", issuer="https://id.partner.example")
+    settings = load({"login.oidc": [provider(), second], **_rules_naming(["erin"])})
+    [warning] = settings.warnings
+    assert warning.startswith("routes[0].access.users:")
+    assert "not told apart by provider" in warning
+    assert "corp, partner" in warning and "name roles instead" in warning
+    roles_only = load({"login.oidc": [provider(), second], "routes[0].access": {"roles": ["x"]}})
+    assert roles_only.warnings == ()
