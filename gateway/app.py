@@ -205,6 +205,7 @@ class Gateway:
             )
             if route.websocket and facts.websocket:
                 ctx.sid_hash = identity.sid_hash
+                ctx.roles = identity.user.roles
                 ctx.recheck_s = runtime.sessions.refresh_interval_s
                 ctx.still_valid = self._still_valid(request, route.name, identity)
         return ctx

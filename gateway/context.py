@@ -55,6 +55,8 @@ class RequestContext:
     """Cookie names removed from the ``Cookie`` header before forwarding (the session cookie)."""
     user: str | None = None
     """Username for logs once identity is resolved."""
+    roles: frozenset[str] = frozenset()
+    """The identified user's roles (a WebSocket keeps them for the checks of later reloads)."""
     sockets: OpenWebSockets
     """Where a relayed WebSocket of a signed-in user is registered while it is open."""
     sid_hash: str | None = None

@@ -401,7 +401,7 @@ async def _forward_websocket(
                 await client_ws.close(code=code, message=reason)
                 await upstream_ws.close(code=WSCloseCode.GOING_AWAY)
 
-            entry = ctx.sockets.add(ctx.user, ctx.route.name, end, ctx.sid_hash)
+            entry = ctx.sockets.add(ctx.user, ctx.route.name, end, ctx.sid_hash, ctx.roles)
             watch = None
             if ctx.still_valid is not None:
                 watch = asyncio.create_task(_watch(ctx.still_valid, ctx.recheck_s, entry.end))

@@ -32,6 +32,7 @@ from gateway.identity.redis_client import text
 from gateway.identity.revocation import changed_credentials
 from gateway.identity.sessions import SessionStoreUnavailable
 from gateway.runtime import Runtime
+from gateway.websockets import OpenWebSocket
 
 log = logging.getLogger("gateway.revoke")
 
@@ -99,22 +100,22 @@ async def after_reload(old: Runtime, new: Runtime, *, now: float) -> None:
         await end_users(new, changed, now=now)
     routes = {route.name: route for route in new.settings.routes}
 
-    def refused(entry_username: str | None, route_name: str) -> bool:
-        route = routes.get(route_name)
+    def refused(entry: OpenWebSocket) -> bool:
+        route = routes.get(entry.route)
         if route is None:
             return True  # the route is gone
-        if entry_username is None:
+        if entry.username is None:
             return decide_access(route.access, None, frozenset()) is not Decision.ALLOW
-        user = new.users.get(entry_username)
+        user = new.users.get(entry.username)
         if user is None:
             # A removed local user was ended above; a user of an OpenID Connect provider is in
-            # no directory, and their session is checked again while the socket stays open.
-            return False
+            # no directory: the new rules are checked against the roles their session holds.
+            return decide_access(route.access, entry.username, entry.roles) is not Decision.ALLOW
         if user.disabled:
             return True
         return decide_access(route.access, user.username, user.roles) is not Decision.ALLOW
 
-    await new.sockets.close_where(lambda entry: refused(entry.username, entry.route))
+    await new.sockets.close_where(refused)
 
 
 async def forget_removed_users(runtime: Runtime) -> None:

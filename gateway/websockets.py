@@ -28,6 +28,9 @@ class OpenWebSocket:
     end: Ender
     sid_hash: str | None = None
     """The session (or API token) it was opened with."""
+    roles: frozenset[str] = frozenset()
+    """The user's roles when it opened: what a reload's new rules are checked against for a
+    user in no directory (a provider's, whose roles come from the session)."""
 
 
 class OpenWebSockets:
@@ -43,9 +46,14 @@ class OpenWebSockets:
         return len(self._open)
 
     def add(
-        self, username: str | None, route: str, end: Ender, sid_hash: str | None = None
+        self,
+        username: str | None,
+        route: str,
+        end: Ender,
+        sid_hash: str | None = None,
+        roles: frozenset[str] = frozenset(),
     ) -> OpenWebSocket:
-        entry = OpenWebSocket(username, route, end, sid_hash)
+        entry = OpenWebSocket(username, route, end, sid_hash, roles)
         self._open.add(entry)
         return entry
 

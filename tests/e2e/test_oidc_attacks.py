@@ -5,6 +5,7 @@ provider, in a real browser: tests/browser/test_oidc_in_a_browser.py.)"""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -653,6 +654,27 @@ async def test_a_reload_leaves_a_provider_users_websocket_open(
         assert await reload(gateway.gateway.holder, source)
         await ws.send_str("after")
         assert await ws.receive_str() == "after"
+
+
+async def test_a_reload_whose_rules_no_longer_admit_a_provider_user_closes_their_websocket(
+    make_gateway: MakeGateway, upstream: Upstream, issuer: FakeIssuer, tmp_path: Path
+) -> None:
+    # As for local users: the new rules are checked at once against the roles the provider
+    # user's session holds, not only at the socket's next periodic check.
+    doc = document(upstream, issuer.issuer)
+    doc["routes"] = [route("app", prefix="/", access={"roles": ["admin"]}, websocket=True)]
+    gateway = await serve(make_gateway, doc)
+    _, _, _, session = await SignIn(gateway).run()
+    source = tmp_path / "config.yaml"
+
+    async with gateway.ws_connect("/ws", headers={"Cookie": f"{SESSION}={session}"}) as ws:
+        await ws.send_str("before")
+        assert await ws.receive_str() == "before"
+        doc["routes"][0]["access"] = {"roles": ["auditors"]}
+        source.write_text(dump(doc))
+        assert await reload(gateway.gateway.holder, source)
+        closing = await asyncio.wait_for(ws.receive(), 5)
+        assert closing.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
 
 
 # --- claims a provider's users can shape --------------------------------------------------------
