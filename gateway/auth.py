@@ -135,6 +135,8 @@ class SessionAuthenticator:
         provider = self._providers.get(login.idp)
         if (
             provider is None
+            # The provider's name now stands for another issuer (a reload): not who signed in.
+            or login.issuer != provider.issuer
             or not admits(provider.allowed, session.username, login)
             # SECURITY: a local user of that name appeared since (a reload): the name is theirs.
             or session.username in self._users

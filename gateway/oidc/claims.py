@@ -48,6 +48,7 @@ def map_identity(
     sid = _text(claims.get("sid")) or ""
     login = ProviderLogin(
         idp=provider.name,
+        issuer=provider.issuer,
         subject=subject,
         sid=sid,
         email=_header_safe(_text(claims.get(mapping.email))),

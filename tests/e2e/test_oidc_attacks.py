@@ -637,6 +637,25 @@ async def test_a_reload_that_narrows_allowed_or_drops_the_provider_ends_its_sess
     assert not await alive(gateway, second)
 
 
+async def test_a_reload_pointing_the_provider_at_another_issuer_ends_its_sessions(
+    make_gateway: MakeGateway, upstream: Upstream, issuer: FakeIssuer, tmp_path: Path
+) -> None:
+    # Same name, another identity provider: its sessions were proved by the old one.
+    doc = document(upstream, issuer.issuer)
+    gateway = await serve(make_gateway, doc)
+    holder = gateway.gateway.holder
+    _, _, _, session = await SignIn(gateway).run()
+    other = await FakeIssuer().start()
+    try:
+        doc["login"]["oidc"][0]["issuer"] = other.issuer
+        source = tmp_path / "config.yaml"
+        source.write_text(dump(doc))
+        assert await reload(holder, source)
+        assert not await alive(gateway, session)
+    finally:
+        await other.stop()
+
+
 async def test_a_reload_leaves_a_provider_users_websocket_open(
     make_gateway: MakeGateway, upstream: Upstream, issuer: FakeIssuer, tmp_path: Path
 ) -> None:

@@ -231,6 +231,7 @@ async def test_delete_user_ends_all_their_sessions_only(
 def corp(subject: str, sid: str = "", **fields: Any) -> ProviderLogin:
     return ProviderLogin(
         idp="corp",
+        issuer="https://id.example.com",
         subject=subject,
         sid=sid,
         email=f"{subject}@example.com",

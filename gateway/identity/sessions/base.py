@@ -60,6 +60,9 @@ class ProviderLogin:
 
     idp: str
     """The provider's ``name`` in ``login.oidc``."""
+    issuer: str = ""
+    """The provider's ``issuer`` at sign-in: a reload that points ``idp`` at another issuer
+    ends the session."""
     subject: str
     """The provider's ``sub``."""
     sid: str = ""
@@ -74,6 +77,7 @@ class ProviderLogin:
     def to_json(self) -> dict[str, Any]:
         return {
             "idp": self.idp,
+            "iss": self.issuer,
             "sub": self.subject,
             "sid": self.sid,
             "email": self.email,
@@ -89,10 +93,12 @@ class ProviderLogin:
         if not isinstance(data, dict):
             return None
         idp, subject, sid = data.get("idp"), data.get("sub"), data.get("sid")
+        issuer = data.get("iss", "")
         email, name, roles = data.get("email"), data.get("name"), data.get("roles")
         id_token, verified = data.get("idt", ""), data.get("ev", False)
         if not (
             isinstance(idp, str)
+            and isinstance(issuer, str)
             and isinstance(subject, str)
             and isinstance(sid, str)
             and isinstance(email, str | None)
@@ -105,6 +111,7 @@ class ProviderLogin:
             return None
         return cls(
             idp=idp,
+            issuer=issuer,
             subject=subject,
             sid=sid,
             email=email,
