@@ -27,7 +27,6 @@ import contextlib
 import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
 from typing import Final
 
 from aiohttp import ClientWebSocketResponse, WSCloseCode, WSMsgType, hdrs, web
@@ -315,7 +314,7 @@ def _upstream_headers(
     host = (
         client.host
         if ctx.upstream.preserve_host and client.host
-        else _upstream_origin(ctx.upstream.url).host_header
+        else _upstream_host(ctx.upstream.url)
     )
     own = [
         ("Host", host),
@@ -334,25 +333,10 @@ def _upstream_headers(
     return out
 
 
-@dataclass(frozen=True, slots=True)
-class _Origin:
-    scheme: str
-    host: str
-    port: int | None
-    base_path: str
-    host_header: str
-
-
 @functools.lru_cache(maxsize=256)
-def _upstream_origin(url: str) -> _Origin:
-    parsed = URL(url)
-    return _Origin(
-        scheme=parsed.scheme,
-        host=(parsed.host or "").lower(),
-        port=parsed.port,
-        base_path=parsed.raw_path.rstrip("/"),
-        host_header=parsed.host_port_subcomponent or "",
-    )
+def _upstream_host(url: str) -> str:
+    """The ``Host`` header for the upstream at ``url`` (its host, and its port unless default)."""
+    return URL(url).host_port_subcomponent or ""
 
 
 # --- WebSocket ---------------------------------------------------------------------------------
