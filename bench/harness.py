@@ -163,22 +163,23 @@ http {{
         await wait_port(port, proc)
         return Target(name, "naive aiohttp proxy", self.url(port), process=proc)
 
-    async def probe(self) -> Target:
-        """``bench/probe.py``: aiohttp's server and the gateway's upstream client, nothing else
-        (run from the repository root, where ``gateway`` imports from)."""
+    async def probe(self, raw: bool = False) -> Target:
+        """``bench/probe.py``: aiohttp's server and the gateway's upstream client, nothing else;
+        ``raw``: ``bench/probe_raw.py``, the same relay on a bare httptools protocol (run from
+        the repository root, where ``gateway`` imports from)."""
         port = free_port()
+        script, name, label = (
+            ("probe_raw.py", "rawprobe", "raw probe: httptools protocol + lean client, no auth")
+            if raw
+            else ("probe.py", "probe", "lean probe: aiohttp server + lean client, no auth")
+        )
         proc = self.spawn(
-            [sys.executable, str(HERE / "probe.py"), str(port), self.url(self.static_port)],
-            "probe.log",
+            [sys.executable, str(HERE / script), str(port), self.url(self.static_port)],
+            f"{name}.log",
             cwd=HERE.parent,
         )
         await wait_port(port, proc)
-        return Target(
-            "probe",
-            "lean probe: aiohttp server + lean client, no auth",
-            self.url(port),
-            process=proc,
-        )
+        return Target(name, label, self.url(port), process=proc)
 
     async def bulk_upstream(self) -> str:
         """``bench/upstream.py``: streams and swallows large bodies (the static nginx cannot)."""

@@ -70,6 +70,8 @@ async def scenarios(bench: Bench, only: set[str], against: Path | None) -> list[
     ]
     chosen = [plan for plan in plans if wanted(plan[0], only)]
     targets = [await bench.probe()] if wanted("probe", only) else []
+    if "rawprobe" in only:  # asked for by name only: an instrument, not a scenario
+        targets.append(await bench.probe(raw=True))
     targets += [await bench.gateway(name, label, **options) for name, label, options in chosen]
     if against is not None:
         # The same scenarios on another checkout, in the same interleaved rounds.
@@ -279,8 +281,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--only",
         nargs="*",
-        help="scenarios to run: probe, public, memory, cookie, redis, bearer, workers2, storm, "
-        "streaming, sessions (default: all)",
+        help="scenarios to run: probe, rawprobe (only when named), public, memory, cookie, "
+        "redis, bearer, workers2, storm, streaming, sessions (default: all)",
     )
     parser.add_argument("--storm-seconds", type=float, default=10.0)
     parser.add_argument("--stream-mib", type=int, default=1024)
