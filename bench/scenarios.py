@@ -120,7 +120,7 @@ async def streaming(bench: Bench, *, size_mib: int) -> dict[str, Any]:
         stop = asyncio.Event()
         sampler = asyncio.create_task(_sample(pid, peak, stop))
         for name, url in (("gateway", base), ("naive", naive.url)):
-            up, down = await _transfer(http, url, size_mib)
+            up, down = await transfer(http, url, size_mib)
             figures[f"{name}_upload_mib_s"] = round(size_mib / up)
             figures[f"{name}_download_mib_s"] = round(size_mib / down)
         stop.set()
@@ -135,7 +135,9 @@ async def streaming(bench: Bench, *, size_mib: int) -> dict[str, Any]:
     return figures
 
 
-async def _transfer(http: aiohttp.ClientSession, base: str, size_mib: int) -> tuple[float, float]:
+async def transfer(http: aiohttp.ClientSession, base: str, size_mib: int) -> tuple[float, float]:
+    """Upload then download ``size_mib`` MiB through ``base`` (bench/upstream.py behind it):
+    the seconds each took."""
     started = time.perf_counter()
     async with http.post(f"{base}/upload", data=_body(size_mib * MiB)) as resp:
         received = (await resp.json())["received"]

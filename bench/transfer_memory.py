@@ -15,14 +15,12 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
+from scenarios import transfer
 
 HERE = Path(__file__).resolve().parent
-MiB = 1024 * 1024
 
 
 def free_port() -> int:
@@ -56,12 +54,6 @@ async def sample(pid: int, peak: list[float], stop: asyncio.Event) -> None:
         await asyncio.sleep(0.05)
 
 
-async def body(size: int) -> AsyncIterator[bytes]:
-    chunk = b"\x5a" * MiB
-    for _ in range(size // MiB):
-        yield chunk
-
-
 async def run(size_mib: int, max_growth: float) -> int:
     up_port, gw_port = free_port(), free_port()
     with tempfile.TemporaryDirectory() as tmp:
@@ -89,19 +81,7 @@ routes:
                 stop = asyncio.Event()
                 sampler = asyncio.create_task(sample(gateway.pid, peak, stop))
 
-                started = time.perf_counter()
-                async with http.post(f"{base}/upload", data=body(size_mib * MiB)) as resp:
-                    received = (await resp.json())["received"]
-                up_s = time.perf_counter() - started
-                assert received == size_mib * MiB, received
-
-                started = time.perf_counter()
-                got = 0
-                async with http.get(f"{base}/download?size={size_mib * MiB}") as resp:
-                    async for chunk in resp.content.iter_any():
-                        got += len(chunk)
-                down_s = time.perf_counter() - started
-                assert got == size_mib * MiB, got
+                up_s, down_s = await transfer(http, base, size_mib)
                 stop.set()
                 await sampler
         finally:
