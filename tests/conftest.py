@@ -13,6 +13,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import time
 from collections.abc import AsyncIterator, Iterator
 
@@ -51,3 +53,26 @@ async def upstream() -> AsyncIterator[Upstream]:
     """The recording upstream (:class:`tests.upstreams.Upstream`), serving until teardown."""
     async with Upstream() as up:
         yield up
+
+
+@pytest.fixture
+def full_backlog_port() -> Iterator[int]:
+    """A loopback port that never completes a TCP handshake: listen(0), backlog filled, never
+    accepted. Linux drops further SYNs, so connecting times out (all on loopback)."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(0)
+    port: int = server.getsockname()[1]
+    fillers = []
+    for _ in range(3):
+        filler = socket.socket()
+        filler.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            filler.connect(("127.0.0.1", port))
+        fillers.append(filler)
+    try:
+        yield port
+    finally:
+        for filler in fillers:
+            filler.close()
+        server.close()

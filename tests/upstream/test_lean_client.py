@@ -422,28 +422,6 @@ def closed_port() -> int:
     return port
 
 
-@pytest.fixture
-def full_backlog_port() -> Iterator[int]:
-    """A port whose backlog is full: connecting times out (on loopback)."""
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(0)
-    port: int = server.getsockname()[1]
-    fillers = []
-    for _ in range(3):
-        filler = socket.socket()
-        filler.setblocking(False)
-        with contextlib.suppress(BlockingIOError):
-            filler.connect(("127.0.0.1", port))
-        fillers.append(filler)
-    try:
-        yield port
-    finally:
-        for filler in fillers:
-            filler.close()
-        server.close()
-
-
 async def test_connection_refused_is_connect_failed(
     client: LeanUpstreamClient, closed_port: int
 ) -> None:

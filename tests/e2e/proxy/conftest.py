@@ -5,9 +5,8 @@ Every test that builds a gateway runs once per upstream client (ids ``aiohttp`` 
 
 from __future__ import annotations
 
-import contextlib
 import socket
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import pytest
@@ -75,26 +74,3 @@ def closed_port() -> int:
     port: int = sock.getsockname()[1]
     sock.close()
     return port
-
-
-@pytest.fixture
-def full_backlog_port() -> Iterator[int]:
-    """A loopback port that never completes a TCP handshake: listen(0), backlog filled, never
-    accepted. Linux drops further SYNs, so connecting times out (all on loopback)."""
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(0)
-    port: int = server.getsockname()[1]
-    fillers = []
-    for _ in range(3):
-        filler = socket.socket()
-        filler.setblocking(False)
-        with contextlib.suppress(BlockingIOError):
-            filler.connect(("127.0.0.1", port))
-        fillers.append(filler)
-    try:
-        yield port
-    finally:
-        for filler in fillers:
-            filler.close()
-        server.close()
