@@ -27,11 +27,12 @@ from gateway.config.settings import RouteSettings
 from gateway.context import RequestContext, Trace
 from gateway.errors import GatewayError, SessionStoreUnavailable, Unauthenticated
 from gateway.forwarded import ClientInfo, resolve_client
-from gateway.http import check_expectation
+from gateway.http import Incoming, check_expectation
 from gateway.identity.users import start_password_pool
 from gateway.listener import SERVER_HEADER
 from gateway.oidc import keep_discovered
 from gateway.ops import Health
+from gateway.plain import Declined, PlainRequest
 from gateway.plan import Caller, Facts, Forward, Login, Own, Refusal, decide, locate
 from gateway.proxy import forward
 from gateway.revoke import (
@@ -47,7 +48,9 @@ from gateway.upstream import ClientFactory
 
 log = logging.getLogger("gateway")
 
-Pipeline = Callable[[web.BaseRequest, Runtime, ClientInfo, Trace], Awaitable[web.StreamResponse]]
+Pipeline = Callable[[Incoming, Runtime, ClientInfo, Trace], Awaitable[web.StreamResponse | None]]
+"""The pipeline's answer: a response still to be written or already streamed, or ``None`` when
+it went out on a plain request (:class:`gateway.plain.PlainRequest`) already."""
 
 
 class Gateway:
@@ -111,8 +114,21 @@ class Gateway:
         task.add_done_callback(self._tasks.discard)
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
-        """Every request of the main listener goes through here, and is counted and logged."""
-        return await observe(request, self.holder, self.serve, self.access)
+        """Every request of the main listener that aiohttp's server reads goes through here, and
+        is counted and logged."""
+        response = await observe(request, self.holder, self.serve, self.access)
+        assert response is not None  # an aiohttp request is answered with a response object
+        return response
+
+    async def handle_plain(self, request: PlainRequest) -> bool:
+        """Every plain request of the main listener (:mod:`gateway.plain`): answered and
+        logged, or declined before anything happened (the gateway's own endpoints, which
+        aiohttp's server then reads)."""
+        try:
+            await observe(request, self.holder, self.serve, self.access)
+        except Declined:
+            return False
+        return True
 
     async def handle_admin(self, request: web.BaseRequest) -> web.StreamResponse:
         """``server.admin_listen``: /healthz, /readyz and /metrics at its root."""
@@ -128,8 +144,8 @@ class Gateway:
         self.access.flush()
 
     async def serve(
-        self, request: web.BaseRequest, runtime: Runtime, client: ClientInfo, trace: Trace
-    ) -> web.StreamResponse:
+        self, request: Incoming, runtime: Runtime, client: ClientInfo, trace: Trace
+    ) -> web.StreamResponse | None:
         """The pipeline: one request planned, its caller authenticated, then answered."""
         settings = runtime.settings
         check_expectation(request)
@@ -138,6 +154,8 @@ class Gateway:
         if isinstance(located, Refusal):
             raise located.error
         if isinstance(located, Own):
+            if not isinstance(request, web.BaseRequest):
+                raise Declined  # the gateway's own endpoints read aiohttp's request
             trace.route = "gateway"
             return await endpoints.dispatch(runtime.endpoints, request, located.path, client)
         route = located.route
@@ -156,6 +174,9 @@ class Gateway:
         if isinstance(decision, Refusal):
             raise decision.error
         if isinstance(decision, Own):  # the stand-in for /favicon.ico or /robots.txt
+            if not isinstance(request, web.BaseRequest):
+                # Only an anonymous caller gets here: nothing to undo before aiohttp's turn.
+                raise Declined
             return await endpoints.dispatch(runtime.endpoints, request, decision.path, client)
         if isinstance(decision, Login):
             if decision.redirect is not None:
@@ -171,7 +192,7 @@ class Gateway:
 
     def _context(
         self,
-        request: web.BaseRequest,
+        request: Incoming,
         facts: Facts,
         runtime: Runtime,
         client: ClientInfo,
@@ -211,7 +232,7 @@ class Gateway:
         return ctx
 
     def _still_valid(
-        self, request: web.BaseRequest, route: str, identity: Identity
+        self, request: Incoming, route: str, identity: Identity
     ) -> Callable[[], Awaitable[bool]]:
         """For an open WebSocket: whether the identity it was opened with still counts, asked
         of the route's chain in the current runtime."""
@@ -227,7 +248,7 @@ class Gateway:
 
 
 async def _authenticate(
-    request: web.BaseRequest, runtime: Runtime, route: RouteSettings, now: float
+    request: Incoming, runtime: Runtime, route: RouteSettings, now: float
 ) -> Authenticated:
     try:
         return await runtime.chain(route).authenticate(request, now=now)
@@ -239,11 +260,11 @@ async def _authenticate(
 
 
 async def observe(
-    request: web.BaseRequest,
+    request: Incoming,
     holder: RuntimeHolder,
     pipeline: Pipeline,
     access: accesslog.AccessLog,
-) -> web.StreamResponse:
+) -> web.StreamResponse | None:
     """The one middleware of the main listener: the request counted in flight on the runtime
     it started on, a :class:`GatewayError` (or any exception) mapped to its answer, the
     gateway's own answers written, then the metrics and access-log line of what the client was
@@ -251,18 +272,22 @@ async def observe(
     started = time.perf_counter()
     trace = Trace()
     response: web.StreamResponse | None = None
+    declined = False
     runtime = holder.enter()
     settings = runtime.settings
     client = resolve_client(request, settings.server.trusted_proxies)
     try:
         try:
             response = await pipeline(request, runtime, client, trace)
+        except Declined:
+            declined = True
+            raise
         except GatewayError as exc:
             response = _refused(request, exc, trace, runtime)
         except Exception:
             log.exception("unexpected error", extra={"reason": "internal", "status": 500})
             response = pages.error_response(request, GatewayError("unexpected error"))
-        if not response.prepared:
+        if response is not None and not response.prepared:
             await _send(request, response, holder, trace)
     except asyncio.CancelledError:
         # Only a shutdown cancels a handler (handler_cancellation is off): the grace ran out.
@@ -270,19 +295,20 @@ async def observe(
         raise
     finally:
         holder.leave(runtime)
-        access.record(
-            request,
-            trace=trace,
-            client_ip=client.ip,
-            request_id=client.request_id,
-            started=started,
-            log_format=settings.server.access_log,
-        )
+        if not declined:
+            access.record(
+                request,
+                trace=trace,
+                client_ip=client.ip,
+                request_id=client.request_id,
+                started=started,
+                log_format=settings.server.access_log,
+            )
     return response
 
 
 def _refused(
-    request: web.BaseRequest, exc: GatewayError, trace: Trace, runtime: Runtime
+    request: Incoming, exc: GatewayError, trace: Trace, runtime: Runtime
 ) -> web.StreamResponse:
     """The error mapping: the log line (once per interval for a store outage, reported by the
     store), the answer, and how the exchange ended."""
@@ -299,7 +325,7 @@ def _refused(
 
 
 async def _send(
-    request: web.BaseRequest, response: web.StreamResponse, holder: RuntimeHolder, trace: Trace
+    request: Incoming, response: web.StreamResponse, holder: RuntimeHolder, trace: Trace
 ) -> None:
     """Write one of our own (small, complete) answers now, so the log says what was sent."""
     if trace.set_cookie is not None:
@@ -308,6 +334,10 @@ async def _send(
         response.headers[hdrs.SERVER] = SERVER_HEADER
     if holder.closing:
         response.force_close()  # draining: the client moves to another replica
+    if isinstance(request, PlainRequest):
+        _send_plain(request, response, trace)
+        return
+    assert isinstance(request, web.BaseRequest)
     try:
         await response.prepare(request)
         trace.status = response.status
@@ -317,4 +347,30 @@ async def _send(
         return
     body = response.body if isinstance(response, web.Response) else None
     if isinstance(body, bytes) and request.method != "HEAD":
+        trace.sent = len(body)
+
+
+def _send_plain(request: PlainRequest, response: web.StreamResponse, trace: Trace) -> None:
+    """:func:`_send` on the gateway's own server: the response object's status, headers and
+    cookies, and its body, in one write."""
+    body = response.body if isinstance(response, web.Response) else None
+    if body is None:
+        body = b""
+    elif not isinstance(body, bytes):
+        raise TypeError("a plain request is answered with a complete response")
+    headers = [
+        (name, value)
+        for name, value in response.headers.items()
+        if name.lower() != "content-length"
+    ]
+    headers += (("Set-Cookie", cookie.OutputString()) for cookie in response.cookies.values())
+    if response.keep_alive is False:
+        request.close = True
+    try:
+        request.respond(response.status, response.reason, headers, body)
+    except ConnectionError:
+        trace.outcome = "client_aborted"
+        return
+    trace.status = response.status
+    if request.method != "HEAD":
         trace.sent = len(body)

@@ -17,11 +17,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from aiohttp import web
-
 from gateway.config.settings import OidcProviderSettings
 from gateway.errors import SessionStoreUnavailable
-from gateway.http import bearer_token
+from gateway.http import Incoming, bearer_token
 from gateway.identity.cookies import SessionCookie
 from gateway.identity.revocation import Revocations, credentials_current
 from gateway.identity.sessions import Session, SessionManager
@@ -65,7 +63,7 @@ ANONYMOUS = Authenticated(identity=None, reason="no_credentials")
 
 
 class Authenticator(Protocol):
-    async def authenticate(self, request: web.BaseRequest, *, now: float) -> Authenticated | None:
+    async def authenticate(self, request: Incoming, *, now: float) -> Authenticated | None:
         """Who the request's credential of this kind proves; ``None`` when it carries none.
 
         Raises :class:`~gateway.tokens.InvalidBearer` (401) for a credential that must not be
@@ -96,7 +94,7 @@ class SessionAuthenticator:
         self._cookie = cookie
         self._providers = {provider.name: provider for provider in providers}
 
-    async def authenticate(self, request: web.BaseRequest, *, now: float) -> Authenticated | None:
+    async def authenticate(self, request: Incoming, *, now: float) -> Authenticated | None:
         value = self._cookie.value(request)
         if value is None:
             return None
@@ -154,7 +152,7 @@ class BearerAuthenticator:
         self._users = users
         self._revocations = revocations
 
-    async def authenticate(self, request: web.BaseRequest, *, now: float) -> Authenticated | None:
+    async def authenticate(self, request: Incoming, *, now: float) -> Authenticated | None:
         token = bearer_token(request)
         if token is None:
             return None
@@ -179,16 +177,14 @@ class Chain:
     def __init__(self, authenticators: Sequence[Authenticator]) -> None:
         self._authenticators = tuple(authenticators)
 
-    async def authenticate(self, request: web.BaseRequest, *, now: float) -> Authenticated:
+    async def authenticate(self, request: Incoming, *, now: float) -> Authenticated:
         for authenticator in self._authenticators:
             found = await authenticator.authenticate(request, now=now)
             if found is not None:
                 return found
         return ANONYMOUS
 
-    async def still_valid(
-        self, request: web.BaseRequest, identity: Identity, *, now: float
-    ) -> bool:
+    async def still_valid(self, request: Incoming, identity: Identity, *, now: float) -> bool:
         """For an open WebSocket: whether the credential it was opened with still proves the
         same identity (the session lives, the bearer token has not expired, the user's
         credentials are unchanged). An outage of the store does not end every socket."""

@@ -185,7 +185,7 @@ async def run_demo(
             raise DemoError(f"{path}: invalid configuration: {issues}") from None
         gateway = Gateway(bundle)
         stack.push_async_callback(gateway.close)
-        listener = Listener(gateway.handle, server.timeouts)
+        listener = Listener(gateway.handle, server.timeouts, plain=gateway.handle_plain)
         stack.push_async_callback(listener.stop)
         host, port = server.listen_host, server.listen_port
         try:

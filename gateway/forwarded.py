@@ -30,11 +30,10 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from aiohttp import web
-
 from gateway.config.settings import IPNetwork
 from gateway.headers import last_value, list_items
 from gateway.hosts import valid_host
+from gateway.http import Incoming
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -88,7 +87,7 @@ def new_request_id() -> str:
     return _REQUEST_IDS.new()
 
 
-def resolve_client(request: web.BaseRequest, trusted: Sequence[IPNetwork]) -> ClientInfo:
+def resolve_client(request: Incoming, trusted: Sequence[IPNetwork]) -> ClientInfo:
     """Work out who is calling, believing forwarding headers only from a trusted peer.
 
     ``request`` must be the request as aiohttp received it (not a ``clone()`` with another
@@ -165,7 +164,7 @@ def parse_hop(hop: str) -> IPAddress | None:
         return None
 
 
-def _peer_address(request: web.BaseRequest) -> IPAddress | None:
+def _peer_address(request: Incoming) -> IPAddress | None:
     transport = request.transport
     if transport is None:
         return None

@@ -4,15 +4,18 @@ navigation or a WebSocket handshake, where a browser says it comes from, and the
 
 from __future__ import annotations
 
-from typing import Final
+import asyncio
+from typing import Final, Protocol
 
 from aiohttp import hdrs, web
-from aiohttp.http import HttpVersion11
+from aiohttp.http import HttpVersion, HttpVersion11
+from multidict import CIMultiDictProxy
 
 from gateway.errors import ExpectationFailed
 from gateway.headers import header_tokens
 
 __all__ = [
+    "Incoming",
     "bearer_token",
     "check_expectation",
     "foreign_origin",
@@ -21,11 +24,46 @@ __all__ = [
     "wants_html",
 ]
 
+
+class Incoming(Protocol):
+    """What the pipeline reads of a request: aiohttp's ``web.BaseRequest``, or the plain
+    request of the gateway's own server (:class:`gateway.plain.PlainRequest`)."""
+
+    @property
+    def method(self) -> str: ...
+
+    @property
+    def raw_path(self) -> str:
+        """The request target as received: the path and the query."""
+        ...
+
+    @property
+    def headers(self) -> CIMultiDictProxy[str]: ...
+
+    @property
+    def version(self) -> HttpVersion: ...
+
+    @property
+    def host(self) -> str: ...
+
+    @property
+    def secure(self) -> bool: ...
+
+    @property
+    def transport(self) -> asyncio.Transport | None: ...
+
+    @property
+    def body_exists(self) -> bool: ...
+
+    @property
+    def content_length(self) -> int | None: ...
+
+
 _CONTINUE_SENT: Final = web.RequestKey("gateway.http.continue_sent", bool)
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
-def bearer_token(request: web.BaseRequest) -> str | None:
+def bearer_token(request: Incoming) -> str | None:
     """The token of an ``Authorization: Bearer`` header (scheme case-insensitive), if any."""
     header = request.headers.get(hdrs.AUTHORIZATION)
     if header is None:
@@ -34,19 +72,19 @@ def bearer_token(request: web.BaseRequest) -> str | None:
     return token.strip() if scheme.lower() == "bearer" else None
 
 
-def wants_html(request: web.BaseRequest) -> bool:
+def wants_html(request: Incoming) -> bool:
     """True when the client prefers an HTML page (a browser navigation) over JSON."""
     return "text/html" in request.headers.get(hdrs.ACCEPT, "")
 
 
-def foreign_origin(request: web.BaseRequest, public_url: str) -> str | None:
+def foreign_origin(request: Incoming, public_url: str) -> str | None:
     """The request's ``Origin`` when a browser says it comes from another site, else ``None``
     (no ``Origin``: not a cross-site browser request)."""
     origin = request.headers.get(hdrs.ORIGIN)
     return origin if origin is not None and origin != public_url else None
 
 
-def is_websocket_upgrade(request: web.BaseRequest) -> bool:
+def is_websocket_upgrade(request: Incoming) -> bool:
     """Whether the request asks to switch to the WebSocket protocol."""
     headers = request.headers
     upgrade = headers.get(hdrs.UPGRADE)
@@ -58,7 +96,7 @@ def is_websocket_upgrade(request: web.BaseRequest) -> bool:
     )
 
 
-def check_expectation(request: web.BaseRequest) -> None:
+def check_expectation(request: Incoming) -> None:
     """Refuse (417) an ``Expect`` other than ``100-continue``; answer that one lazily.
 
     Sending ``100 Continue`` as soon as the head arrives (aiohttp's router does) would come

@@ -15,7 +15,9 @@ around them, which aiohttp's defaults get wrong for a gateway that faces the int
   clients move to another replica instead of being cut when the process exits.
 
 A :class:`Listener` serves one ``async handler(request) -> response`` on one address; the
-gateway's main and admin listeners are two of them.
+gateway's main and admin listeners are two of them. The main listener's plain requests (no
+body, no upgrade: most of its traffic) are read and answered by the gateway's own HTTP/1.1
+server, :mod:`gateway.plain`, which keeps the same guarantees.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from aiohttp.http_exceptions import BadHttpMethod, LineTooLong
 from aiohttp.web_protocol import RequestHandler
 
 from gateway.config.settings import ClientTimeouts
+from gateway.plain import TIMEOUT_RESPONSE, PlainConnection, PlainHandler
 
 log = logging.getLogger("gateway.listener")
 
@@ -50,11 +53,6 @@ LINGER_S = 2.0
 DRAIN_QUIET_S = 0.5
 """While draining, a keep-alive connection idle this long is closed (a client that sends its next
 request sooner is answered, with ``Connection: close``)."""
-
-_TIMEOUT_RESPONSE = (
-    b"HTTP/1.1 408 Request Timeout\r\nServer: gateway\r\nContent-Type: text/plain\r\n"
-    b"Content-Length: 16\r\nConnection: close\r\n\r\nRequest timeout\n"
-)
 
 
 class GatewayConnection(RequestHandler):
@@ -211,21 +209,60 @@ class GatewayConnection(RequestHandler):
         if self._gw_active or transport is None or transport.is_closing():
             return
         # Nothing of ours is being written (no handler runs): a 408 cannot cut a response.
-        transport.write(_TIMEOUT_RESPONSE)
+        transport.write(TIMEOUT_RESPONSE)
         self.force_close()
 
 
 class _Server(web.Server):
-    """aiohttp's low-level server, making :class:`GatewayConnection` protocols."""
+    """aiohttp's low-level server, making :class:`GatewayConnection` protocols, or
+    :class:`~gateway.plain.PlainConnection` ones that hand over to those when a request is
+    not plain."""
 
-    def __init__(self, handler: Handler, *, head_timeout: float, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        handler: Handler,
+        *,
+        head_timeout: float,
+        plain: PlainHandler | None,
+        read_chunk: int,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(handler, **kwargs)
         self._head_timeout = head_timeout
+        self._plain = plain
+        self._read_chunk = read_chunk
+        self.plain_connections: set[PlainConnection] = set()
 
-    def __call__(self) -> GatewayConnection:
-        return GatewayConnection(
-            self, loop=self._loop, head_timeout=self._head_timeout, **self._kwargs
+    def __call__(self) -> asyncio.Protocol:  # type: ignore[override]  # a protocol factory
+        if self._plain is None:
+            return self.aiohttp_connection()
+        return PlainConnection(
+            self._plain,
+            self.aiohttp_connection,
+            self.plain_connections,
+            head_timeout=self._head_timeout,
+            keepalive_timeout=float(self._kwargs["keepalive_timeout"]),
+            read_chunk=self._read_chunk,
         )
+
+    def aiohttp_connection(self) -> GatewayConnection:
+        return GatewayConnection(
+            self,
+            loop=self._loop,
+            head_timeout=self._head_timeout,
+            read_bufsize=self._read_chunk,
+            **self._kwargs,
+        )
+
+    def pre_shutdown(self) -> None:
+        super().pre_shutdown()
+        for connection in self.plain_connections:
+            if connection.idle and connection.transport is not None:
+                connection.transport.close()
+
+    async def shutdown(self, timeout: float | None = None) -> None:  # noqa: ASYNC109 (aiohttp's)
+        plain = [conn.shutdown(timeout or 0.0) for conn in list(self.plain_connections)]
+        await asyncio.gather(super().shutdown(timeout), *plain)
 
 
 class Listener:
@@ -234,20 +271,27 @@ class Listener:
     ``handler`` is called with aiohttp's ``BaseRequest`` and returns a response (prepared and
     streamed already, or not yet: then it is written after the handler returns). Responses it
     has not given a ``Server`` header get ``Server: gateway``.
+
+    With ``plain``, the gateway's own server (:mod:`gateway.plain`) reads every connection
+    first and answers plain requests with ``plain``; a request that is not plain, or that
+    ``plain`` declines, goes to ``handler`` with the rest of its connection.
     """
 
-    def __init__(self, handler: Handler, timeouts: ClientTimeouts) -> None:
+    def __init__(
+        self, handler: Handler, timeouts: ClientTimeouts, *, plain: PlainHandler | None = None
+    ) -> None:
         self._handler = handler
         self._timeouts = timeouts
         self.draining = False
         self._server = _Server(
             self._serve,
             head_timeout=timeouts.request_header_s,
+            plain=plain,
+            read_chunk=READ_CHUNK,
             keepalive_timeout=timeouts.keepalive_s,
             # After an answer given before the body was all read (413, 408...): read and drop
             # the rest this long so the answer is not lost to a reset (aiohttp's default: 10 s).
             lingering_time=LINGER_S,
-            read_bufsize=READ_CHUNK,
             max_field_size=MAX_FIELD_SIZE,
             access_log=None,
         )
@@ -264,7 +308,7 @@ class Listener:
 
     @property
     def connections(self) -> int:
-        return len(self._server.connections)
+        return len(self._server.connections) + len(self._server.plain_connections)
 
     async def stop_accepting(self) -> None:
         """Close the listening socket; connections already open stay."""
@@ -276,6 +320,8 @@ class Listener:
         is sent), and a connection between two requests closes after ``quiet_s`` without one:
         keep-alive clients then move to another replica, none of their requests cut."""
         self.draining = True
+        for plain in list(self._server.plain_connections):
+            plain.drain_connection(quiet_s)
         for connection in list(self._server.connections):
             if isinstance(connection, GatewayConnection):
                 connection.drain(quiet_s)

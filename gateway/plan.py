@@ -17,13 +17,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import quote
 
-from aiohttp import web
-
 from gateway.access import Decision, decide_access
 from gateway.config.settings import RouteSettings
 from gateway.errors import AccessDenied, BadRequest, Forbidden, GatewayError, NotFound
 from gateway.hosts import valid_host
-from gateway.http import is_websocket_upgrade, wants_html
+from gateway.http import Incoming, is_websocket_upgrade, wants_html
 from gateway.paths import matching_path, normalise_path, strip_route_prefix
 from gateway.routing import RouteTable
 
@@ -73,7 +71,7 @@ class Facts:
     """The ``Origin`` header, when the client sent one."""
 
     @classmethod
-    def of(cls, request: web.BaseRequest, host: str) -> Facts:
+    def of(cls, request: Incoming, host: str) -> Facts:
         raw_path, _, query = request.raw_path.partition("?")
         return cls(
             method=request.method,

@@ -49,7 +49,8 @@ from gateway.headers import (
     list_items,
     normalised_names,
 )
-from gateway.http import is_websocket_upgrade, send_continue
+from gateway.http import Incoming, is_websocket_upgrade, send_continue
+from gateway.plain import PlainRequest
 from gateway.rewrite import Mount, rewrite_response_headers
 from gateway.upstream.base import (
     UpstreamClient,
@@ -82,12 +83,12 @@ class _OneWrite(web.StreamResponse):
 
 
 async def forward(
-    request: web.BaseRequest,
+    request: Incoming,
     ctx: RequestContext,
     client: UpstreamClient,
     *,
     public_url: str,
-) -> web.StreamResponse:
+) -> web.StreamResponse | None:
     """Forward ``request`` to ``ctx.upstream`` and stream the answer back.
 
     Call it once routing, identity and access have run (``ctx`` complete, ``ctx.add_headers`` and
@@ -115,14 +116,18 @@ async def forward(
     path, prefix = ctx.upstream_path, ctx.prefix
     # An empty query ("/x?") goes upstream as "/x": yarl, under aiohttp's request line, drops it.
     target = path + "?" + ctx.query if ctx.query else path
-    if route.websocket and is_websocket_upgrade(request):
+    if route.websocket and isinstance(request, web.BaseRequest) and is_websocket_upgrade(request):
         return await _forward_websocket(request, ctx, client, target, prefix)
 
     limit = route.max_body_bytes
     length = request.content_length
     if limit is not None and length is not None and length > limit:
         raise PayloadTooLarge(f"Content-Length {length} over the route's max_body {limit}")
-    body = _RequestBody(request, limit, ctx.body_timeout_s) if request.body_exists else None
+    body = (
+        _RequestBody(request, limit, ctx.body_timeout_s)
+        if isinstance(request, web.BaseRequest) and request.body_exists
+        else None
+    )
     upstream_request = UpstreamRequest(
         upstream=ctx.upstream,
         method=request.method,
@@ -192,13 +197,13 @@ class _RequestBody:
 
 
 async def _relay_response(
-    request: web.BaseRequest,
+    request: Incoming,
     ctx: RequestContext,
     upstream_response: UpstreamResponse,
     body: _RequestBody | None,
     public_url: str,
     prefix: str,
-) -> web.StreamResponse:
+) -> web.StreamResponse | None:
     headers = filter_response_headers(upstream_response.headers, own_cookies=ctx.strip_cookies)
     mount = Mount(
         upstream_url=ctx.upstream.url,
@@ -213,35 +218,31 @@ async def _relay_response(
     if ctx.set_cookie is not None:
         headers.append(("Set-Cookie", ctx.set_cookie))
     complete = upstream_response.body_complete
-    response = (web.StreamResponse if complete is None else _OneWrite)(
-        status=upstream_response.status,
-        reason=upstream_response.reason or None,
-        headers=headers,
-    )
-    if hdrs.SERVER not in response.headers:
-        response.headers[hdrs.SERVER] = "gateway"  # not aiohttp's name and version
-    if ctx.close_connection:
-        response.force_close()  # draining: the client moves to another replica
+    status, reason = upstream_response.status, upstream_response.reason
+    answer: _AiohttpAnswer | _PlainAnswer
+    if isinstance(request, PlainRequest):
+        answer = _PlainAnswer(request, status, reason, headers, complete, ctx.close_connection)
+    else:
+        assert isinstance(request, web.BaseRequest)
+        answer = _AiohttpAnswer(request, status, reason, headers, complete, ctx.close_connection)
     if body is not None:
         body.response_started = True
     sent = 0
     send_s = ctx.send_timeout_s
     transport = request.transport
     try:
-        await response.prepare(request)
-        ctx.trace.status = response.status
-        if request.method == hdrs.METH_HEAD:
-            await _within(send_s, transport, 0, response.write_eof())
-        elif complete is not None:
-            await _within(send_s, transport, len(complete), response.write_eof(complete))
-            sent = len(complete)
-        else:
+        # The head, and with it a body that is complete already (or none, for HEAD).
+        await _within(send_s, transport, len(complete or b""), answer.start())
+        ctx.trace.status = status
+        if complete is None and request.method != hdrs.METH_HEAD:
             async for chunk in upstream_response.iter_body():
                 # A client that reads nothing must not pin the upstream connection (and its
                 # pool permit) until the upstream gives up: it is dropped after send_s.
-                await _within(send_s, transport, len(chunk), response.write(chunk))
+                await _within(send_s, transport, len(chunk), answer.write(chunk))
                 sent += len(chunk)
-            await _within(send_s, transport, 0, response.write_eof())
+            await _within(send_s, transport, 0, answer.finish())
+        elif complete is not None and request.method != hdrs.METH_HEAD:
+            sent = len(complete)
     except UpstreamError as exc:
         error = body.error if body is not None and body.error is not None else exc
         ctx.trace.outcome = _outcome(error)
@@ -254,15 +255,93 @@ async def _relay_response(
         _abort(request, ctx, ClientStalled(f"client read nothing for {send_s:g}s"))
     finally:
         ctx.trace.sent = sent
-    return response
+    return answer.response
+
+
+class _AiohttpAnswer:
+    """The upstream's answer on aiohttp's server: a ``StreamResponse`` (one ``send`` for head
+    and body when the body is complete already)."""
+
+    __slots__ = ("_complete", "_request", "response")
+
+    def __init__(
+        self,
+        request: web.BaseRequest,
+        status: int,
+        reason: str,
+        headers: list[tuple[str, str]],
+        complete: bytes | None,
+        close: bool,
+    ) -> None:
+        self._request = request
+        self._complete = complete
+        response = (web.StreamResponse if complete is None else _OneWrite)(
+            status=status, reason=reason or None, headers=headers
+        )
+        if hdrs.SERVER not in response.headers:
+            response.headers[hdrs.SERVER] = "gateway"  # not aiohttp's name and version
+        if close:
+            response.force_close()  # draining: the client moves to another replica
+        self.response = response
+
+    async def start(self) -> None:
+        response = self.response
+        await response.prepare(self._request)
+        if self._request.method == hdrs.METH_HEAD:
+            await response.write_eof()
+        elif self._complete is not None:
+            await response.write_eof(self._complete)
+
+    async def write(self, chunk: bytes) -> None:
+        await self.response.write(chunk)
+
+    async def finish(self) -> None:
+        await self.response.write_eof()
+
+
+class _PlainAnswer:
+    """The upstream's answer on the gateway's own server (:class:`PlainRequest`)."""
+
+    __slots__ = ("_complete", "_headers", "_reason", "_request", "_status", "response")
+
+    def __init__(
+        self,
+        request: PlainRequest,
+        status: int,
+        reason: str,
+        headers: list[tuple[str, str]],
+        complete: bytes | None,
+        close: bool,
+    ) -> None:
+        self._request = request
+        self._status = status
+        self._reason = reason
+        self._headers = headers
+        self._complete = complete
+        if close:
+            request.close = True  # draining: the client moves to another replica
+        self.response: web.StreamResponse | None = None
+        """Nothing for :func:`gateway.app.observe` to write: the answer is out."""
+
+    async def start(self) -> None:
+        self._request.start(self._status, self._reason, self._headers, self._complete)
+        await self._request.drain()
+
+    async def write(self, chunk: bytes) -> None:
+        self._request.write(chunk)
+        await self._request.drain()
+
+    async def finish(self) -> None:
+        self._request.finish()
+        await self._request.drain()
 
 
 async def _within(
-    send_s: float, transport: asyncio.BaseTransport | None, size: int, write: Awaitable[None]
+    send_s: float, transport: asyncio.Transport | None, size: int, write: Awaitable[None]
 ) -> None:
     """Await ``write`` (of ``size`` bytes), bounded by ``send_s`` when it could wait for the
     client; a write that fits the send buffer completes at once and arms no timer."""
-    buffered = transport.get_write_buffer_size() if isinstance(transport, asyncio.Transport) else 0
+    buffered = transport.get_write_buffer_size() if transport is not None else 0
     if buffered + size <= _NEVER_BLOCKS:
         await write
         return
@@ -279,7 +358,7 @@ def _outcome(error: GatewayError) -> str:
     return error.reason  # the client's body failed: client_aborted, body_too_large, bad_body
 
 
-def _abort(request: web.BaseRequest, ctx: RequestContext, error: GatewayError) -> None:
+def _abort(request: Incoming, ctx: RequestContext, error: GatewayError) -> None:
     # SECURITY/integrity: the head is out, so an error page is impossible; a reset connection is
     # the only way to make sure the client never takes a truncated body for a complete one
     # (a clean close would look complete for a body without Content-Length).
@@ -297,7 +376,7 @@ def _abort(request: web.BaseRequest, ctx: RequestContext, error: GatewayError) -
 
 
 def _upstream_headers(
-    request: web.BaseRequest, ctx: RequestContext, prefix: str, *, websocket: bool
+    request: Incoming, ctx: RequestContext, prefix: str, *, websocket: bool
 ) -> list[tuple[str, str]]:
     headers = request.headers
     replaced = ctx.strip_headers

@@ -102,7 +102,7 @@ async def _serve_async(bundle: Bundle, *, reuse_port: bool) -> None:
     server = settings.server
     gateway = Gateway(bundle)
     holder = gateway.holder
-    main = Listener(gateway.handle, server.timeouts)
+    main = Listener(gateway.handle, server.timeouts, plain=gateway.handle_plain)
     listeners = [main]
     try:
         await gateway.start()

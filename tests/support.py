@@ -147,7 +147,7 @@ class GatewayClient:
             client_factory=client_factory,
             access_sink=CapturedAccessLog(),
         )
-        listener = Listener(gateway.handle, settings.server.timeouts)
+        listener = Listener(gateway.handle, settings.server.timeouts, plain=gateway.handle_plain)
         await listener.start("127.0.0.1", 0)
         closers = [gateway.close]
         admin = None

@@ -88,7 +88,7 @@ async def demo(aiohttp_server: Any, example_copy: Path) -> AsyncIterator[Demo]:
     upstream = await aiohttp_server(demo_upstream_app(jwks_url, issuer=f"http://127.0.0.1:{port}"))
     settings = demo_settings(example_copy, gateway_port=port, upstream_port=upstream.port)
     gateway = Gateway(build(settings, generate_key=True))
-    listener = Listener(gateway.handle, settings.server.timeouts)
+    listener = Listener(gateway.handle, settings.server.timeouts, plain=gateway.handle_plain)
     await listener.start("127.0.0.1", port)
     yield Demo(f"http://127.0.0.1:{port}", upstream)
     await listener.stop()

@@ -3,10 +3,9 @@ and removed."""
 
 from __future__ import annotations
 
-from aiohttp import web
-
 from gateway.config.settings import SessionSettings
 from gateway.headers import cookie_value
+from gateway.http import Incoming
 
 
 def cookie_attributes(*, same_site: str, max_age: int | None, https: bool) -> str:
@@ -20,7 +19,7 @@ def cookie_attributes(*, same_site: str, max_age: int | None, https: bool) -> st
     return "; ".join(parts)
 
 
-def request_cookie(request: web.BaseRequest, name: str) -> str | None:
+def request_cookie(request: Incoming, name: str) -> str | None:
     """One cookie of the request, read as RFC 6265 says (see :func:`gateway.headers.cookie_value`;
     aiohttp's own ``request.cookies`` also splits on spaces, which lets ``pref=x gw_session=B``
     inject a session)."""
@@ -45,7 +44,7 @@ class SessionCookie:
         started."""
         return self._same_site == "strict"
 
-    def value(self, request: web.BaseRequest) -> str | None:
+    def value(self, request: Incoming) -> str | None:
         """The session cookie the request carries, if any."""
         return request_cookie(request, self.name)
 

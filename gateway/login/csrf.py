@@ -12,6 +12,7 @@ import secrets
 
 from aiohttp import web
 
+from gateway.http import Incoming
 from gateway.identity.cookies import cookie_attributes, request_cookie
 
 CSRF_COOKIE_HTTP = "gw_csrf"
@@ -30,7 +31,7 @@ class Csrf:
         self.name = csrf_cookie_name(https=https)
         self._attributes = cookie_attributes(same_site="strict", max_age=None, https=https)
 
-    def token(self, request: web.BaseRequest) -> tuple[str, str | None]:
+    def token(self, request: Incoming) -> tuple[str, str | None]:
         """The browser's CSRF token and, when it has none yet, the ``Set-Cookie`` value that
         gives it one."""
         existing = request_cookie(request, self.name) or ""

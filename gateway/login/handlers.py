@@ -25,7 +25,7 @@ from gateway.errors import (
     Unauthenticated,
 )
 from gateway.forwarded import ClientInfo
-from gateway.http import foreign_origin, wants_html
+from gateway.http import Incoming, foreign_origin, wants_html
 from gateway.identity.cookies import SessionCookie
 from gateway.identity.sessions import Session, SessionManager, SessionStoreUnavailable
 from gateway.identity.sessions.base import ProviderLogin
@@ -267,7 +267,7 @@ class Login:
         )
         return {"Content-Security-Policy": csp}
 
-    def refusal_page(self, request: web.BaseRequest, exc: GatewayError) -> web.Response:
+    def refusal_page(self, request: Incoming, exc: GatewayError) -> web.Response:
         """The answer to a refused request. A browser signed in with a session whom a route's
         access rule refuses gets a 403 page that says who is signed in and that this account
         may not open the page, with "sign in as someone else" (ends the session, then the
@@ -286,7 +286,7 @@ class Login:
 
     def _page(
         self,
-        request: web.BaseRequest,
+        request: Incoming,
         template: str,
         *,
         status: int = 200,

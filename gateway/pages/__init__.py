@@ -14,7 +14,7 @@ from importlib import resources
 from aiohttp import web
 
 from gateway.errors import GatewayError, Unauthenticated
-from gateway.http import wants_html
+from gateway.http import Incoming, wants_html
 
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
@@ -83,7 +83,7 @@ def render_json(
 
 
 def render_error(
-    request: web.BaseRequest,
+    request: Incoming,
     status: int,
     message: str,
     *,
@@ -107,7 +107,7 @@ def unauthenticated_json(message: str) -> web.Response:
     )
 
 
-def error_response(request: web.BaseRequest, exc: GatewayError) -> web.Response:
+def error_response(request: Incoming, exc: GatewayError) -> web.Response:
     """Map a :class:`GatewayError` to its client-safe response (detail stays in the log)."""
     headers = None
     if isinstance(exc, Unauthenticated):
