@@ -66,6 +66,8 @@ BODILESS_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 """Methods whose requests carry no body in practice (CONTRACT section 4)."""
 
 _REFUSED_DROP = frozenset({"content-length", "content-encoding"})
+_REWRITTEN = frozenset({"location", "content-location", "set-cookie"})
+"""Response headers :func:`gateway.rewrite.rewrite_response_headers` may change."""
 # Close codes that must not be sent on the wire (RFC 6455 7.4.1): 0 is aiohttp's "no status".
 _NO_WIRE_CODE = frozenset({0, 1005, 1006, 1015})
 
@@ -205,16 +207,17 @@ async def _relay_response(
     prefix: str,
 ) -> web.StreamResponse | None:
     headers = filter_response_headers(upstream_response.headers, own_cookies=ctx.strip_cookies)
-    mount = Mount(
-        upstream_url=ctx.upstream.url,
-        public_url=public_url,
-        prefix=prefix,
-        upstream_path=ctx.upstream_path,
-        request_host=ctx.client.host,
-        request_scheme=ctx.client.proto,
-        ignore_case=ctx.route.match.ignore_case,
-    )
-    rewrite_response_headers(headers, mount)
+    if any(name.lower() in _REWRITTEN for name, _ in headers):
+        mount = Mount(
+            upstream_url=ctx.upstream.url,
+            public_url=public_url,
+            prefix=prefix,
+            upstream_path=ctx.upstream_path,
+            request_host=ctx.client.host,
+            request_scheme=ctx.client.proto,
+            ignore_case=ctx.route.match.ignore_case,
+        )
+        rewrite_response_headers(headers, mount)
     if ctx.set_cookie is not None:
         headers.append(("Set-Cookie", ctx.set_cookie))
     complete = upstream_response.body_complete

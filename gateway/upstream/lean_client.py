@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import re
+import select
 import socket
 import ssl
 from collections import deque
@@ -369,6 +370,7 @@ class _Connection(asyncio.Protocol):
         "pump",
         "read_paused",
         "read_timeout_s",
+        "readable",
         "reason",
         "registry",
         "remaining",
@@ -395,6 +397,9 @@ class _Connection(asyncio.Protocol):
     ) -> None:
         self.pool = pool
         self.sock = sock
+        self.readable = select.poll()
+        """Asks the kernel whether the socket has bytes (or a close) not read yet."""
+        self.readable.register(sock.fileno(), select.POLLIN)
         self.loop = loop
         self.registry = registry
         self.transport: asyncio.Transport | None = None
@@ -512,17 +517,13 @@ class _Connection(asyncio.Protocol):
         """Whether an idle connection can be handed out: open, and nothing waiting on its socket
         (stray bytes or a close that the loop has not delivered yet)."""
         # SECURITY: stray bytes already in the kernel but not yet read by the loop would be
-        # taken for the next request's response; one non-blocking peek finds them.
+        # taken for the next request's response; asking the kernel finds them.
         transport = self.transport
         if self.lost or self.mode != _IDLE or transport is None or transport.is_closing():
             return False
-        try:
-            self.sock.recv(1, socket.MSG_PEEK)
-        except BlockingIOError:
-            return True
-        except OSError:
-            return False
-        return False  # b"" (closed) or bytes that belong to no request
+        # One poll with no wait (no exception to raise, unlike a non-blocking peek): any event
+        # (bytes that belong to no request, a close, an error) makes the connection unusable.
+        return not self.readable.poll(0)
 
     def abort(self) -> None:
         """Close the connection now; an exchange still in progress fails with UpstreamAborted
