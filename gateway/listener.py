@@ -225,10 +225,12 @@ class _Server(web.Server):
         head_timeout: float,
         plain: PlainHandler | None,
         read_chunk: int,
+        send_timeout: float,
         **kwargs: Any,
     ) -> None:
         super().__init__(handler, **kwargs)
         self._head_timeout = head_timeout
+        self._send_timeout = send_timeout
         self._plain = plain
         self._read_chunk = read_chunk
         self.plain_connections: set[PlainConnection] = set()
@@ -242,6 +244,7 @@ class _Server(web.Server):
             self.plain_connections,
             head_timeout=self._head_timeout,
             keepalive_timeout=float(self._kwargs["keepalive_timeout"]),
+            send_timeout=self._send_timeout,
             read_chunk=self._read_chunk,
         )
 
@@ -288,6 +291,7 @@ class Listener:
             head_timeout=timeouts.request_header_s,
             plain=plain,
             read_chunk=READ_CHUNK,
+            send_timeout=timeouts.send_s,
             keepalive_timeout=timeouts.keepalive_s,
             # After an answer given before the body was all read (413, 408...): read and drop
             # the rest this long so the answer is not lost to a reset (aiohttp's default: 10 s).

@@ -308,6 +308,7 @@ class PlainConnection(asyncio.Protocol):
         *,
         head_timeout: float,
         keepalive_timeout: float,
+        send_timeout: float,
         read_chunk: int,
     ) -> None:
         self._loop = asyncio.get_running_loop()
@@ -316,6 +317,7 @@ class PlainConnection(asyncio.Protocol):
         self._connections = connections
         self._head_timeout = head_timeout
         self._keepalive_timeout = keepalive_timeout
+        self._send_timeout = send_timeout
         self._read_chunk = read_chunk
         self.transport: asyncio.Transport | None = None
         self._buffer = bytearray()
@@ -475,27 +477,36 @@ class PlainConnection(asyncio.Protocol):
         )
 
     async def _answer(self, request: PlainRequest, size: int) -> None:
-        answered = False
         try:
-            answered = await self._handler(request)
-        except Exception:
-            log.exception("unexpected error answering a request", extra={"reason": "internal"})
-            request.abort()
-            return
+            try:
+                answered = await self._handler(request)
+            except Exception:
+                log.exception("unexpected error answering a request", extra={"reason": "internal"})
+                request.abort()
+                return
+            if not answered:
+                if request.started:
+                    request.abort()  # a handler that wrote and then declined: nothing is sure
+                else:
+                    self._give_up_to_aiohttp()
+                return
+            del self._buffer[:size]
+            transport = self.transport
+            if request.close or transport is None or transport.is_closing():
+                if transport is not None:
+                    transport.close()
+                return
+            if self._paused_writing:
+                # A client that sends requests without reading the answers: the next one is
+                # read once it has taken these, within send_s, else it is dropped.
+                try:
+                    async with asyncio.timeout(self._send_timeout):
+                        await self.drain()
+                except (TimeoutError, ConnectionError):
+                    request.abort()
+                    return
         finally:
             self._task = None
-        if not answered:
-            if not request.started:
-                self._give_up_to_aiohttp()
-                return
-            request.abort()  # a handler that wrote and then declined: nothing can be trusted
-            return
-        del self._buffer[:size]
-        transport = self.transport
-        if request.close or transport is None or transport.is_closing():
-            if transport is not None:
-                transport.close()
-            return
         self._next()
 
     def _give_up_to_aiohttp(self) -> None:

@@ -44,6 +44,9 @@ class Sides:
                 await asyncio.sleep(0.01)
             request.finish()
             return True
+        if request.raw_path == "/big":
+            request.respond(200, "OK", [], b"x" * 256 * 1024)
+            return True
         if request.raw_path == "/split":
             try:
                 request.respond(200, "OK", [("X-Evil", "a\r\nSet-Cookie: x=1")], b"")
@@ -298,3 +301,22 @@ async def test_draining_answers_with_connection_close_and_closes_quiet_connectio
             assert await reader.read() == b""
         writer.close()
         assert listener.connections == 0
+
+
+async def test_a_client_that_reads_no_answers_is_not_answered_further_and_is_dropped() -> None:
+    # Pipelined requests are answered only as fast as the client takes the answers: one that
+    # sends many and reads none holds a bounded amount of memory, and only for send_s.
+    timeouts = ClientTimeouts(request_header_s=5.0, keepalive_s=30.0, body_s=5.0, send_s=0.5)
+    async with serving(timeouts) as (listener, sides):
+        reader, writer = await asyncio.open_connection("127.0.0.1", listener.port)
+        writer.write(get("/big") * 300)  # 300 answers of 256 KiB: 75 MiB if all were queued
+        await writer.drain()
+        await asyncio.sleep(1.5)
+        answered = len(sides.plain)
+        with contextlib.suppress(ConnectionError):
+            async with asyncio.timeout(5):
+                while await reader.read(1 << 20):
+                    pass
+        writer.close()
+    assert 0 < answered < 100
+    assert len(sides.plain) == answered  # dropped: nothing more was answered once it read
