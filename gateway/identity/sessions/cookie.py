@@ -35,6 +35,7 @@ import json
 import re
 import secrets
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
@@ -56,6 +57,9 @@ VERSION = 2
 MIN_SECRET_BYTES = 32
 MAX_COOKIE_CHARS = 4096
 """Browsers cap a cookie (name, value and attributes) near 4 KB; longer values are refused."""
+OPENED_KEPT = 2048
+"""Cookie values kept opened (at most 4 KiB each: 8 MiB), so that a browser's requests do not
+decrypt and parse the same value again."""
 
 _VERSION_BYTE = bytes([VERSION])
 _NONCE_BYTES = 12
@@ -116,6 +120,8 @@ class CookieSessionStore:
         # (idp, "sid" | "sub", value) -> (sessions begun before this are ended, keep until).
         self._revoked_provider: dict[tuple[str, str, str], tuple[float, float]] = {}
         self._next_sweep_at = float("-inf")
+        # cookie value -> what it opened to, least recently used first (see _open).
+        self._opened: OrderedDict[str, Found] = OrderedDict()
 
     async def add(self, session_id: str, session: Session, *, ttl_s: float) -> str:
         """Seal a new session; raises ``ValueError`` if it cannot fit in a cookie."""
@@ -233,6 +239,21 @@ class CookieSessionStore:
         return _b64encode(_VERSION_BYTE + nonce + sealed)
 
     def _open(self, cookie_value: str) -> Found | None:
+        """The session sealed in ``cookie_value``. A value opened before is not decrypted
+        again: the same bytes opened to the same (immutable) session; whether it still counts
+        (revoked here, expired, the user's credentials) is asked on every request."""
+        opened = self._opened.get(cookie_value)
+        if opened is not None:
+            self._opened.move_to_end(cookie_value)
+            return opened
+        found = self._unseal(cookie_value)
+        if found is not None:
+            self._opened[cookie_value] = found
+            if len(self._opened) > OPENED_KEPT:
+                self._opened.popitem(last=False)
+        return found
+
+    def _unseal(self, cookie_value: str) -> Found | None:
         if not cookie_value or len(cookie_value) > MAX_COOKIE_CHARS:
             return None
         raw = _b64decode(cookie_value)
