@@ -1,6 +1,6 @@
-"""The raw probe: how fast a gateway could go without aiohttp's server. An asyncio protocol
-parsing requests with httptools (llhttp) and relaying each through the gateway's own upstream
-client, with no routing, authentication, header rules or logging.
+"""The raw probe: the floor of the gateway's own server for plain requests (gateway/plain.py).
+An asyncio protocol parsing requests with httptools (llhttp) and relaying each through the
+gateway's own upstream client, with no routing, authentication, header rules or logging.
 
     python bench/probe_raw.py PORT UPSTREAM_URL
 

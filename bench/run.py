@@ -70,7 +70,7 @@ async def scenarios(bench: Bench, only: set[str], against: Path | None) -> list[
     ]
     chosen = [plan for plan in plans if wanted(plan[0], only)]
     targets = [await bench.probe()] if wanted("probe", only) else []
-    if "rawprobe" in only:  # asked for by name only: an instrument, not a scenario
+    if wanted("rawprobe", only):
         targets.append(await bench.probe(raw=True))
     targets += [await bench.gateway(name, label, **options) for name, label, options in chosen]
     if against is not None:
@@ -281,7 +281,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--only",
         nargs="*",
-        help="scenarios to run: probe, rawprobe (only when named), public, memory, cookie, "
+        help="scenarios to run: probe, rawprobe, public, memory, cookie, "
         "redis, bearer, workers2, storm, streaming, sessions (default: all)",
     )
     parser.add_argument("--storm-seconds", type=float, default=10.0)
