@@ -67,6 +67,7 @@ class GatewayConnection(RequestHandler):
     __slots__ = (
         "_gw_active",
         "_gw_drain_quiet",
+        "_gw_first_head_s",
         "_gw_head_timeout",
         "_gw_head_timer",
         "_gw_idle_timer",
@@ -74,9 +75,17 @@ class GatewayConnection(RequestHandler):
         "_gw_request",
     )
 
-    def __init__(self, manager: web.Server, *, head_timeout: float, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        manager: web.Server,
+        *,
+        head_timeout: float,
+        first_head_s: float | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(manager, **kwargs)
         self._gw_head_timeout = head_timeout
+        self._gw_first_head_s = head_timeout if first_head_s is None else first_head_s
         self._gw_head_timer: asyncio.TimerHandle | None = None
         self._gw_active = 0
         self._gw_next_head_since: float | None = None
@@ -96,7 +105,7 @@ class GatewayConnection(RequestHandler):
             # aborted uploads hold at once.
             transport.max_size = READ_CHUNK
         super().connection_made(transport)
-        self._gw_arm(self._gw_head_timeout)
+        self._gw_arm(self._gw_first_head_s)
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self._gw_disarm()
@@ -248,11 +257,14 @@ class _Server(web.Server):
             read_chunk=self._read_chunk,
         )
 
-    def aiohttp_connection(self) -> GatewayConnection:
+    def aiohttp_connection(self, first_head_s: float | None = None) -> GatewayConnection:
+        """aiohttp's protocol for a connection; ``first_head_s``: what is left of the
+        request_header time of a head already arriving (a connection handed over)."""
         return GatewayConnection(
             self,
             loop=self._loop,
             head_timeout=self._head_timeout,
+            first_head_s=first_head_s,
             read_bufsize=self._read_chunk,
             **self._kwargs,
         )

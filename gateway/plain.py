@@ -37,6 +37,9 @@ MAX_PLAIN_HEAD: Final = 8190
 """Longest request head this parser takes; a longer one goes to aiohttp's parser, which applies
 its own per-line limits (the request line's 8190 bytes among them)."""
 
+MAX_HEADERS: Final = 128
+"""More header lines than this go to aiohttp's parser, which refuses them (its own limit)."""
+
 MAX_PIPELINED: Final = 64 * 1024
 """Bytes of later requests buffered while one is answered; reading pauses above this."""
 
@@ -138,7 +141,7 @@ class PlainRequest:
         """Write a complete answer (head and body in one write; no body for ``HEAD``)."""
         head_only = self.method == "HEAD" or status in _NO_BODY_STATUS or status < 200
         lines = self._head(status, reason, headers)
-        if not head_only or self.method == "HEAD":
+        if (not head_only or self.method == "HEAD") and status != 204 and status >= 200:
             lines.append(f"Content-Length: {len(body)}\r\n")
         self._send(lines, b"" if head_only else body)
 
@@ -215,6 +218,8 @@ class PlainRequest:
             lname = name.lower()
             if lname == "connection" or lname == "transfer-encoding":
                 continue  # the server's own framing, below
+            if lname == "content-length" and (status == 204 or status < 200):
+                continue  # RFC 9110 8.6: never on 1xx and 204
             if lname == "date":
                 date = True
             elif lname == "server":
@@ -279,7 +284,8 @@ class _Head:
         lname = name.lower()
         if lname in _HANDED_OVER_HEADERS:
             self.plain = False
-        decoded = value.decode("utf-8", "surrogateescape")
+        # llhttp drops the whitespace before a value, aiohttp also the whitespace after it.
+        decoded = value.rstrip(b" \t").decode("utf-8", "surrogateescape")
         if lname == b"host":
             self.hosts += 1
             self.host = decoded
@@ -303,7 +309,7 @@ class PlainConnection(asyncio.Protocol):
     def __init__(
         self,
         handler: PlainHandler,
-        hand_over: Callable[[], asyncio.Protocol],
+        hand_over: Callable[[float], asyncio.Protocol],
         connections: set[PlainConnection],
         *,
         head_timeout: float,
@@ -365,13 +371,13 @@ class PlainConnection(asyncio.Protocol):
         self._buffer += data
         if self._head_since is None:
             self._head_since = self._loop.time()  # the first byte of a request head
-        if self._task is not None:
-            if len(self._buffer) > MAX_PIPELINED and not self._paused_reading:
-                assert self.transport is not None
-                self.transport.pause_reading()
-                self._paused_reading = True
-            return
-        self._next()
+        if len(self._buffer) > MAX_PIPELINED and not self._paused_reading:
+            # SECURITY: a flood of pipelined requests is read only as fast as it is answered.
+            assert self.transport is not None
+            self.transport.pause_reading()
+            self._paused_reading = True
+        if self._task is None:
+            self._next()
 
     def pause_writing(self) -> None:
         self._paused_writing = True
@@ -421,7 +427,7 @@ class PlainConnection(asyncio.Protocol):
         transport = self.transport
         if self._closed or transport is None or self.handed_over:
             return
-        if self._paused_reading:
+        if self._paused_reading and len(buffer) <= MAX_PIPELINED:
             self._paused_reading = False
             transport.resume_reading()
         if not buffer:
@@ -462,6 +468,7 @@ class PlainConnection(asyncio.Protocol):
         if (
             not found.complete
             or not found.plain
+            or len(found.headers) > MAX_HEADERS
             or found.hosts != 1
             or found.version != "1.1"
             or not found.url.startswith(b"/")
@@ -517,7 +524,12 @@ class PlainConnection(asyncio.Protocol):
         self._cancel_timer()
         self.handed_over = True
         self._connections.discard(self)
-        protocol = self._hand_over()
+        since = self._head_since
+        # The head's clock keeps running: aiohttp's server gets what is left of it.
+        left = (
+            self._head_timeout if since is None else since + self._head_timeout - self._loop.time()
+        )
+        protocol = self._hand_over(max(0.0, left))
         if self._paused_reading:
             self._paused_reading = False
             transport.resume_reading()

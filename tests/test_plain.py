@@ -28,6 +28,7 @@ class Sides:
 
     def __init__(self) -> None:
         self.plain: list[str] = []
+        self.hosts: list[str] = []
         self.aiohttp: list[str] = []
         self.decline: set[str] = set()
         self.write_errors: list[type[BaseException]] = []
@@ -36,6 +37,7 @@ class Sides:
         if request.raw_path in self.decline:
             return False
         self.plain.append(request.raw_path)
+        self.hosts.append(request.host)
         if request.raw_path == "/stream":
             request.start(200, "OK", [("Content-Type", "text/plain")], None)
             for part in (b"one ", b"two ", b"three"):
@@ -43,6 +45,9 @@ class Sides:
                 await request.drain()
                 await asyncio.sleep(0.01)
             request.finish()
+            return True
+        if request.raw_path == "/no-content":
+            request.start(204, "No Content", [("Content-Length", "0")], b"")
             return True
         if request.raw_path == "/big":
             request.respond(200, "OK", [], b"x" * 256 * 1024)
@@ -320,3 +325,70 @@ async def test_a_client_that_reads_no_answers_is_not_answered_further_and_is_dro
         writer.close()
     assert 0 < answered < 100
     assert len(sides.plain) == answered  # dropped: nothing more was answered once it read
+
+
+async def test_a_pipelined_flood_is_read_only_as_fast_as_it_is_answered() -> None:
+    # One connection sends 32 MiB of small requests and reads every answer: the gateway must
+    # not pull the flood into memory faster than it answers (it would hold all of it).
+    flood = get("/a") * (32 * 1024 * 1024 // len(get("/a")))
+    async with serving() as (listener, sides):
+        reader, writer = await asyncio.open_connection("127.0.0.1", listener.port)
+
+        async def read_all() -> None:
+            with contextlib.suppress(ConnectionError):
+                while await reader.read(1 << 20):
+                    pass
+
+        draining = asyncio.create_task(read_all())
+        writer.write(flood)
+        await asyncio.sleep(1.0)
+        not_taken = writer.transport.get_write_buffer_size()
+        answered = len(sides.plain)
+        writer.transport.abort()
+        draining.cancel()
+    # Kernel buffers hold a few MiB; the rest must still wait on the client's side.
+    assert answered > 0
+    assert not_taken > 16 * 1024 * 1024
+
+
+async def test_trailing_whitespace_of_a_header_value_is_not_part_of_it() -> None:
+    # As aiohttp reads it: "Host: gw.test \t" is gw.test (else: a malformed Host, 400).
+    async with serving() as (listener, sides):
+        answer = await exchange(
+            listener.port, b"GET /t HTTP/1.1\r\nHost: gw.test \t\r\n\r\n" + get("/u", close=True)
+        )
+    assert b"OWN GET /t" in answer
+    assert sides.hosts == ["gw.test", "gw.test"]
+
+
+async def test_more_header_lines_than_aiohttp_takes_are_refused_as_aiohttp_does() -> None:
+    many = [f"X-{i}: v" for i in range(200)]
+    async with serving() as (listener, sides):
+        answer = await exchange(listener.port, get("/many", *many, close=True))
+    assert answer.startswith(b"HTTP/1.0 400")
+    assert sides.plain == []
+
+
+async def test_a_handed_over_head_keeps_what_is_left_of_its_time() -> None:
+    # A head dribbled for most of request_header, then made too long for the plain parser:
+    # aiohttp's server gets the rest of the time, not a fresh request_header.
+    timeouts = ClientTimeouts(request_header_s=1.0, keepalive_s=30.0, body_s=5.0, send_s=5.0)
+    async with serving(timeouts) as (listener, _):
+        reader, writer = await asyncio.open_connection("127.0.0.1", listener.port)
+        started = time.monotonic()
+        writer.write(b"GET /slow HTTP/1.1\r\nHost: gw.test\r\nX-Long: ")
+        await asyncio.sleep(0.7)
+        writer.write(b"y" * (MAX_PLAIN_HEAD + 10))
+        async with asyncio.timeout(5):
+            answer = await reader.read()
+        waited = time.monotonic() - started
+        writer.close()
+    assert answer.startswith(b"HTTP/1.1 408")
+    assert waited < 1.5
+
+
+async def test_a_204_answer_carries_no_content_length() -> None:
+    async with serving() as (listener, _):
+        answer = await exchange(listener.port, get("/no-content", close=True))
+    assert answer.startswith(b"HTTP/1.1 204")
+    assert b"Content-Length" not in answer
