@@ -337,6 +337,7 @@ class PlainConnection(asyncio.Protocol):
         self._drain_waiter: asyncio.Future[None] | None = None
         self._drain_quiet: float | None = None
         self._closed = False
+        self._eof = False
         self.handed_over = False
 
     @property
@@ -378,6 +379,14 @@ class PlainConnection(asyncio.Protocol):
             self._paused_reading = True
         if self._task is None:
             self._next()
+
+    def eof_received(self) -> bool:
+        """The client sends no more (a half-close): what it sent is still answered, then the
+        connection closes."""
+        self._eof = True
+        if self._task is None and not self.handed_over:
+            self._next()
+        return True  # keep the transport open for the answers
 
     def pause_writing(self) -> None:
         self._paused_writing = True
@@ -432,6 +441,9 @@ class PlainConnection(asyncio.Protocol):
             transport.resume_reading()
         if not buffer:
             self._head_since = None
+            if self._eof:
+                transport.close()  # the client said it sends no more, and all is answered
+                return
             if self._drain_quiet is not None:
                 self._arm(self._drain_quiet, self._quiet)
             else:
@@ -442,9 +454,14 @@ class PlainConnection(asyncio.Protocol):
             if len(buffer) > MAX_PLAIN_HEAD or b"\n\n" in buffer:
                 self._give_up_to_aiohttp()
                 return
+            if self._eof:
+                transport.close()  # the rest of this head will never come
+                return
             # A head still arriving: its clock runs from its first byte.
-            since = self._head_since if self._head_since is not None else self._loop.time()
-            self._arm(max(0.0, since + self._head_timeout - self._loop.time()), self._head_expired)
+            if self._head_since is None:
+                self._head_since = self._loop.time()
+            left = self._head_since + self._head_timeout - self._loop.time()
+            self._arm(max(0.0, left), self._head_expired)
             return
         size = end + 4
         if size > MAX_PLAIN_HEAD:
@@ -455,7 +472,8 @@ class PlainConnection(asyncio.Protocol):
             self._give_up_to_aiohttp()
             return
         self._disarm()
-        self._head_since = None
+        # Bytes behind this head (sent with it) are the next head: its clock starts now.
+        self._head_since = self._loop.time() if len(buffer) > size else None
         self._task = self._loop.create_task(self._answer(request, size))
 
     def _parse(self, head: bytes) -> PlainRequest | None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
+import struct
 import time
 from collections.abc import AsyncIterator
 
@@ -237,8 +239,13 @@ async def test_writing_to_a_client_that_left_raises_connection_error() -> None:
         _, writer = await asyncio.open_connection("127.0.0.1", listener.port)
         writer.write(get("/after-close"))
         await writer.drain()
-        writer.close()
         deadline = time.monotonic() + 5
+        while "/after-close" not in sides.plain and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        # Gone while its answer is made: a reset (linger 0), not a half-close.
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        writer.transport.abort()
         while not sides.write_errors and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
     assert sides.write_errors and issubclass(sides.write_errors[0], ConnectionError)
@@ -392,3 +399,41 @@ async def test_a_204_answer_carries_no_content_length() -> None:
         answer = await exchange(listener.port, get("/no-content", close=True))
     assert answer.startswith(b"HTTP/1.1 204")
     assert b"Content-Length" not in answer
+
+
+@pytest.mark.parametrize("count", [10, 3000], ids=["few", "over-the-read-limit"])
+async def test_a_client_that_half_closes_gets_every_answer_it_asked_for(count: int) -> None:
+    # shutdown(SHUT_WR) after the last request: "I send no more", not "I read no more".
+    async with serving() as (listener, sides):
+        reader, writer = await asyncio.open_connection("127.0.0.1", listener.port)
+        writer.write(get("/a") * count)
+        await writer.drain()
+        writer.write_eof()
+        async with asyncio.timeout(10):
+            answer = await reader.read()  # until the gateway closes
+        writer.close()
+    assert answer.count(b"OWN GET /a\n") == count
+    assert len(sides.plain) == count
+
+
+async def test_a_head_sent_behind_a_request_is_timed_from_then() -> None:
+    # The start of the next head arrives in the same packet as a complete request, the rest a
+    # byte at a time: its request_header clock runs from that packet, not from a later byte.
+    timeouts = ClientTimeouts(request_header_s=1.0, keepalive_s=30.0, body_s=5.0, send_s=5.0)
+    async with serving(timeouts) as (listener, _):
+        reader, writer = await asyncio.open_connection("127.0.0.1", listener.port)
+        started = time.monotonic()
+        writer.write(get("/first") + b"GET /second HTTP/1.1\r\n")
+        async with asyncio.timeout(5):
+            await reader.readuntil(b"OWN GET /first\n")
+            rest_read = asyncio.create_task(reader.read())
+            while not rest_read.done():
+                await asyncio.sleep(0.2)
+                with contextlib.suppress(ConnectionError):
+                    writer.write(b"X")
+                    await writer.drain()
+            rest = await rest_read
+        waited = time.monotonic() - started
+        writer.close()
+    assert rest.startswith(b"HTTP/1.1 408")
+    assert waited < 1.6
