@@ -32,7 +32,7 @@ from aiohttp.http_exceptions import BadHttpMethod, LineTooLong
 from aiohttp.web_protocol import RequestHandler
 
 from gateway.config.settings import ClientTimeouts
-from gateway.plain import TIMEOUT_RESPONSE, PlainConnection, PlainHandler
+from gateway.plain import TIMEOUT_RESPONSE, PlainConnection, PlainHandler, bound_reads
 
 log = logging.getLogger("gateway.listener")
 
@@ -99,11 +99,7 @@ class GatewayConnection(RequestHandler):
         return self._gw_active == 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        if hasattr(transport, "max_size"):
-            # asyncio reads up to 256 KiB per recv: per connection that much more than the
-            # body reader's limit can sit in memory. Smaller reads bound what many slow or
-            # aborted uploads hold at once.
-            transport.max_size = READ_CHUNK
+        bound_reads(transport, READ_CHUNK)
         super().connection_made(transport)
         self._gw_arm(self._gw_first_head_s)
 

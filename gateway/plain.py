@@ -60,6 +60,14 @@ PlainHandler = Callable[["PlainRequest"], Awaitable[bool]]
 and changed nothing: the connection then goes to aiohttp's server with the request unread."""
 
 
+def bound_reads(transport: asyncio.BaseTransport, size: int) -> None:
+    """Read at most ``size`` bytes per ``recv`` from a client. asyncio reads up to 256 KiB: per
+    connection that much more than the body reader's limit can sit in memory; smaller reads
+    bound what many slow or aborted uploads hold at once."""
+    if hasattr(transport, "max_size"):
+        transport.max_size = size
+
+
 class Declined(Exception):
     """Raised inside a :data:`PlainHandler` for a request it leaves to aiohttp's server."""
 
@@ -139,7 +147,7 @@ class PlainRequest:
         self, status: int, reason: str, headers: Iterable[tuple[str, str]], body: bytes
     ) -> None:
         """Write a complete answer (head and body in one write; no body for ``HEAD``)."""
-        head_only = self.method == "HEAD" or status in _NO_BODY_STATUS or status < 200
+        head_only = self._head_only(status)
         lines = self._head(status, reason, headers)
         if (not head_only or self.method == "HEAD") and status != 204 and status >= 200:
             lines.append(f"Content-Length: {len(body)}\r\n")
@@ -155,7 +163,7 @@ class PlainRequest:
         """Write the head of an answer (with the whole body when ``complete`` is given: one
         write). Without a ``Content-Length`` among ``headers`` the body is chunked. Without
         ``complete``, :meth:`write` and :meth:`finish` send the body."""
-        head_only = self.method == "HEAD" or status in _NO_BODY_STATUS or status < 200
+        head_only = self._head_only(status)
         lines = self._head(status, reason, headers)
         has_length = any(name.lower() == "content-length" for name, _ in headers)
         if head_only:
@@ -200,11 +208,11 @@ class PlainRequest:
         if self.transport is not None:
             self.transport.abort()
 
-    def write_buffer_size(self) -> int:
-        transport = self.transport
-        return transport.get_write_buffer_size() if transport is not None else 0
-
     # -- internals ------------------------------------------------------------------------------
+
+    def _head_only(self, status: int) -> bool:
+        """An answer that has no body: to HEAD, or 1xx, 204, 304."""
+        return self.method == "HEAD" or status in _NO_BODY_STATUS or status < 200
 
     def _head(self, status: int, reason: str, headers: Iterable[tuple[str, str]]) -> list[str]:
         if self._conn.draining:
@@ -330,7 +338,7 @@ class PlainConnection(asyncio.Protocol):
         self._task: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._deadline: float | None = None
-        self._on_deadline: Callable[[], None] = self._keepalive_expired
+        self._on_deadline: Callable[[], None] = self._close_if_idle
         self._head_since: float | None = None
         self._paused_reading = False
         self._paused_writing = False
@@ -353,8 +361,7 @@ class PlainConnection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
-        if hasattr(transport, "max_size"):
-            transport.max_size = self._read_chunk  # see gateway.listener.READ_CHUNK
+        bound_reads(transport, self._read_chunk)
         self.transport = transport
         self._connections.add(self)
         self._head_since = self._loop.time()
@@ -415,7 +422,7 @@ class PlainConnection(asyncio.Protocol):
         once it has been quiet between two requests for ``quiet_s``."""
         self._drain_quiet = quiet_s
         if self._task is None and not self._buffer:
-            self._arm(quiet_s, self._quiet)
+            self._arm(quiet_s, self._close_if_idle)
 
     async def shutdown(self, grace_s: float) -> None:
         """The listener stops: a request still answered after ``grace_s`` is cancelled."""
@@ -445,9 +452,9 @@ class PlainConnection(asyncio.Protocol):
                 transport.close()  # the client said it sends no more, and all is answered
                 return
             if self._drain_quiet is not None:
-                self._arm(self._drain_quiet, self._quiet)
+                self._arm(self._drain_quiet, self._close_if_idle)
             else:
-                self._arm(self._keepalive_timeout, self._keepalive_expired)
+                self._arm(self._keepalive_timeout, self._close_if_idle)
             return
         end = buffer.find(b"\r\n\r\n")
         if end < 0:
@@ -602,10 +609,8 @@ class PlainConnection(asyncio.Protocol):
         transport.write(TIMEOUT_RESPONSE)
         transport.close()
 
-    def _keepalive_expired(self) -> None:
-        if self._task is None and not self._buffer and self.transport is not None:
-            self.transport.close()
-
-    def _quiet(self) -> None:
+    def _close_if_idle(self) -> None:
+        """The keep-alive time ran out, or the quiet period of a drain: close, unless a request
+        came meanwhile."""
         if self._task is None and not self._buffer and self.transport is not None:
             self.transport.close()

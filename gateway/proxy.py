@@ -51,7 +51,7 @@ from gateway.headers import (
 )
 from gateway.http import Incoming, is_websocket_upgrade, send_continue
 from gateway.plain import PlainRequest
-from gateway.rewrite import Mount, rewrite_response_headers
+from gateway.rewrite import REWRITTEN_HEADERS, Mount, rewrite_response_headers
 from gateway.upstream.base import (
     UpstreamClient,
     UpstreamRequest,
@@ -66,8 +66,6 @@ BODILESS_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 """Methods whose requests carry no body in practice (CONTRACT section 4)."""
 
 _REFUSED_DROP = frozenset({"content-length", "content-encoding"})
-_REWRITTEN = frozenset({"location", "content-location", "set-cookie"})
-"""Response headers :func:`gateway.rewrite.rewrite_response_headers` may change."""
 # Close codes that must not be sent on the wire (RFC 6455 7.4.1): 0 is aiohttp's "no status".
 _NO_WIRE_CODE = frozenset({0, 1005, 1006, 1015})
 
@@ -207,7 +205,7 @@ async def _relay_response(
     prefix: str,
 ) -> web.StreamResponse | None:
     headers = filter_response_headers(upstream_response.headers, own_cookies=ctx.strip_cookies)
-    if any(name.lower() in _REWRITTEN for name, _ in headers):
+    if any(name.lower() in REWRITTEN_HEADERS for name, _ in headers):
         mount = Mount(
             upstream_url=ctx.upstream.url,
             public_url=public_url,

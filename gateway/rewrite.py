@@ -91,9 +91,13 @@ class Mount:
     """The route matches case-insensitively: a path under the prefix in any case is public."""
 
 
+REWRITTEN_HEADERS = frozenset({"location", "content-location", "set-cookie"})
+"""The response headers (lower case) :func:`rewrite_response_headers` may change."""
+
+
 def rewrite_response_headers(headers: list[tuple[str, str]], mount: Mount) -> None:
     """Rewrite, in place, the ``Location``, ``Content-Location`` and ``Set-Cookie`` values of
-    ``headers`` (the upstream's response headers) for ``mount``."""
+    ``headers`` (the upstream's response headers) for ``mount`` (:data:`REWRITTEN_HEADERS`)."""
     for i, (name, value) in enumerate(headers):
         lname = name.lower()
         if lname == "location" or lname == "content-location":

@@ -105,6 +105,18 @@ async def exchange(port: int, data: bytes, *, timeout: float = 5.0) -> bytes:
             await writer.wait_closed()
 
 
+async def answered_and_open(
+    port: int, path: str
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A keep-alive connection on which ``GET path`` has been answered by the own server."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(get(path))
+    await writer.drain()
+    async with asyncio.timeout(5):
+        await reader.readuntil(f"OWN GET {path}\n".encode())
+    return reader, writer
+
+
 def said(answer: bytes) -> list[bytes]:
     """The bodies of the answers in ``answer``: who answered what, in order."""
     lines = answer.replace(b"\r\n", b"\n").split(b"\n")
@@ -276,11 +288,8 @@ async def test_a_pipelined_unfinished_head_is_bounded_by_request_header_not_keep
 
 async def test_an_idle_keepalive_connection_is_closed_after_keepalive() -> None:
     async with serving() as (listener, _):
-        reader, writer = await asyncio.open_connection("127.0.0.1", listener.port)
-        writer.write(get("/one"))
-        await writer.drain()
+        reader, writer = await answered_and_open(listener.port, "/one")
         async with asyncio.timeout(5):
-            await reader.readuntil(b"OWN GET /one\n")
             started = time.monotonic()
             assert await reader.read() == b""  # closed by the server, without a word
         waited = time.monotonic() - started
@@ -290,11 +299,7 @@ async def test_an_idle_keepalive_connection_is_closed_after_keepalive() -> None:
 
 async def test_draining_answers_with_connection_close_and_closes_quiet_connections() -> None:
     async with serving() as (listener, _):
-        reader, writer = await asyncio.open_connection("127.0.0.1", listener.port)
-        writer.write(get("/before"))
-        await writer.drain()
-        async with asyncio.timeout(5):
-            await reader.readuntil(b"OWN GET /before\n")
+        reader, writer = await answered_and_open(listener.port, "/before")
         listener.drain(quiet_s=5.0)
         writer.write(get("/during"))
         await writer.drain()
@@ -303,11 +308,7 @@ async def test_draining_answers_with_connection_close_and_closes_quiet_connectio
         writer.close()
         assert b"Connection: close\r\n" in rest and rest.endswith(b"OWN GET /during\n")
 
-        reader, writer = await asyncio.open_connection("127.0.0.1", listener.port)
-        writer.write(get("/idle"))
-        await writer.drain()
-        async with asyncio.timeout(5):
-            await reader.readuntil(b"OWN GET /idle\n")
+        reader, writer = await answered_and_open(listener.port, "/idle")
         listener.drain(quiet_s=0.2)
         async with asyncio.timeout(3):
             assert await reader.read() == b""
