@@ -8,10 +8,12 @@ the log only.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 
 class GatewayError(Exception):
     status: int = 500
-    public_message: str = "Internal error"
+    public_message: ClassVar[str] = "Internal error"
     code: str = "internal"
     reason: str = "internal"
 

@@ -26,8 +26,8 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Final
+from collections.abc import Awaitable, Callable
+from typing import Final, NoReturn
 
 from aiohttp import ClientWebSocketResponse, WSCloseCode, WSMsgType, hdrs, web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -79,7 +79,11 @@ class _OneWrite(web.StreamResponse):
     bodies that are complete before the head goes out (a streamed response's head must reach
     the client at once)."""
 
-    _send_headers_immediately = False
+    def __init__(self, *, status: int, reason: str | None, headers: list[tuple[str, str]]) -> None:
+        super().__init__(status=status, reason=reason, headers=headers)
+        # Set on the instance: in a module compiled by mypyc (gateway_build), a class attribute
+        # of a subclass of an interpreted class is not kept unless declared ClassVar.
+        self._send_headers_immediately = False
 
 
 async def forward(
@@ -150,50 +154,73 @@ async def forward(
 
 
 class _RequestBody:
-    """The client's body as the upstream client's async iterable: streamed, counted, capped."""
+    """The client's body as the upstream client's async iterable: streamed, counted, capped.
+    Iterated once."""
 
-    __slots__ = ("_limit", "_request", "_timeout_s", "error", "response_started")
+    __slots__ = (
+        "_content",
+        "_ended",
+        "_limit",
+        "_received",
+        "_request",
+        "_started",
+        "_timeout_s",
+        "error",
+        "response_started",
+    )
 
     def __init__(self, request: web.BaseRequest, limit: int | None, timeout_s: float) -> None:
         self._request = request
+        self._content = request.content
         self._limit = limit
         self._timeout_s = timeout_s
+        self._received = 0
+        self._started = False
+        self._ended = False
         self.error: GatewayError | None = None
         self.response_started = False
 
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        request = self._request
-        if not self.response_started:
-            # Once the upstream's answer is on its way a late 100 Continue would land inside it;
-            # a client still waiting for one sends its body when its own wait times out.
-            await send_continue(request)
-        limit = self._limit
-        content = request.content
-        received = 0
+    def __aiter__(self) -> _RequestBody:
+        return self
+
+    async def __anext__(self) -> bytes:
+        if self._ended:
+            raise StopAsyncIteration
+        if not self._started:
+            self._started = True
+            if not self.response_started:
+                # Once the upstream's answer is on its way a late 100 Continue would land inside
+                # it; a client still waiting for one sends its body when its own wait times out.
+                await send_continue(self._request)
         try:
-            while True:
-                # A client that sends nothing for timeouts.body must not hold the upstream
-                # connection (and its pool permit) until the upstream gives up.
-                async with asyncio.timeout(self._timeout_s):
-                    chunk = await content.readany()
-                if not chunk:
-                    break
-                received += len(chunk)
-                if limit is not None and received > limit:
-                    self.error = PayloadTooLarge(f"request body over the route's max_body {limit}")
-                    break
-                yield chunk
+            # A client that sends nothing for timeouts.body must not hold the upstream
+            # connection (and its pool permit) until the upstream gives up.
+            async with asyncio.timeout(self._timeout_s):
+                chunk = await self._content.readany()
         except TimeoutError:
-            self.error = ClientStalled(
-                f"client sent no body bytes for {self._timeout_s:g}s", reason="client_stalled"
+            self._fail(
+                ClientStalled(
+                    f"client sent no body bytes for {self._timeout_s:g}s", reason="client_stalled"
+                )
             )
         except ConnectionError as exc:
-            self.error = BadRequest(f"client went away mid-body: {exc!r}", reason="client_aborted")
+            self._fail(BadRequest(f"client went away mid-body: {exc!r}", reason="client_aborted"))
         except HttpProcessingError as exc:
-            self.error = BadRequest(f"malformed request body: {exc!r}", reason="bad_body")
-        if self.error is not None:
-            # Raising inside the upstream client's writer aborts the upstream request.
-            raise self.error
+            self._fail(BadRequest(f"malformed request body: {exc!r}", reason="bad_body"))
+        if not chunk:
+            self._ended = True
+            raise StopAsyncIteration
+        self._received += len(chunk)
+        limit = self._limit
+        if limit is not None and self._received > limit:
+            self._fail(PayloadTooLarge(f"request body over the route's max_body {limit}"))
+        return chunk
+
+    def _fail(self, error: GatewayError) -> NoReturn:
+        # Raising inside the upstream client's writer aborts the upstream request.
+        self.error = error
+        self._ended = True
+        raise error
 
 
 async def _relay_response(

@@ -13,7 +13,7 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import Any, ClassVar
 
 import jwt
 
@@ -35,9 +35,9 @@ _API_SESSION_DOMAIN = b"gateway/api-token-session/v1\x00"
 class InvalidBearer(Unauthenticated):
     """A bearer token was refused. ``description`` is safe to send to the client."""
 
-    reason = "invalid_bearer"
-    error = "invalid_token"
-    """The RFC 6750 ``error`` attribute of ``WWW-Authenticate``."""
+    error: ClassVar[str] = "invalid_token"
+    """The RFC 6750 ``error`` attribute of ``WWW-Authenticate``. (ClassVar: a compiled module,
+    gateway_build, keeps no other class attributes on subclasses of interpreted classes.)"""
 
     def __init__(self, description: str, *, reason: str) -> None:
         super().__init__(f"bearer token refused: {description}", reason=reason)

@@ -28,7 +28,8 @@ import socket
 import ssl
 from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Mapping, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
+from contextlib import AbstractAsyncContextManager, suppress
+from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, cast
 from urllib.parse import urlsplit
 
@@ -147,19 +148,9 @@ class LeanUpstreamClient:
         """Open a WebSocket through aiohttp; see
         :meth:`gateway.upstream.base.WebSocketUpstreamClient.websocket`. It holds one of this
         client's permits for its lifetime, so ``max_connections`` bounds both kinds together."""
-        return self._websocket(request, protocols)
-
-    @asynccontextmanager
-    async def _websocket(
-        self, request: UpstreamRequest, protocols: Sequence[str]
-    ) -> AsyncIterator[ClientWebSocketResponse[bool]]:
-        pool = self._pool(request.upstream)
-        await _acquire(pool)
-        try:
-            async with self._websockets.websocket(request, protocols) as ws:
-                yield ws
-        finally:
-            pool.permits.release()
+        return _PermittedWebSocket(
+            self._pool(request.upstream), self._websockets.websocket(request, protocols)
+        )
 
     def _pool(self, upstream: UpstreamSettings) -> _Pool:
         pool = self._pools.get(upstream.name)
@@ -962,27 +953,13 @@ class _LeanResponse:
         self._permits = permits
         self._released = False
 
-    async def iter_body(self) -> AsyncIterator[bytes]:
+    def iter_body(self) -> AsyncIterator[bytes]:
         """Body chunks as they arrive; raises ``UpstreamAborted`` / ``UpstreamTimeout``."""
-        body = self.body_complete
-        if body is not None:
-            if body:
-                yield body
-            return
-        conn = self._conn
-        # The connection serves another exchange once released: stop reading it then.
-        while conn is not None and self._conn is conn:
-            if conn.chunks:
-                yield conn.take()
-            elif conn.error is not None:
-                raise conn.error
-            elif conn.mode == _DONE:
-                return
-            elif conn.mode > _DONE:
-                break
-            else:
-                await conn.wait()
-        raise UpstreamAborted("response released or closed before its body was read")
+        return _BodyChunks(self, self._conn)
+
+    def reading(self, conn: _Connection) -> bool:
+        """``conn`` still carries this response's body (not released)."""
+        return self._conn is conn
 
     def release(self) -> None:
         """Return the connection to the pool if the exchange ended cleanly, else close it."""
@@ -993,6 +970,82 @@ class _LeanResponse:
         if conn is not None:
             conn.finish()
         self._permits.release()
+
+
+class _BodyChunks:
+    """:meth:`_LeanResponse.iter_body`: the body complete already, else the chunks of the
+    connection as they arrive, until the response ends or is released. (A class rather than an
+    async generator: gateway_build compiles this module, and mypyc compiles no generators of
+    that kind.)"""
+
+    __slots__ = ("_complete", "_conn", "_ended", "_response")
+
+    def __init__(self, response: _LeanResponse, conn: _Connection | None) -> None:
+        self._response = response
+        self._complete = response.body_complete
+        self._conn = conn
+        self._ended = False
+
+    def __aiter__(self) -> _BodyChunks:
+        return self
+
+    async def __anext__(self) -> bytes:
+        if self._ended:
+            raise StopAsyncIteration
+        body = self._complete
+        if body is not None:
+            self._ended = True
+            if body:
+                return body
+            raise StopAsyncIteration
+        conn = self._conn
+        # The connection serves another exchange once released: stop reading it then.
+        while conn is not None and self._response.reading(conn):
+            if conn.chunks:
+                return conn.take()
+            if conn.error is not None:
+                self._ended = True
+                raise conn.error
+            if conn.mode == _DONE:
+                self._ended = True
+                raise StopAsyncIteration
+            if conn.mode > _DONE:
+                break
+            await conn.wait()
+        self._ended = True
+        raise UpstreamAborted("response released or closed before its body was read")
+
+
+class _PermittedWebSocket:
+    """:meth:`LeanUpstreamClient.websocket`: aiohttp's WebSocket, opened and held with one of
+    the pool's permits."""
+
+    __slots__ = ("_opened", "_pool")
+
+    def __init__(
+        self, pool: _Pool, opened: AbstractAsyncContextManager[ClientWebSocketResponse[bool]]
+    ) -> None:
+        self._pool = pool
+        self._opened = opened
+
+    async def __aenter__(self) -> ClientWebSocketResponse[bool]:
+        await _acquire(self._pool)
+        try:
+            return await self._opened.__aenter__()
+        except BaseException:
+            self._pool.permits.release()
+            raise
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> bool | None:
+        try:
+            return await self._opened.__aexit__(exc_type, exc, traceback)
+        finally:
+            self._pool.permits.release()
 
 
 class _BadHead(Exception):
