@@ -15,19 +15,23 @@
 # See docs/deployment.md.
 
 # --- builder: wheels of the project and of every dependency -------------------------------------
-FROM python:3.11-slim-bookworm AS builder
+# The full image of the same Python and Debian release as the final one: it has the C compiler
+# that mypyc needs to compile the request path (GATEWAY_COMPILE=1, see gateway_build/).
+FROM python:3.11-bookworm AS builder
 
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
-    PYTHONDONTWRITEBYTECODE=1
+    PYTHONDONTWRITEBYTECODE=1 \
+    GATEWAY_COMPILE=1
 
 WORKDIR /src
 # LICENSE goes into the wheel's metadata; gateway/config.example.yaml (package data, for
-# `gateway demo`) links to the file at the root.
-COPY pyproject.toml README.md LICENSE config.example.yaml ./
+# `gateway demo`) links to the file at the root. setup.py and gateway_build/ build the wheel.
+COPY pyproject.toml setup.py README.md LICENSE config.example.yaml ./
+COPY gateway_build ./gateway_build
 COPY gateway ./gateway
-# Every dependency has binary wheels for CPython 3.11 on amd64 and arm64, so no compiler is needed
-# even here; the final stage installs these wheels only, offline.
+# Every dependency has binary wheels for CPython 3.11 on amd64 and arm64; the project's own
+# wheel is compiled here. The final stage installs these wheels only, offline.
 RUN pip wheel --no-cache-dir --wheel-dir /wheels .
 
 # --- final: the same slim base, the wheels, nothing else ----------------------------------------
