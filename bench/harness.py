@@ -13,6 +13,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -101,9 +102,32 @@ class Target:
     """A wrk Lua script (``bench/cookie_jar.lua`` keeps the session cookie up to date)."""
 
 
+def compiled_tree(source: Path, dest: Path) -> Path:
+    """The gateway of the checkout ``source`` as the container image builds it: the wheel built
+    with ``GATEWAY_COMPILE=1`` (gateway_build: the request path compiled by mypyc), unpacked
+    into ``dest``. ``python -m gateway`` run from there imports that build."""
+    wheels = dest / "wheel"
+    print(f"building the compiled wheel of {source}...", file=sys.stderr, flush=True)
+    pip = [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps"]
+    subprocess.run(
+        [*pip, "--wheel-dir", str(wheels), str(source)],
+        env={**os.environ, "GATEWAY_COMPILE": "1"},
+        check=True,
+    )
+    (wheel,) = wheels.glob("gateway-*.whl")
+    tree = dest / "tree"
+    with zipfile.ZipFile(wheel) as archive:
+        archive.extractall(tree)
+    if not list((tree / "gateway").glob("*.so")):
+        raise RuntimeError(f"{wheel.name} holds no compiled module")
+    return tree
+
+
 class Bench:
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, tree: Path | None = None) -> None:
+        """``tree``: where the gateway runs from (default this checkout's source)."""
         self.tmp = tmp
+        self.tree = tree or REPO
         self.processes: list[subprocess.Popen[bytes]] = []
         self.static_port = free_port()
         self.redis_prefix = f"gwbench:{os.getpid()}:"
@@ -257,7 +281,7 @@ http {{
         proc = self.spawn(
             [sys.executable, "-m", "gateway", "run", "-c", str(path_yaml)],
             f"{name}.log",
-            cwd=tree or REPO,  # python -m imports the package from the working directory
+            cwd=tree or self.tree,  # python -m imports the package from the working directory
         )
         await wait_port(port, proc)
         headers: dict[str, str] = {}

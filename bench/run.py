@@ -1,8 +1,13 @@
 """The gateway side by side with nginx and a naive aiohttp proxy, under wrk, on loopback.
 
     python bench/run.py [--rounds 3] [--duration 5] [--connections 50] [--only NAME ...]
-                        [--against OTHER_CHECKOUT]
+                        [--against OTHER_CHECKOUT] [--python]
                         [--json bench/results.json]
+
+The gateway measured is the container image's build: this checkout's wheel built with
+``GATEWAY_COMPILE=1`` (gateway_build: the request path compiled by mypyc), unpacked into a
+temporary directory; ``--python`` measures the source as it is instead. ``--against`` runs the
+other checkout's compiled build too when it has one (gateway_build/), else its source.
 
 Starts nginx (Debian package) twice, as the static upstream every proxy forwards to and as a
 ``proxy_pass`` in front of it (the ceiling); the naive aiohttp proxy of ``bench/naive_proxy.py``
@@ -36,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import scenarios as extra
-from harness import HERE, Bench, Target, WrkRun, wrk
+from harness import HERE, REPO, Bench, Target, WrkRun, compiled_tree, wrk
 
 
 async def scenarios(bench: Bench, only: set[str], against: Path | None) -> list[Target]:
@@ -95,21 +100,34 @@ def median(values: list[float]) -> float:
 
 async def main_async(args: argparse.Namespace) -> int:
     only = set(args.only or ())
+    with tempfile.TemporaryDirectory(prefix="gateway-build-") as build_name:
+        tree, against = REPO, args.against
+        if not args.python:
+            tree = compiled_tree(REPO, Path(build_name) / "this")
+            if against is not None and (against / "gateway_build").is_dir():
+                against = compiled_tree(against, Path(build_name) / "against")
+        return await _measure(args, only, tree, against)
+
+
+async def _measure(
+    args: argparse.Namespace, only: set[str], tree: Path, against: Path | None
+) -> int:
     with tempfile.TemporaryDirectory(prefix="gateway-bench-") as tmp_name:
-        bench = Bench(Path(tmp_name))
+        bench = Bench(Path(tmp_name), tree)
         try:
             nginx = await bench.nginx()
             naive = await bench.naive()
-            targets = await scenarios(bench, only, args.against)
+            targets = await scenarios(bench, only, against)
             figures = run_rounds(args, naive, nginx, targets)
         finally:
             bench.close()
+    figures["build"] = "python" if args.python else "compiled"
     for name in EXTRA:
         if not wanted(name, only):
             continue
         print(f"{name}...", file=sys.stderr, flush=True)
         with tempfile.TemporaryDirectory(prefix="gateway-bench-") as tmp_name:
-            bench = Bench(Path(tmp_name))
+            bench = Bench(Path(tmp_name), tree)
             try:
                 await bench.nginx()
                 if name == "storm":
@@ -188,7 +206,8 @@ def run_rounds(
 
 
 def report(figures: dict[str, Any], args: argparse.Namespace) -> None:
-    print(f"\n{figures['date']}, {figures['command']} (wrk {figures['wrk']})\n")
+    build = "compiled wheel" if figures["build"] == "compiled" else "Python source"
+    print(f"\n{figures['date']}, {figures['command']} (wrk {figures['wrk']}; {build})\n")
     print("| system | req/s | p50 | p99 | x naive | x nginx |")
     print("|---|---|---|---|---|---|")
     for row in figures["rows"]:
@@ -292,6 +311,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=Path,
         help="also run each scenario on the gateway of this checkout (e.g. a git worktree of an "
         "earlier commit), interleaved with this one",
+    )
+    parser.add_argument(
+        "--python",
+        action="store_true",
+        help="measure this checkout's source as it is, not its compiled build",
     )
     parser.add_argument("--json", default=str(HERE / "results.json"))
     return parser.parse_args(argv)
