@@ -93,11 +93,11 @@ def resolve_client(request: Incoming, trusted: Sequence[IPNetwork]) -> ClientInf
     ``request`` must be the request as aiohttp received it (not a ``clone()`` with another
     ``remote``): the peer address comes from the transport.
     """
-    peer = _peer_address(request)
+    found = _peer_address(request)
+    peer, peer_ip = found if found is not None else (None, UNKNOWN)
     scheme = "https" if request.secure else "http"
     if peer is None or not trusted or not _is_trusted(peer, trusted):
         # SECURITY: an untrusted peer's X-Forwarded-* and X-Request-ID are all ignored.
-        peer_ip = UNKNOWN if peer is None else str(peer)
         return ClientInfo(
             ip=peer_ip,
             proto=scheme,
@@ -107,7 +107,6 @@ def resolve_client(request: Incoming, trusted: Sequence[IPNetwork]) -> ClientInf
         )
 
     headers = request.headers
-    peer_ip = str(peer)
     hops = list_items(headers.getall("X-Forwarded-For", ()))
     proto = (last_value(headers, "X-Forwarded-Proto") or "").lower()
     host = last_value(headers, "X-Forwarded-Host")
@@ -164,7 +163,8 @@ def parse_hop(hop: str) -> IPAddress | None:
         return None
 
 
-def _peer_address(request: Incoming) -> IPAddress | None:
+def _peer_address(request: Incoming) -> tuple[IPAddress, str] | None:
+    """The peer's address, and its text."""
     transport = request.transport
     if transport is None:
         return None
@@ -176,12 +176,14 @@ def _peer_address(request: Incoming) -> IPAddress | None:
 
 
 @functools.lru_cache(maxsize=4096)
-def _peer_ip(host: str) -> IPAddress | None:
-    """The peer's address, parsed once per distinct peer (not once per request)."""
+def _peer_ip(host: str) -> tuple[IPAddress, str] | None:
+    """The peer's address and its text, worked out once per distinct peer (not once per
+    request)."""
     try:
-        return _unmapped(ipaddress.ip_address(host))
+        address = _unmapped(ipaddress.ip_address(host))
     except ValueError:
         return None
+    return address, str(address)
 
 
 def _unmapped(addr: IPAddress) -> IPAddress:

@@ -129,7 +129,7 @@ async def forward(
         raise PayloadTooLarge(f"Content-Length {length} over the route's max_body {limit}")
     body = (
         _RequestBody(request, limit, ctx.body_timeout_s)
-        if isinstance(request, web.BaseRequest) and request.body_exists
+        if request.body_exists and isinstance(request, web.BaseRequest)
         else None
     )
     upstream_request = UpstreamRequest(

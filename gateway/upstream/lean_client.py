@@ -74,11 +74,10 @@ _IDEMPOTENT: Final = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELET
 # connection that carried such a body is never reused.
 _BODY_IGNORED: Final = frozenset({"GET", "HEAD", "DELETE", "OPTIONS", "TRACE"})
 
-_TCHARS = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"  # RFC 9110 token
-_METHOD_RE: Final = re.compile(_TCHARS)
-# Every CR and LF in a header block must be a line end and every name a token; together with
-# "one LF per header" this rules out header injection through a name or a value.
-_HEADER_BLOCK_RE: Final = re.compile(rf"(?:{_TCHARS}: [^\r\n\x00]*\r\n)*")
+_TOKEN_RE: Final = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110 token
+_KNOWN_TOKENS: Final[set[str]] = set()
+"""Header names already found to be tokens (bounded: names are the client's to choose)."""
+_MAX_KNOWN_TOKENS: Final = 1024
 _TARGET_BAD_RE: Final = re.compile(r"[^!-~]")
 
 # Connection states (``_Connection.mode``).
@@ -1071,7 +1070,7 @@ def _serialise_head(request: UpstreamRequest, pool: _Pool) -> tuple[bytes, bool]
     if "#" in target or target[-1:] == "?":
         target = _like_yarl(target)
     # SECURITY: request-line injection (a space or CR/LF would start another request).
-    if not _METHOD_RE.fullmatch(method) or _TARGET_BAD_RE.search(target):
+    if not _TOKEN_RE.fullmatch(method) or _TARGET_BAD_RE.search(target):
         raise UpstreamError(
             f"{pool.label}: request line refused: method or target holds characters that "
             "cannot go on the wire",
@@ -1079,8 +1078,16 @@ def _serialise_head(request: UpstreamRequest, pool: _Pool) -> tuple[bytes, bool]
         )
     headers = request.headers
     block = "".join([f"{name}: {value}\r\n" for name, value in headers])
-    # SECURITY: header injection / request smuggling through CR, LF or NUL in a name or value.
-    if block.count("\n") != len(headers) or not _HEADER_BLOCK_RE.fullmatch(block):
+    lines = len(headers)
+    # SECURITY: header injection / request smuggling. Each header adds one CR and one LF (its
+    # line end): any other CR or LF, or a NUL, or a name that is not a token (a colon, a space)
+    # would let a name or a value start another header or another request.
+    if (
+        block.count("\n") != lines
+        or block.count("\r") != lines
+        or "\x00" in block
+        or not all(_is_token(name) for name, _ in headers)
+    ):
         raise UpstreamError(
             f"{pool.label}: request header refused: a name that is not a token, or CR, LF or "
             "NUL in a name or value",
@@ -1114,6 +1121,16 @@ def _serialise_head(request: UpstreamRequest, pool: _Pool) -> tuple[bytes, bool]
             f"{pool.label}: request header refused: a value that cannot be encoded",
             reason="bad_request_header",
         ) from None
+
+
+def _is_token(name: str) -> bool:
+    if name in _KNOWN_TOKENS:
+        return True
+    if _TOKEN_RE.fullmatch(name) is None:
+        return False
+    if len(_KNOWN_TOKENS) < _MAX_KNOWN_TOKENS:
+        _KNOWN_TOKENS.add(name)
+    return True
 
 
 def _check_hop_headers(headers: Headers, pool: _Pool) -> bool:

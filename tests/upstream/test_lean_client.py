@@ -36,6 +36,7 @@ from gateway.upstream import (
     LeanUpstreamClient,
     UpstreamRequest,
     WebSocketUpstreamClient,
+    lean_client,
 )
 from gateway.upstream.lean_client import IDLE_TIMEOUT_S
 from tests.support import wait_for
@@ -660,6 +661,10 @@ async def test_header_values_go_out_as_the_client_sent_them(
         ([("X-A", "lone surrogate \ud800")], "/"),
         ([("X-A\r\nX-B", "v")], "/"),
         ([("X A", "v")], "/"),
+        ([("X-A:", "v")], "/"),
+        ([("X-A\x00", "v")], "/"),
+        ([("X\tA", "v")], "/"),
+        ([("X-Good", "v"), ("X-A\nX-B", "v")], "/"),
         ([("", "v")], "/"),
         ([("Content-Length", "5")], "/"),
         ([("transfer-encoding", "chunked")], "/"),
@@ -674,6 +679,10 @@ async def test_header_values_go_out_as_the_client_sent_them(
         "unencodable-value",
         "crlf-in-name",
         "space-in-name",
+        "colon-in-name",
+        "nul-in-name",
+        "tab-in-name",
+        "lf-in-second-name",
         "empty-name",
         "content-length",
         "transfer-encoding",
@@ -692,6 +701,23 @@ async def test_unsendable_request_is_refused_before_connecting(
         await client.send(request(settings(server.url), target, headers=headers))
     assert info.value.reason == ("bad_request_header" if headers else "bad_request_line")
     assert server.conns == []
+
+
+async def test_names_seen_valid_are_remembered_only_so_far_and_never_let_a_bad_one_through(
+    client: LeanUpstreamClient,
+    raw_server: Callable[[RawHandler], Awaitable[RawServer]],
+) -> None:
+    # The names found to be tokens are remembered (a set lookup instead of a regex per name),
+    # up to a bound: a client choosing ever new names grows nothing without limit.
+    server = await raw_server(keep_alive(echo))
+    for start in range(0, 1200, 200):
+        names = [(f"X-Name-{n}", "v") for n in range(start, start + 200)]
+        response = await client.send(request(settings(server.url), "/", headers=names))
+        response.release()
+    assert len(lean_client._KNOWN_TOKENS) <= lean_client._MAX_KNOWN_TOKENS
+    with pytest.raises(UpstreamError) as info:
+        await client.send(request(settings(server.url), "/", headers=[("X-Name-1 :", "v")]))
+    assert info.value.reason == "bad_request_header"
 
 
 # --- 3. request body -----------------------------------------------------------------------------
