@@ -136,7 +136,7 @@ def test_two_stages_of_the_same_python_and_debian_the_final_one_slim() -> None:
     assert FINAL[0].arguments == BASE_IMAGE
     name, _, tag = BASE_IMAGE.partition(":")
     assert name == "python" and "slim" in tag and tag != "latest"
-    assert BUILDER_IMAGE == BASE_IMAGE.replace("-slim-", "-")
+    assert BASE_IMAGE.replace("-slim-", "-") == BUILDER_IMAGE
 
 
 def test_builder_makes_wheels_of_the_project_and_its_dependencies() -> None:
