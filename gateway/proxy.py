@@ -205,8 +205,8 @@ class _RequestBody:
             )
         except ConnectionError as exc:
             self._fail(BadRequest(f"client went away mid-body: {exc!r}", reason="client_aborted"))
-        except HttpProcessingError as exc:
-            self._fail(BadRequest(f"malformed request body: {exc!r}", reason="bad_body"))
+        except HttpProcessingError as malformed:
+            self._fail(BadRequest(f"malformed request body: {malformed!r}", reason="bad_body"))
         if not chunk:
             self._ended = True
             raise StopAsyncIteration
@@ -275,9 +275,9 @@ async def _relay_response(
         error = body.error if body is not None and body.error is not None else exc
         ctx.trace.outcome = _outcome(error)
         _abort(request, ctx, error)
-    except ConnectionError as exc:
+    except ConnectionError as gone:
         ctx.trace.outcome = "client_aborted"
-        log.debug("client went away while streaming %s: %r", ctx.client.request_id, exc)
+        log.debug("client went away while streaming %s: %r", ctx.client.request_id, gone)
     except TimeoutError:
         ctx.trace.outcome = "client_stalled"
         _abort(request, ctx, ClientStalled(f"client read nothing for {send_s:g}s"))

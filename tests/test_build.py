@@ -1,10 +1,17 @@
-"""The compiled build (gateway_build): which modules mypyc compiles, and the rule they follow.
+"""The compiled build (gateway_build): which modules mypyc compiles, and the rules they follow.
 
-mypyc compiles a class that subclasses an interpreted one (an exception, an aiohttp class) as an
-ordinary Python class, but keeps only the class attributes declared ``ClassVar`` (or ``Final``):
-``error = "invalid_token"`` in such a class would be silently gone from the compiled build. The
-same tests then run against that build in CI (.ci/run), which is where a behaviour change
-shows; this file catches the known trap on every run, compiled or not.
+Two traps of mypyc that mypy does not see, each of which changed the compiled build's behaviour
+here before it was caught:
+
+- a class that subclasses an interpreted one (an exception, an aiohttp class) is compiled as an
+  ordinary Python class that keeps only the class attributes declared ``ClassVar`` (or
+  ``Final``): ``error = "invalid_token"`` was gone from the compiled ``InvalidBearer``;
+- a function's ``except A as exc`` and ``except B as exc`` share one variable, typed by the
+  first: a ``B`` raised a ``TypeError`` instead of being handled (the lean client's body pump
+  then never freed its upstream permit when a client left mid-upload).
+
+The same tests run against the compiled build in CI (.ci/run), which is where a behaviour change
+shows; this file catches the known traps on every run, compiled or not.
 """
 
 from __future__ import annotations
@@ -39,6 +46,27 @@ def _class_attributes_lost_when_compiled(source: str) -> list[str]:
     return lost
 
 
+def _handler_names_of_two_types(source: str) -> list[str]:
+    """``function: name`` for each name that two ``except ... as name`` of one function bind to
+    different exception types."""
+    found = []
+    for function in ast.walk(ast.parse(source)):
+        if not isinstance(function, ast.FunctionDef | ast.AsyncFunctionDef):
+            continue
+        types: dict[str, set[str]] = {}
+        nodes: list[ast.AST] = list(function.body)
+        while nodes:
+            node = nodes.pop()
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda | ast.ClassDef):
+                continue  # a scope of its own, walked on its own
+            if isinstance(node, ast.ExceptHandler) and node.name:
+                caught = ast.unparse(node.type) if node.type is not None else "BaseException"
+                types.setdefault(node.name, set()).add(caught)
+            nodes.extend(ast.iter_child_nodes(node))
+        found += [f"{function.name}: {name}" for name, kinds in types.items() if len(kinds) > 1]
+    return found
+
+
 def test_the_compiled_modules_are_modules_of_the_package() -> None:
     assert len(set(COMPILED)) == len(COMPILED)
     for module in COMPILED:
@@ -55,6 +83,46 @@ def test_compiled_modules_declare_class_attributes_of_subclasses_as_classvar() -
         if (found := _class_attributes_lost_when_compiled((REPO / module).read_text("utf-8")))
     }
     assert lost == {}
+
+
+def test_compiled_modules_name_each_kind_of_caught_exception_apart() -> None:
+    shared = {
+        module: found
+        for module in COMPILED
+        if (found := _handler_names_of_two_types((REPO / module).read_text("utf-8")))
+    }
+    assert shared == {}
+
+
+def test_the_handler_rule_finds_a_name_shared_by_two_types() -> None:
+    source = """
+async def pump():
+    try:
+        work()
+    except Short as exc:
+        fail(exc)
+    except Exception as exc:
+        fail(exc)
+    try:
+        more()
+    except Short as exc:
+        fail(exc)
+
+def apart():
+    try:
+        work()
+    except Short as wrong:
+        fail(wrong)
+    except Exception as exc:
+        fail(exc)
+
+    def inner():
+        try:
+            work()
+        except OSError as exc:
+            fail(exc)
+"""
+    assert _handler_names_of_two_types(source) == ["pump: exc"]
 
 
 def test_the_rule_finds_what_mypyc_would_drop() -> None:

@@ -883,8 +883,8 @@ class _Connection(asyncio.Protocol):
                     return
             if not chunked and sent != length:
                 raise _BodyLength(f"request body shorter than its Content-Length {length}")
-        except _BodyLength as exc:
-            self._fail(UpstreamError(f"{self.pool.label}: {exc}", reason="bad_request_body"))
+        except _BodyLength as wrong:
+            self._fail(UpstreamError(f"{self.pool.label}: {wrong}", reason="bad_request_body"))
             return
         except Exception as exc:
             self._body_failed(exc)
