@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import logging
 import re
 import select
 import socket
@@ -39,6 +40,8 @@ from gateway.config.settings import UpstreamSettings
 from gateway.errors import UpstreamAborted, UpstreamError, UpstreamTimeout, UpstreamUnavailable
 from gateway.upstream.aiohttp_client import AiohttpUpstreamClient
 from gateway.upstream.base import Headers, UpstreamRequest
+
+log = logging.getLogger("gateway.upstream")
 
 if TYPE_CHECKING:
     from aiohttp import ClientWebSocketResponse
@@ -450,7 +453,28 @@ class _Connection(asyncio.Protocol):
         self._arm()
 
     def start_body(self, head: bytes, body: AsyncIterable[bytes], length: int | None) -> None:
-        self.pump = self.loop.create_task(self._pump(head, body, length))
+        pump = self.pump = self.loop.create_task(self._pump(head, body, length))
+        pump.add_done_callback(self._pump_ended)
+
+    def _pump_ended(self, pump: asyncio.Task[None]) -> None:
+        """The pump handles the body's failures itself. Should it still end with an exception
+        (a defect), the exchange fails with it: never a request left waiting for ever with its
+        connection and its pool permit."""
+        if pump.cancelled() or self.pump is not pump:
+            return
+        exc = pump.exception()
+        if exc is None:
+            return
+        log.error(
+            "%s: request body pump failed",
+            self.pool.label,
+            exc_info=exc,
+            extra={"reason": "internal"},
+        )
+        if isinstance(exc, Exception):
+            self._body_failed(exc)
+        else:
+            self._fail(UpstreamAborted(f"{self.pool.label}: request body pump failed"))
 
     async def wait(self) -> None:
         waiter = self.waiter = self.loop.create_future()

@@ -843,6 +843,40 @@ async def test_body_failure_before_the_head_aborts_and_propagates(
     assert await fetch(client, request(up, "/next")) == (200, b"1:/next")
 
 
+@pytest.mark.skipif(
+    lean_client.__file__.endswith(".so"),
+    reason="replaces a method of a class, which the compiled build's classes do not allow",
+)
+async def test_a_body_pump_that_fails_by_itself_fails_the_exchange_and_frees_the_permit(
+    raw_server: Callable[[RawHandler], Awaitable[RawServer]],
+    client: LeanUpstreamClient,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The pump handles the body's own failures; a defect in it (an exception it does not
+    # catch) must not leave the request waiting for ever with its connection and permit.
+    async def handler(conn: RawConn) -> None:
+        received = await conn.request()
+        if received is not None:
+            await conn.send(echo(received, conn))
+        await conn.until_closed()
+
+    async def broken_pump(self: object, head: bytes, body: object, length: int | None) -> None:
+        raise RuntimeError("a defect in the pump")
+
+    server = await raw_server(handler)
+    up = settings(server.url, max_connections=1, read_timeout_s=30.0)
+    with monkeypatch.context() as patched:
+        patched.setattr(lean_client._Connection, "_pump", broken_pump)
+        async with asyncio.timeout(5):
+            with pytest.raises(UpstreamAborted) as info:
+                await client.send(request(up, method="POST", body=[b"part"]))
+    assert isinstance(info.value.__cause__, RuntimeError)
+    assert "request body pump failed" in caplog.text
+    # The permit came back: the next request is served.
+    assert await fetch(client, request(up, "/next")) == (200, b"1:/next")
+
+
 async def test_body_failure_after_the_head_fails_the_body_read(
     raw_server: Callable[[RawHandler], Awaitable[RawServer]], client: LeanUpstreamClient
 ) -> None:
