@@ -11,34 +11,52 @@ its source would shadow every later edit of that source.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from setuptools import build_meta as _setuptools
-from setuptools.build_meta import (  # noqa: F401  (the PEP 517 / 660 hooks, re-exported)
-    build_sdist,
-    get_requires_for_build_sdist,
-    prepare_metadata_for_build_editable,
-    prepare_metadata_for_build_wheel,
-)
 
 MYPY = "mypy>=1.13"
 """mypyc comes with mypy."""
 
+_VARIABLE = "GATEWAY_COMPILE"
+
 
 def compiling() -> bool:
-    return os.environ.get("GATEWAY_COMPILE", "") == "1"
+    return os.environ.get(_VARIABLE, "") == "1"
+
+
+@contextmanager
+def _not_compiling() -> Iterator[None]:
+    """setup.py compiles only inside :func:`build_wheel`. Every other hook runs it too (for
+    requirements, metadata, an sdist, an editable install) and runs it with the variable off:
+    mypy may not be installed yet, and none of them needs the extensions."""
+    saved = os.environ.get(_VARIABLE)
+    os.environ[_VARIABLE] = "0"
+    try:
+        yield
+    finally:
+        if saved is None:
+            del os.environ[_VARIABLE]
+        else:
+            os.environ[_VARIABLE] = saved
 
 
 def get_requires_for_build_wheel(config_settings: dict[str, Any] | None = None) -> list[str]:
-    if not compiling():
-        return list(_setuptools.get_requires_for_build_wheel(config_settings))
-    # setuptools runs setup.py to find its own requirements, before mypy is there to import.
-    os.environ["GATEWAY_COMPILE"] = "0"
-    try:
+    wanted = compiling()
+    with _not_compiling():
         requires = list(_setuptools.get_requires_for_build_wheel(config_settings))
-    finally:
-        os.environ["GATEWAY_COMPILE"] = "1"
-    return [*requires, MYPY]
+    return [*requires, MYPY] if wanted else requires
+
+
+def prepare_metadata_for_build_wheel(
+    metadata_directory: str, config_settings: dict[str, Any] | None = None
+) -> str:
+    with _not_compiling():
+        return str(
+            _setuptools.prepare_metadata_for_build_wheel(metadata_directory, config_settings)
+        )
 
 
 def build_wheel(
@@ -49,8 +67,28 @@ def build_wheel(
     return str(_setuptools.build_wheel(wheel_directory, config_settings, metadata_directory))
 
 
+def get_requires_for_build_sdist(config_settings: dict[str, Any] | None = None) -> list[str]:
+    with _not_compiling():
+        return list(_setuptools.get_requires_for_build_sdist(config_settings))
+
+
+def build_sdist(sdist_directory: str, config_settings: dict[str, Any] | None = None) -> str:
+    with _not_compiling():
+        return str(_setuptools.build_sdist(sdist_directory, config_settings))
+
+
 def get_requires_for_build_editable(config_settings: dict[str, Any] | None = None) -> list[str]:
-    return list(_setuptools.get_requires_for_build_editable(config_settings))
+    with _not_compiling():
+        return list(_setuptools.get_requires_for_build_editable(config_settings))
+
+
+def prepare_metadata_for_build_editable(
+    metadata_directory: str, config_settings: dict[str, Any] | None = None
+) -> str:
+    with _not_compiling():
+        return str(
+            _setuptools.prepare_metadata_for_build_editable(metadata_directory, config_settings)
+        )
 
 
 def build_editable(
@@ -58,5 +96,5 @@ def build_editable(
     config_settings: dict[str, Any] | None = None,
     metadata_directory: str | None = None,
 ) -> str:
-    os.environ.pop("GATEWAY_COMPILE", None)  # never compiled: see the module's docstring
-    return str(_setuptools.build_editable(wheel_directory, config_settings, metadata_directory))
+    with _not_compiling():  # never compiled: see the module's docstring
+        return str(_setuptools.build_editable(wheel_directory, config_settings, metadata_directory))
