@@ -855,16 +855,10 @@ async def test_a_body_pump_that_fails_by_itself_fails_the_exchange_and_frees_the
 ) -> None:
     # The pump handles the body's own failures; a defect in it (an exception it does not
     # catch) must not leave the request waiting for ever with its connection and permit.
-    async def handler(conn: RawConn) -> None:
-        received = await conn.request()
-        if received is not None:
-            await conn.send(echo(received, conn))
-        await conn.until_closed()
-
     async def broken_pump(self: object, head: bytes, body: object, length: int | None) -> None:
         raise RuntimeError("a defect in the pump")
 
-    server = await raw_server(handler)
+    server = await raw_server(keep_alive(echo))
     up = settings(server.url, max_connections=1, read_timeout_s=30.0)
     with monkeypatch.context() as patched:
         patched.setattr(lean_client._Connection, "_pump", broken_pump)
