@@ -1001,11 +1001,10 @@ class _BodyChunks:
     async generator: gateway_build compiles this module, and mypyc compiles no generators of
     that kind.)"""
 
-    __slots__ = ("_complete", "_conn", "_ended", "_response")
+    __slots__ = ("_conn", "_ended", "_response")
 
     def __init__(self, response: _LeanResponse, conn: _Connection | None) -> None:
         self._response = response
-        self._complete = response.body_complete
         self._conn = conn
         self._ended = False
 
@@ -1015,7 +1014,7 @@ class _BodyChunks:
     async def __anext__(self) -> bytes:
         if self._ended:
             raise StopAsyncIteration
-        body = self._complete
+        body = self._response.body_complete
         if body is not None:
             self._ended = True
             if body:
