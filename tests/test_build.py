@@ -17,10 +17,14 @@ shows; this file catches the known traps on every run, compiled or not.
 from __future__ import annotations
 
 import ast
+import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from gateway_build import COMPILED
+import pytest
+
+from gateway_build import COMPILED, backend
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -139,3 +143,42 @@ class Record(Base):
     field: int = 0
 """
     assert _class_attributes_lost_when_compiled(source) == ["InvalidBearer.error"]
+
+
+def test_only_build_wheel_runs_setup_py_with_the_compile_switch_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Every other hook runs setup.py too: with the switch on, an editable install asked for
+    # its requirements before mypy was there and failed, and metadata ran the compiler.
+    monkeypatch.setenv("GATEWAY_COMPILE", "1")
+    seen: dict[str, str | None] = {}
+
+    def recorder(hook: str) -> Callable[..., Any]:
+        def record(*args: Any) -> Any:
+            seen[hook] = os.environ.get("GATEWAY_COMPILE")
+            return [] if hook.startswith("get_requires") else "out"
+
+        return record
+
+    hooks = [
+        "get_requires_for_build_wheel",
+        "prepare_metadata_for_build_wheel",
+        "build_wheel",
+        "get_requires_for_build_sdist",
+        "build_sdist",
+        "get_requires_for_build_editable",
+        "prepare_metadata_for_build_editable",
+        "build_editable",
+    ]
+    for hook in hooks:
+        monkeypatch.setattr(backend._setuptools, hook, recorder(hook))
+    assert backend.get_requires_for_build_wheel() == [backend.MYPY]
+    backend.prepare_metadata_for_build_wheel("meta")
+    backend.build_wheel("dist")
+    assert backend.get_requires_for_build_sdist() == []
+    backend.build_sdist("dist")
+    assert backend.get_requires_for_build_editable() == []
+    backend.prepare_metadata_for_build_editable("meta")
+    backend.build_editable("dist")
+    assert seen == {hook: "1" if hook == "build_wheel" else "0" for hook in hooks}
+    assert os.environ["GATEWAY_COMPILE"] == "1"  # given back as it was
