@@ -172,6 +172,9 @@ async def test_the_login_pages_read_and_work_without_a_mouse(
     await page.keyboard.press("Tab")
     await page.keyboard.type("not-her-password")
     await page.keyboard.press("Enter")
+    # The answer comes back to the same URL: wait for the new page itself (waiting for a load
+    # state could return before the navigation began, and the audit then ran during it).
+    await page.locator("#login-error").wait_for()
     await page.wait_for_load_state()
     audit = await audited(page, screenshots / f"login-failed-{scheme}.png")
     assert audit["alerts"] == ["Invalid username or password."]
