@@ -56,6 +56,11 @@ SESSIONS_ACTIVE = Gauge(
     "gateway_sessions_active",
     "Live sessions in the memory session store of this process.",
 )
+SESSION_CACHE_LIVE = Gauge(
+    "gateway_session_cache_live",
+    "1 while this process keeps Redis sessions locally (Redis reports every write to them on "
+    "its tracking connection); 0 while every request reads Redis.",
+)
 STORE_OUTAGES = Counter(
     "gateway_session_store_outages_total",
     "Times the session store (Redis) became unavailable: each outage counts once, however many "

@@ -28,6 +28,7 @@ COMPILED = (
     "gateway/identity/sessions/manager.py",
     "gateway/identity/sessions/memory.py",
     "gateway/identity/sessions/redis.py",
+    "gateway/identity/sessions/tracking.py",
     "gateway/tokens/cache.py",
     "gateway/tokens/mint.py",
     "gateway/tokens/service.py",

@@ -20,7 +20,8 @@ from gateway.config.units import format_duration
 
 KEYS = ("backend", "cookie_name", "same_site", "idle_timeout", "absolute_timeout", "redis",
         "cookie")
-REDIS_KEYS = ("url", "url_file", "password", "password_file", "key_prefix", "timeout")
+REDIS_KEYS = ("url", "url_file", "password", "password_file", "key_prefix", "timeout", "cache")
+REDIS_CACHE_KEYS = ("enabled", "max_staleness", "max_entries")
 COOKIE_KEYS = ("secret_file",)
 
 MIN_SECRET_BYTES = 32
@@ -124,10 +125,18 @@ def _redis(section: Section) -> RedisSettings:
     url = url or RedisSettings().url
     if password is not None:
         url = section.convert(section.path, url, url, lambda u: _with_password(u, password))
+    cache = section.section("cache", REDIS_CACHE_KEYS)
     return RedisSettings(
         url=url,
         key_prefix=section.get("key_prefix", "gw:", values.string),
         timeout_s=section.get("timeout", 0.5, values.duration(positive=True, maximum=60)),
+        cache=cache.get("enabled", True, values.boolean),
+        cache_max_staleness_s=cache.get(
+            "max_staleness", 1.0, values.duration(positive=True, maximum=60)
+        ),
+        cache_max_entries=cache.get(
+            "max_entries", 100_000, values.integer(minimum=1, maximum=10_000_000)
+        ),
     )
 
 

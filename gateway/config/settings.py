@@ -62,6 +62,13 @@ class RedisSettings:
     key_prefix: str = "gw:"
     timeout_s: float = 0.5
     """One store operation (connect included); slower counts as the store being unavailable."""
+    cache: bool = True
+    """Keep sessions read from Redis in the process while Redis reports every write to them
+    (:mod:`gateway.identity.sessions.tracking`)."""
+    cache_max_staleness_s: float = 1.0
+    """A cached session is served only if Redis confirmed this recently that everything it
+    wrote before has been reported."""
+    cache_max_entries: int = 100_000
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -760,3 +760,43 @@ def test_a_redis_url_the_client_would_refuse_is_a_config_error(url: str, rule: s
     assert problem.startswith("session.redis.url: ")
     assert rule in problem
     assert url not in problem  # a Redis URL may hold a password: never echoed
+
+
+def test_the_redis_session_cache_is_on_by_default_with_a_one_second_bound() -> None:
+    redis = load({"session.backend": "redis"}).session.redis
+    assert redis.cache is True
+    assert redis.cache_max_staleness_s == 1.0
+    assert redis.cache_max_entries == 100_000
+
+
+def test_the_redis_session_cache_settings_are_read() -> None:
+    redis = load(
+        {
+            "session.backend": "redis",
+            "session.redis": {
+                "cache": {"enabled": False, "max_staleness": "250ms", "max_entries": 500}
+            },
+        }
+    ).session.redis
+    assert (redis.cache, redis.cache_max_staleness_s, redis.cache_max_entries) == (
+        False,
+        0.25,
+        500,
+    )
+
+
+@pytest.mark.parametrize(
+    ("cache", "where"),
+    [
+        ({"enabled": "sometimes"}, "session.redis.cache.enabled"),
+        ({"max_staleness": "0s"}, "session.redis.cache.max_staleness"),
+        ({"max_staleness": "2m"}, "session.redis.cache.max_staleness"),
+        ({"max_entries": 0}, "session.redis.cache.max_entries"),
+        ({"max_entires": 10}, "session.redis.cache.max_entires"),
+    ],
+)
+def test_bad_redis_session_cache_settings_are_config_errors(
+    cache: dict[str, Any], where: str
+) -> None:
+    [problem] = problems({"session.backend": "redis", "session.redis": {"cache": cache}})
+    assert problem.startswith(f"{where}: ")

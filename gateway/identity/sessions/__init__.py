@@ -21,6 +21,7 @@ from gateway.identity.sessions.cookie import CookieSessionStore
 from gateway.identity.sessions.manager import SessionManager
 from gateway.identity.sessions.memory import MemorySessionStore
 from gateway.identity.sessions.redis import RedisSessionStore
+from gateway.identity.sessions.tracking import SessionCache
 
 __all__ = [
     "LoadedSession",
@@ -51,10 +52,23 @@ def create_sessions(
     elif settings.backend == "redis":
         if redis_client is None:
             raise ValueError("the redis session backend needs a Redis client")
+        redis = settings.redis
+        cache = (
+            SessionCache(
+                redis_client,
+                key_prefix=redis.key_prefix,
+                max_staleness_s=redis.cache_max_staleness_s,
+                max_entries=redis.cache_max_entries,
+                timeout_s=redis.timeout_s,
+            )
+            if redis.cache
+            else None
+        )
         store = RedisSessionStore(
             redis_client,
-            key_prefix=settings.redis.key_prefix,
+            key_prefix=redis.key_prefix,
             absolute_timeout_s=settings.absolute_timeout_s,
+            cache=cache,
         )
     elif settings.backend == "cookie":
         store = CookieSessionStore(settings.cookie.secret, max_revoked=max_sessions)

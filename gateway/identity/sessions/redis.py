@@ -15,7 +15,9 @@ Layout (``P`` is ``session.redis.key_prefix``)::
 A provider session's hash also holds ``provider``: the JSON of its
 :class:`~gateway.identity.sessions.base.ProviderLogin`.
 
-The session id itself is never stored. Loading is one round trip (HMGET).
+The session id itself is never stored. Loading is one round trip (HMGET), or none: with a
+:class:`~gateway.identity.sessions.tracking.SessionCache`, a session read once is kept in the
+process until Redis reports a write to it (see :mod:`.tracking` for what keeps that safe).
 
 The per-user index drops entries older than the absolute timeout at each login, so it stays
 bounded even for a user who logs in around the clock; entries of sessions that ended earlier
@@ -41,6 +43,7 @@ from gateway.identity.sessions.base import (
     SessionStoreUnavailable,
     parse_session_id,
 )
+from gateway.identity.sessions.tracking import SessionCache
 
 _FIELDS = ("username", "created_at", "last_seen_at", "stamp", "provider")
 
@@ -63,9 +66,18 @@ def _ms(seconds: float) -> int:
 class RedisSessionStore:
     """Sessions in Redis, keyed by the SHA-256 of the session id; the cookie is the id."""
 
-    def __init__(self, client: Redis, *, key_prefix: str, absolute_timeout_s: float) -> None:
-        """``client`` belongs to the caller (shared with the login throttle), who closes it."""
+    def __init__(
+        self,
+        client: Redis,
+        *,
+        key_prefix: str,
+        absolute_timeout_s: float,
+        cache: SessionCache | None = None,
+    ) -> None:
+        """``client`` belongs to the caller (shared with the login throttle), who closes it;
+        ``cache`` (over the same Redis and prefix) is this store's, closed with it."""
         self._client = client
+        self.cache = cache
         self._prefix = key_prefix
         self._absolute_s = absolute_timeout_s
         self._refresh = client.register_script(_REFRESH)
@@ -119,25 +131,54 @@ class RedisSessionStore:
         sid_hash = parse_session_id(cookie_value)
         if sid_hash is None:
             return None
+        cache = self.cache
+        generation = 0
+        if cache is not None:
+            cached = cache.lookup(sid_hash)
+            if cached is not None:
+                return Found(cookie_value, cached)
+            generation = cache.generation
         with redis_errors(self._client):
             raw = await self._client.hmget(self.session_key(sid_hash), list(_FIELDS))
         session = _parse(sid_hash, raw)
-        return Found(cookie_value, session) if session is not None else None
+        if session is None:
+            return None
+        if cache is not None:
+            cache.keep(sid_hash, session, generation)
+        return Found(cookie_value, session)
 
     async def refresh(self, session_id: str, session: Session, *, ttl_s: float) -> str | None:
         key = self.session_key(session.sid_hash)
-        with redis_errors(self._client):
-            alive = await self._refresh(keys=[key], args=[repr(session.last_seen_at), _ms(ttl_s)])
+        self._forget(session.sid_hash)
+        try:
+            with redis_errors(self._client):
+                alive = await self._refresh(
+                    keys=[key], args=[repr(session.last_seen_at), _ms(ttl_s)]
+                )
+        finally:
+            self._forget(session.sid_hash)
         return "" if alive else None
 
     async def remove(self, session_id: str, session: Session, *, ttl_s: float) -> None:
         """Delete the session and its entry in the user's index."""
-        with redis_errors(self._client):
-            async with self._client.pipeline(transaction=True) as pipe:
-                pipe.delete(self.session_key(session.sid_hash))
-                for index in self._index_keys(session):
-                    pipe.zrem(index, session.sid_hash)
-                await pipe.execute()
+        self._forget(session.sid_hash)
+        try:
+            with redis_errors(self._client):
+                async with self._client.pipeline(transaction=True) as pipe:
+                    pipe.delete(self.session_key(session.sid_hash))
+                    for index in self._index_keys(session):
+                        pipe.zrem(index, session.sid_hash)
+                    await pipe.execute()
+        finally:
+            self._forget(session.sid_hash)
+
+    def _forget(self, *sid_hashes: str) -> None:
+        """This process is writing these sessions: its cache must not serve them, nor keep a
+        read that began before the write."""
+        cache = self.cache
+        if cache is not None:
+            for sid_hash in sid_hashes:
+                cache.forget(sid_hash)
 
     async def remove_user(self, username: str) -> int:
         """Delete every indexed session of ``username`` (local or from a provider); how many
@@ -147,8 +188,12 @@ class RedisSessionStore:
         )
         if not members:
             return 0
-        with redis_errors(self._client):
-            deleted: int = await self._client.delete(*(self.session_key(m) for m in members))
+        self._forget(*members)
+        try:
+            with redis_errors(self._client):
+                deleted: int = await self._client.delete(*(self.session_key(m) for m in members))
+        finally:
+            self._forget(*members)
         return deleted
 
     async def remove_provider_sessions(
@@ -163,8 +208,12 @@ class RedisSessionStore:
         )
         members = await self._take_index(index)
         if members:
-            with redis_errors(self._client):
-                await self._client.delete(*(self.session_key(m) for m in members))
+            self._forget(*members)
+            try:
+                with redis_errors(self._client):
+                    await self._client.delete(*(self.session_key(m) for m in members))
+            finally:
+                self._forget(*members)
         return members
 
     async def _take_index(self, *keys: str) -> list[str]:
@@ -224,7 +273,9 @@ class RedisSessionStore:
             return False
 
     async def close(self) -> None:
-        """Nothing to close: the client belongs to whoever created it."""
+        """Close the cache's connection; the client belongs to whoever created it."""
+        if self.cache is not None:
+            await self.cache.close()
 
 
 def _glob_escape(value: str) -> str:

@@ -1,0 +1,474 @@
+"""Redis sessions kept in the process (gateway/identity/sessions/tracking.py): what a replica
+serves from its cache, and every way a write elsewhere must end that at once.
+
+Each "replica" is a session manager with its own Redis client and cache, as two gateway
+processes would have; they share one real Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
+
+import pytest
+import redis.asyncio as aioredis
+
+from gateway import metrics
+from gateway.config.settings import RedisSettings, SessionSettings
+from gateway.identity.redis_client import create_redis_client
+from gateway.identity.sessions import SessionManager, SessionStoreUnavailable, create_sessions
+from gateway.identity.sessions.redis import RedisSessionStore
+from gateway.identity.sessions.tracking import SessionCache
+from tests.redis_support import RedisServer
+
+IDLE = 600.0
+ABSOLUTE = 3600.0
+
+Replica = Callable[..., Awaitable[SessionManager]]
+
+
+def cache_of(manager: SessionManager) -> SessionCache:
+    store = manager.store
+    assert isinstance(store, RedisSessionStore)
+    assert store.cache is not None
+    return store.cache
+
+
+async def until(condition: Callable[[], bool], *, within: float = 5.0) -> None:
+    deadline = time.monotonic() + within
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.01)
+
+
+@pytest.fixture
+async def replicas(redis_url: str, redis_prefix: str) -> AsyncIterator[Replica]:
+    """``await replica(**redis_settings)``: a session manager over its own client and cache;
+    all are closed afterwards."""
+    made: list[tuple[SessionManager, aioredis.Redis]] = []
+
+    async def replica(*, url: str = redis_url, **overrides: object) -> SessionManager:
+        redis = replace(RedisSettings(url=url, key_prefix=redis_prefix), **overrides)  # type: ignore[arg-type]
+        settings = SessionSettings(
+            backend="redis", idle_timeout_s=IDLE, absolute_timeout_s=ABSOLUTE, redis=redis
+        )
+        client = create_redis_client(redis)
+        manager = create_sessions(settings, redis_client=client)
+        made.append((manager, client))
+        return manager
+
+    yield replica
+    for manager, client in made:
+        await manager.close()
+        await client.aclose()
+
+
+async def cached(manager: SessionManager, cookie: str) -> None:
+    """Load ``cookie`` until ``manager`` serves it from its cache."""
+    cache = cache_of(manager)
+    store = manager.store
+    assert isinstance(store, RedisSessionStore)
+    sid_hash = (await manager.load(cookie, now=time.time())).session.sid_hash  # type: ignore[union-attr]
+    await until(lambda: cache.live)
+    await manager.load(cookie, now=time.time())
+    await until(lambda: cache.lookup(sid_hash) is not None)
+
+
+async def hmget_calls(client: aioredis.Redis) -> int:
+    stats = await client.info("commandstats")
+    entry = stats.get("cmdstat_hmget", {})
+    return int(entry.get("calls", 0)) if isinstance(entry, dict) else 0
+
+
+# --- served from the cache --------------------------------------------------------------------
+
+
+async def test_a_cached_session_costs_redis_no_read(own_redis_server: RedisServer) -> None:
+    client = create_redis_client(RedisSettings(url=own_redis_server.url, key_prefix="c:"))
+    manager = create_sessions(
+        SessionSettings(
+            backend="redis",
+            idle_timeout_s=IDLE,
+            absolute_timeout_s=ABSOLUTE,
+            redis=RedisSettings(url=own_redis_server.url, key_prefix="c:"),
+        ),
+        redis_client=client,
+    )
+    raw = aioredis.Redis.from_url(own_redis_server.url)
+    try:
+        cookie, session = await manager.create("alice", now=time.time())
+        await cached(manager, cookie)
+        before = await hmget_calls(raw)
+
+        for _ in range(200):
+            loaded = await manager.load(cookie, now=time.time())
+            assert loaded is not None
+            assert loaded.session.username == "alice"
+            assert loaded.session.sid_hash == session.sid_hash
+
+        assert await hmget_calls(raw) == before
+        assert metrics.SESSION_CACHE_LIVE._value.get() == 1
+    finally:
+        await manager.close()
+        await client.aclose()
+        await raw.aclose()
+
+
+async def test_without_the_cache_every_load_reads_redis(own_redis_server: RedisServer) -> None:
+    settings = RedisSettings(url=own_redis_server.url, key_prefix="c:", cache=False)
+    client = create_redis_client(settings)
+    manager = create_sessions(
+        SessionSettings(
+            backend="redis", idle_timeout_s=IDLE, absolute_timeout_s=ABSOLUTE, redis=settings
+        ),
+        redis_client=client,
+    )
+    raw = aioredis.Redis.from_url(own_redis_server.url)
+    try:
+        store = manager.store
+        assert isinstance(store, RedisSessionStore)
+        assert store.cache is None
+        cookie, _ = await manager.create("alice", now=time.time())
+        before = await hmget_calls(raw)
+        for _ in range(20):
+            assert await manager.load(cookie, now=time.time()) is not None
+        assert await hmget_calls(raw) == before + 20
+    finally:
+        await manager.close()
+        await client.aclose()
+        await raw.aclose()
+
+
+async def test_unknown_cookies_are_never_kept(replicas: Replica) -> None:
+    replica = await replicas()
+    cookie, _ = await replica.create("alice", now=time.time())
+    await cached(replica, cookie)
+
+    for n in range(50):
+        assert await replica.load(f"{n:043d}", now=time.time()) is None
+
+    assert len(cache_of(replica)) == 1
+
+
+async def test_the_cache_holds_at_most_max_entries(replicas: Replica) -> None:
+    replica = await replicas(cache_max_entries=3)
+    cookies = [(await replica.create(f"user{n}", now=time.time()))[0] for n in range(7)]
+    await cached(replica, cookies[0])
+
+    for cookie in cookies:
+        loaded = await replica.load(cookie, now=time.time())
+        assert loaded is not None
+        assert len(cache_of(replica)) <= 3
+
+
+# --- a write anywhere ends what the cache serves --------------------------------------------------
+
+
+@pytest.mark.parametrize("protocol", ["2", "3"])
+async def test_a_logout_on_another_replica_ends_the_session_here_at_once(
+    replicas: Replica, redis_url: str, protocol: str
+) -> None:
+    url = f"{redis_url}{'&' if '?' in redis_url else '?'}protocol={protocol}"
+    here, there = await replicas(url=url), await replicas(url=url)
+    for _ in range(30):
+        cookie, _ = await here.create("alice", now=time.time())
+        await cached(here, cookie)
+
+        assert await there.delete(cookie) is not None
+
+        # No pause: the next request on this replica must already miss.
+        assert await here.load(cookie, now=time.time()) is None
+
+
+async def test_revoking_a_user_elsewhere_ends_their_cached_sessions(replicas: Replica) -> None:
+    here, there = await replicas(), await replicas()
+    cookies = [(await here.create("alice", now=time.time()))[0] for _ in range(3)]
+    bob, _ = await here.create("bob", now=time.time())
+    for cookie in [*cookies, bob]:
+        await cached(here, cookie)
+
+    assert await there.delete_user("alice") == 3
+
+    for cookie in cookies:
+        assert await here.load(cookie, now=time.time()) is None
+    assert await here.load(bob, now=time.time()) is not None
+
+
+async def test_a_refresh_elsewhere_is_seen_here(replicas: Replica) -> None:
+    here, there = await replicas(), await replicas()
+    start = time.time()
+    cookie, _ = await here.create("alice", now=start)
+    await cached(here, cookie)
+
+    later = start + IDLE / 2  # past the refresh interval: `there` records activity
+    refreshed = await there.load(cookie, now=later)
+    assert refreshed is not None
+    assert refreshed.session.last_seen_at == later
+
+    loaded = await here.load(cookie, now=later)
+    assert loaded is not None
+    assert loaded.session.last_seen_at == later
+
+
+async def test_any_write_to_the_record_is_seen_at_once(
+    replicas: Replica, redis_url: str, redis_prefix: str
+) -> None:
+    here = await replicas()
+    raw = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        cookie, session = await here.create("alice", now=time.time())
+        await cached(here, cookie)
+
+        await raw.hset(f"{redis_prefix}s:{session.sid_hash}", "username", "mallory-fixed")
+
+        loaded = await here.load(cookie, now=time.time())
+        assert loaded is not None
+        assert loaded.session.username == "mallory-fixed"
+    finally:
+        await raw.aclose()
+
+
+async def test_a_record_that_expires_in_redis_is_dropped(
+    replicas: Replica, redis_url: str, redis_prefix: str
+) -> None:
+    here = await replicas()
+    raw = aioredis.Redis.from_url(redis_url)
+    try:
+        cookie, session = await here.create("alice", now=time.time())
+        await cached(here, cookie)
+
+        await raw.pexpire(f"{redis_prefix}s:{session.sid_hash}", 300)
+        await cached(here, cookie)  # read again after that write, before the record expires
+
+        # Nobody touches the key: Redis's own expiry reports it.
+        await until(lambda: cache_of(here).lookup(session.sid_hash) is None, within=3)
+        assert await here.load(cookie, now=time.time()) is None
+    finally:
+        await raw.aclose()
+
+
+async def test_a_flush_empties_the_cache(own_redis_server: RedisServer, replicas: Replica) -> None:
+    here = await replicas(url=own_redis_server.url)
+    raw = aioredis.Redis.from_url(own_redis_server.url)
+    try:
+        cookie, _ = await here.create("alice", now=time.time())
+        await cached(here, cookie)
+
+        await raw.flushall()
+
+        assert await here.load(cookie, now=time.time()) is None
+    finally:
+        await raw.aclose()
+
+
+async def test_a_read_overtaken_by_an_invalidation_is_not_kept(
+    replicas: Replica, redis_prefix: str
+) -> None:
+    here = await replicas()
+    cache = cache_of(here)
+    cookie, session = await here.create("alice", now=time.time())
+    await cached(here, cookie)
+    key = f"{redis_prefix}s:{session.sid_hash}".encode()
+
+    # A read begins, an invalidation for its key arrives, then the read's answer: not kept.
+    began = cache.generation
+    cache.invalidate([key])
+    cache.keep(session.sid_hash, session, began)
+    assert cache.lookup(session.sid_hash) is None
+
+    # This replica's own write, likewise.
+    began = cache.generation
+    cache.forget(session.sid_hash)
+    cache.keep(session.sid_hash, session, began)
+    assert cache.lookup(session.sid_hash) is None
+
+    # Nothing in between: kept.
+    cache.keep(session.sid_hash, session, cache.generation)
+    assert cache.lookup(session.sid_hash) is session
+
+
+async def test_a_local_logout_ends_the_cached_session(replicas: Replica) -> None:
+    here = await replicas()
+    cookie, _ = await here.create("alice", now=time.time())
+    await cached(here, cookie)
+
+    assert await here.delete(cookie) is not None
+
+    assert await here.load(cookie, now=time.time()) is None
+
+
+# --- when Redis cannot vouch for the cache, fail closed -------------------------------------------
+
+
+async def test_a_stopped_redis_is_refused_not_served_from_the_cache(
+    own_redis_server: RedisServer, replicas: Replica
+) -> None:
+    here = await replicas(url=own_redis_server.url)
+    cookie, _ = await here.create("alice", now=time.time())
+    await cached(here, cookie)
+
+    own_redis_server.stop()
+
+    with pytest.raises(SessionStoreUnavailable):
+        await here.load(cookie, now=time.time())
+    assert len(cache_of(here)) == 0
+
+
+async def test_a_frozen_redis_stops_cache_hits_within_max_staleness(
+    own_redis_server: RedisServer, replicas: Replica
+) -> None:
+    here = await replicas(url=own_redis_server.url, cache_max_staleness_s=0.2, timeout_s=0.2)
+    cookie, _ = await here.create("alice", now=time.time())
+    await cached(here, cookie)
+
+    own_redis_server.freeze()
+    try:
+        await asyncio.sleep(0.3)
+        with pytest.raises(SessionStoreUnavailable):
+            await here.load(cookie, now=time.time())
+    finally:
+        own_redis_server.thaw()
+
+    # Redis is back: the cache connects again and serves again.
+    await until(lambda: not cache_of(here).live, within=2)
+    await asyncio.sleep(1.1)  # the breaker lets a probe through after a second
+    assert await here.load(cookie, now=time.time()) is not None
+    await cached(here, cookie)
+
+
+class Partition:
+    """A TCP relay between one replica and Redis that can stop relaying while both ends stay
+    connected (a network partition, as the replica sees it)."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.open = asyncio.Event()
+        self.open.set()
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+
+        async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            try:
+                while data := await src.read(65536):
+                    await self.open.wait()
+                    dst.write(data)
+                    await dst.drain()
+            except (ConnectionError, asyncio.CancelledError):
+                pass
+            finally:
+                dst.close()
+
+        for task in (
+            asyncio.create_task(pump(reader, up_writer)),
+            asyncio.create_task(pump(up_reader, writer)),
+        ):
+            self._tasks.add(task)
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+
+async def test_in_a_partition_a_logout_elsewhere_holds_here_within_max_staleness(
+    own_redis_server: RedisServer, replicas: Replica
+) -> None:
+    partition = Partition(own_redis_server.port)
+    await partition.start()
+    try:
+        here = await replicas(
+            url=f"redis://127.0.0.1:{partition.port}/0", cache_max_staleness_s=0.3, timeout_s=0.3
+        )
+        there = await replicas(url=own_redis_server.url)
+        cookie, _ = await here.create("alice", now=time.time())
+        await cached(here, cookie)
+
+        partition.open.clear()  # nothing reaches `here` any more, nothing leaves it
+        assert await there.delete(cookie) is not None
+        await asyncio.sleep(0.35)
+
+        with pytest.raises(SessionStoreUnavailable):
+            await here.load(cookie, now=time.time())
+
+        partition.open.set()
+        await asyncio.sleep(1.1)  # the breaker probes again after a second
+        assert await here.load(cookie, now=time.time()) is None
+    finally:
+        await partition.close()
+
+
+async def test_a_redis_that_refuses_tracking_is_read_on_every_request(
+    own_redis_server: RedisServer, replicas: Replica, caplog: pytest.LogCaptureFixture
+) -> None:
+    admin = aioredis.Redis.from_url(own_redis_server.url)
+    try:
+        await admin.execute_command(
+            "ACL", "SETUSER", "gw", "on", ">secret-pw", "~*", "&*", "+@all", "-client"
+        )
+        url = f"redis://gw:secret-pw@127.0.0.1:{own_redis_server.port}/0"
+        with caplog.at_level(logging.INFO, logger="gateway.store"):
+            here = await replicas(url=url)
+            cookie, _ = await here.create("alice", now=time.time())
+            assert await here.load(cookie, now=time.time()) is not None
+            await until(lambda: "session cache off" in caplog.text)
+        before = await hmget_calls(admin)
+
+        for _ in range(10):
+            assert await here.load(cookie, now=time.time()) is not None
+
+        assert await hmget_calls(admin) == before + 10
+        assert not cache_of(here).live
+        assert "refused client tracking" in caplog.text
+        assert "NOPERM" in caplog.text
+        assert "secret-pw" not in caplog.text
+    finally:
+        await admin.aclose()
+
+
+async def test_closing_the_store_closes_its_tracking_connection(
+    own_redis_server: RedisServer,
+) -> None:
+    settings = RedisSettings(url=own_redis_server.url, key_prefix="c:")
+    client = create_redis_client(settings)
+    manager = create_sessions(
+        SessionSettings(
+            backend="redis", idle_timeout_s=IDLE, absolute_timeout_s=ABSOLUTE, redis=settings
+        ),
+        redis_client=client,
+    )
+    raw = aioredis.Redis.from_url(own_redis_server.url)
+
+    async def tracking_clients() -> int:
+        listed = await raw.client_list()
+        return sum(1 for entry in listed if "t" in entry.get("flags", ""))
+
+    try:
+        cookie, _ = await manager.create("alice", now=time.time())
+        await cached(manager, cookie)
+        assert await tracking_clients() == 1
+
+        await manager.close()
+
+        await until(lambda: not cache_of(manager).live)
+        for _ in range(100):
+            if await tracking_clients() == 0:
+                break
+            await asyncio.sleep(0.02)
+        assert await tracking_clients() == 0
+    finally:
+        await client.aclose()
+        await raw.aclose()
