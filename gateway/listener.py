@@ -112,8 +112,9 @@ class GatewayConnection(RequestHandler):
         if self._gw_active == 0:
             if self._gw_head_timer is None and data:
                 self._gw_arm(self._gw_head_timeout)
-        elif self._gw_next_head_since is None and self._gw_body_done():
+        elif data and self._gw_next_head_since is None and self._gw_body_done():
             # Bytes after the current request's body: the start of the next request's head.
+            # (Not aiohttp's own ``data_received(b"")``, which re-parses what it has buffered.)
             self._gw_next_head_since = self._loop.time()
         super().data_received(data)
 
