@@ -96,7 +96,9 @@ def closed_port_url() -> str:
 class RedisServer:
     """A private ``redis-server`` subprocess on a free loopback port, without persistence."""
 
-    def __init__(self) -> None:
+    def __init__(self, *extra: str, url: str | None = None) -> None:
+        """``extra``: more redis-server options; ``url``: how clients reach it then (in both,
+        ``{port}`` is replaced by the server's port)."""
         binary = shutil.which("redis-server")
         if binary is None:
             skip_or_fail("needs the redis-server binary on PATH to start a private server")
@@ -104,6 +106,9 @@ class RedisServer:
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         argv = [binary, "--port", str(self.port), "--bind", "127.0.0.1"]
+        argv += [arg.format(port=self.port) for arg in extra]
+        if url is not None:
+            self.url = url.format(port=self.port)
         self._process = subprocess.Popen(
             [*argv, "--save", "", "--appendonly", "no"],
             stdout=subprocess.DEVNULL,

@@ -8,13 +8,20 @@ processes would have; they share one real Redis.
 from __future__ import annotations
 
 import asyncio
+import datetime
+import ipaddress
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from gateway import metrics
 from gateway.config.settings import RedisSettings, SessionSettings
@@ -472,3 +479,72 @@ async def test_closing_the_store_closes_its_tracking_connection(
     finally:
         await client.aclose()
         await raw.aclose()
+
+
+# --- every kind of connection the URL may ask for -------------------------------------------------
+
+
+def self_signed(directory: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key, as PEM files."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=1))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = directory / "cert.pem", directory / "key.pem"
+    cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_file, key_file
+
+
+@pytest.fixture(params=["tls", "unix"])
+def other_transport(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RedisServer]:
+    """A private Redis reached over TLS (rediss://) or a unix socket."""
+    if request.param == "tls":
+        cert, key = self_signed(tmp_path)
+        server = RedisServer(
+            *("--port", "0", "--tls-port", "{port}", "--tls-auth-clients", "no"),
+            *("--tls-cert-file", str(cert), "--tls-key-file", str(key)),
+            *("--tls-ca-cert-file", str(cert)),
+            url=f"rediss://127.0.0.1:{{port}}/0?ssl_ca_certs={cert}",
+        )
+    else:
+        socket = tmp_path / "redis.sock"
+        server = RedisServer("--unixsocket", str(socket), url=f"unix://{socket}?db=0")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+async def test_the_cache_works_over_tls_and_unix_sockets(
+    other_transport: RedisServer, replicas: Replica
+) -> None:
+    here = await replicas(url=other_transport.url)
+    there = await replicas(url=other_transport.url)
+    for _ in range(5):
+        cookie, _ = await here.create("alice", now=time.time())
+        await cached(here, cookie)
+
+        assert await there.delete(cookie) is not None
+
+        assert await here.load(cookie, now=time.time()) is None
