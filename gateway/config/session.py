@@ -21,7 +21,7 @@ from gateway.config.units import format_duration
 KEYS = ("backend", "cookie_name", "same_site", "idle_timeout", "absolute_timeout", "redis",
         "cookie")
 REDIS_KEYS = ("url", "url_file", "password", "password_file", "key_prefix", "timeout", "cache")
-REDIS_CACHE_KEYS = ("enabled", "max_staleness", "max_entries")
+REDIS_CACHE_KEYS = ("enabled", "max_staleness", "max_age", "max_entries")
 COOKIE_KEYS = ("secret_file",)
 
 MIN_SECRET_BYTES = 32
@@ -134,6 +134,7 @@ def _redis(section: Section) -> RedisSettings:
         cache_max_staleness_s=cache.get(
             "max_staleness", 1.0, values.duration(positive=True, maximum=60)
         ),
+        cache_max_age_s=cache.get("max_age", 10.0, values.duration(positive=True, maximum=3600)),
         cache_max_entries=cache.get(
             "max_entries", 100_000, values.integer(minimum=1, maximum=10_000_000)
         ),

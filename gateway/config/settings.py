@@ -69,6 +69,9 @@ class RedisSettings:
     """A cached session is served only if Redis confirmed this recently that everything it
     wrote before has been reported."""
     cache_max_entries: int = 100_000
+    cache_max_age_s: float = 10.0
+    """A kept session is read from Redis again this long after it was read, reported or not
+    (Redis reports no ``SWAPDB``)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -766,6 +766,7 @@ def test_the_redis_session_cache_is_on_by_default_with_a_one_second_bound() -> N
     redis = load({"session.backend": "redis"}).session.redis
     assert redis.cache is True
     assert redis.cache_max_staleness_s == 1.0
+    assert redis.cache_max_age_s == 10.0
     assert redis.cache_max_entries == 100_000
 
 
@@ -774,13 +775,19 @@ def test_the_redis_session_cache_settings_are_read() -> None:
         {
             "session.backend": "redis",
             "session.redis": {
-                "cache": {"enabled": False, "max_staleness": "250ms", "max_entries": 500}
+                "cache": {
+                    "enabled": False,
+                    "max_staleness": "250ms",
+                    "max_age": "30s",
+                    "max_entries": 500,
+                }
             },
         }
     ).session.redis
-    assert (redis.cache, redis.cache_max_staleness_s, redis.cache_max_entries) == (
-        False,
+    assert redis.cache is False
+    assert (redis.cache_max_staleness_s, redis.cache_max_age_s, redis.cache_max_entries) == (
         0.25,
+        30.0,
         500,
     )
 
@@ -792,6 +799,7 @@ def test_the_redis_session_cache_settings_are_read() -> None:
         ({"max_staleness": "0s"}, "session.redis.cache.max_staleness"),
         ({"max_staleness": "2m"}, "session.redis.cache.max_staleness"),
         ({"max_entries": 0}, "session.redis.cache.max_entries"),
+        ({"max_age": "0s"}, "session.redis.cache.max_age"),
         ({"max_entires": 10}, "session.redis.cache.max_entires"),
     ],
 )

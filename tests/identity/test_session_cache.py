@@ -76,12 +76,14 @@ async def replicas(redis_url: str, redis_prefix: str) -> AsyncIterator[Replica]:
 async def cached(manager: SessionManager, cookie: str) -> None:
     """Load ``cookie`` until ``manager`` serves it from its cache."""
     cache = cache_of(manager)
-    store = manager.store
-    assert isinstance(store, RedisSessionStore)
-    sid_hash = (await manager.load(cookie, now=time.time())).session.sid_hash  # type: ignore[union-attr]
-    await until(lambda: cache.live)
-    await manager.load(cookie, now=time.time())
-    await until(lambda: cache.lookup(sid_hash) is not None)
+    deadline = time.monotonic() + 5
+    while True:
+        loaded = await manager.load(cookie, now=time.time())
+        assert loaded is not None
+        if cache.lookup(loaded.session.sid_hash) is not None:
+            return
+        assert time.monotonic() < deadline, "the session was never kept"
+        await asyncio.sleep(0.01)
 
 
 async def hmget_calls(client: aioredis.Redis) -> int:
@@ -247,11 +249,11 @@ async def test_a_record_that_expires_in_redis_is_dropped(
         cookie, session = await here.create("alice", now=time.time())
         await cached(here, cookie)
 
-        await raw.pexpire(f"{redis_prefix}s:{session.sid_hash}", 300)
+        await raw.pexpire(f"{redis_prefix}s:{session.sid_hash}", 1000)
         await cached(here, cookie)  # read again after that write, before the record expires
 
-        # Nobody touches the key: Redis's own expiry reports it.
-        await until(lambda: cache_of(here).lookup(session.sid_hash) is None, within=3)
+        # Nobody touches the key: Redis's own expiry reports it (before max_age, 10 s).
+        await until(lambda: cache_of(here).lookup(session.sid_hash) is None, within=5)
         assert await here.load(cookie, now=time.time()) is None
     finally:
         await raw.aclose()
@@ -271,30 +273,71 @@ async def test_a_flush_empties_the_cache(own_redis_server: RedisServer, replicas
         await raw.aclose()
 
 
-async def test_a_read_overtaken_by_an_invalidation_is_not_kept(
+async def test_a_read_overtaken_by_a_write_of_its_key_is_not_kept(
     replicas: Replica, redis_prefix: str
 ) -> None:
     here = await replicas()
     cache = cache_of(here)
     cookie, session = await here.create("alice", now=time.time())
+    other_cookie, other = await here.create("bob", now=time.time())
     await cached(here, cookie)
-    key = f"{redis_prefix}s:{session.sid_hash}".encode()
+    sid = session.sid_hash
 
-    # A read begins, an invalidation for its key arrives, then the read's answer: not kept.
-    began = cache.generation
-    cache.invalidate([key])
-    cache.keep(session.sid_hash, session, began)
-    assert cache.lookup(session.sid_hash) is None
+    def key(of: str) -> bytes:
+        return f"{redis_prefix}s:{of}".encode()
 
-    # This replica's own write, likewise.
-    began = cache.generation
-    cache.forget(session.sid_hash)
-    cache.keep(session.sid_hash, session, began)
-    assert cache.lookup(session.sid_hash) is None
+    # A read begins, a report of a write to its key arrives, then the read's answer: not kept.
+    cache.forget(sid)
+    epoch = cache.begin(sid)
+    cache.invalidate([key(sid)])
+    cache.end(sid, epoch, session)
+    assert cache.lookup(sid) is None
 
-    # Nothing in between: kept.
-    cache.keep(session.sid_hash, session, cache.generation)
-    assert cache.lookup(session.sid_hash) is session
+    # Two reads of one key in flight, the write between them: neither is kept.
+    first = cache.begin(sid)
+    cache.invalidate([key(sid)])
+    second = cache.begin(sid)
+    cache.end(sid, first, session)
+    cache.end(sid, second, session)
+    assert cache.lookup(sid) is None
+
+    # This replica's own write, likewise; and a flush of everything.
+    epoch = cache.begin(sid)
+    cache.forget(sid)
+    cache.end(sid, epoch, session)
+    assert cache.lookup(sid) is None
+    epoch = cache.begin(sid)
+    cache.invalidate(None)
+    cache.end(sid, epoch, session)
+    assert cache.lookup(sid) is None
+
+    # A write to another session does not spoil the read (nor does a failed read linger).
+    epoch = cache.begin(sid)
+    cache.invalidate([key(other.sid_hash), b"elsewhere:s:" + sid.encode()])
+    cache.end(sid, epoch, session)
+    assert cache.lookup(sid) is session
+    epoch = cache.begin(other.sid_hash)
+    cache.end(other.sid_hash, epoch, None)  # the read failed
+    assert await here.load(other_cookie, now=time.time()) is not None
+    assert cache.lookup(other.sid_hash) is not None
+
+
+async def test_a_write_redis_does_not_report_is_seen_after_max_age(
+    own_redis_server: RedisServer, replicas: Replica
+) -> None:
+    here = await replicas(url=own_redis_server.url, cache_max_age_s=0.5)
+    raw = aioredis.Redis.from_url(own_redis_server.url)
+    try:
+        cookie, session = await here.create("alice", now=time.time())
+        await cached(here, cookie)
+
+        await raw.swapdb(0, 1)  # the session is gone from db 0, and Redis reports nothing
+        assert cache_of(here).lookup(session.sid_hash) is not None
+
+        await asyncio.sleep(0.6)
+        assert await here.load(cookie, now=time.time()) is None
+    finally:
+        await raw.aclose()
 
 
 async def test_a_local_logout_ends_the_cached_session(replicas: Replica) -> None:
@@ -443,6 +486,29 @@ async def test_a_redis_that_refuses_tracking_is_read_on_every_request(
         assert "NOPERM" in caplog.text
         assert "secret-pw" not in caplog.text
     finally:
+        await admin.aclose()
+
+
+async def test_tracking_refused_after_the_cache_was_on_says_so(
+    own_redis_server: RedisServer, replicas: Replica, caplog: pytest.LogCaptureFixture
+) -> None:
+    setup = aioredis.Redis.from_url(own_redis_server.url)
+    await setup.execute_command("ACL", "SETUSER", "boss", "on", ">boss-pw", "~*", "&*", "+@all")
+    await setup.aclose()
+    admin = aioredis.Redis.from_url(f"redis://boss:boss-pw@127.0.0.1:{own_redis_server.port}/0")
+    try:
+        here = await replicas(url=own_redis_server.url)
+        cookie, _ = await here.create("alice", now=time.time())
+        await cached(here, cookie)
+        with caplog.at_level(logging.INFO, logger="gateway.store"):
+            await admin.execute_command("ACL", "SETUSER", "default", "-client")
+            await admin.execute_command("CLIENT", "KILL", "TYPE", "pubsub")
+            await until(lambda: "refused client tracking" in caplog.text, within=5)
+        assert "NOPERM" in caplog.text
+        assert not cache_of(here).live
+        assert await here.load(cookie, now=time.time()) is not None
+    finally:
+        await admin.execute_command("ACL", "SETUSER", "default", "+client")
         await admin.aclose()
 
 

@@ -59,6 +59,7 @@ def create_sessions(
                 key_prefix=redis.key_prefix,
                 max_staleness_s=redis.cache_max_staleness_s,
                 max_entries=redis.cache_max_entries,
+                max_age_s=redis.cache_max_age_s,
                 timeout_s=redis.timeout_s,
             )
             if redis.cache

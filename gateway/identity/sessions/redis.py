@@ -132,20 +132,22 @@ class RedisSessionStore:
         if sid_hash is None:
             return None
         cache = self.cache
-        generation = 0
-        if cache is not None:
-            cached = cache.lookup(sid_hash)
-            if cached is not None:
-                return Found(cookie_value, cached)
-            generation = cache.generation
+        if cache is None:
+            session = await self._read(sid_hash)
+        else:
+            session = cache.lookup(sid_hash)
+            if session is None:
+                epoch = cache.begin(sid_hash)
+                try:
+                    session = await self._read(sid_hash)
+                finally:
+                    cache.end(sid_hash, epoch, session)
+        return Found(cookie_value, session) if session is not None else None
+
+    async def _read(self, sid_hash: str) -> Session | None:
         with redis_errors(self._client):
             raw = await self._client.hmget(self.session_key(sid_hash), list(_FIELDS))
-        session = _parse(sid_hash, raw)
-        if session is None:
-            return None
-        if cache is not None:
-            cache.keep(sid_hash, session, generation)
-        return Found(cookie_value, session)
+        return _parse(sid_hash, raw)
 
     async def refresh(self, session_id: str, session: Session, *, ttl_s: float) -> str | None:
         key = self.session_key(session.sid_hash)

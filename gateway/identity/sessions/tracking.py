@@ -17,14 +17,25 @@ What keeps a cached session from outliving its record in Redis:
   (503) if Redis cannot answer. Losing the connection empties the cache at once.
 - **Nothing waiting.** A hit first polls the connection's socket: if anything has arrived that
   is not read yet (it may be an invalidation), the request asks Redis.
-- **No late fills.** A read that an invalidation overtook (sent before it, answered after it)
-  is not kept: every invalidation advances :attr:`SessionCache.generation`, and a read keeps its
-  answer only if the generation it began in is still current.
+- **No late fills.** A read that an invalidation of its key overtook (sent before it, answered
+  after it) is not kept: :meth:`SessionCache.begin` registers the read, an invalidation of that
+  key (or of everything, or the connection's loss) while it is in flight marks it, and
+  :meth:`SessionCache.end` keeps only an unmarked answer.
 - **This replica's own writes** (refresh, logout, revocation) drop the entry at once, without
   waiting for Redis's message.
 - **Redis failing for requests** (the client's circuit breaker is open): no hits.
+- **Read again anyway.** A kept session is read from Redis again ``max_age`` after it was
+  read, whatever Redis reported: a bound for the writes it does not report (``SWAPDB``).
 - **Bounded.** At most ``max_entries`` sessions; a full cache starts afresh. Only sessions that
   exist are kept, so cookies that name none cannot fill it.
+
+How soon another replica's write is seen here: Redis sends the report to every replica as it
+performs the write, and each acts on it the moment it arrives. On one host or a fast network
+that is before the writer's own answer (a logout's 204) reaches its client, but not always: a
+slower path from Redis to this replica than from Redis to the client (a proxy, another zone)
+leaves a window as wide as the difference, and in a partition as wide as ``max_staleness``.
+Where that matters more than a round trip per request, set ``session.redis.cache.enabled:
+false``.
 
 Where Redis refuses tracking (before Redis 6, a proxy in between, an ACL without ``client``
 and ``subscribe``), every request reads Redis as before, and one warning says why.
@@ -150,16 +161,23 @@ class SessionCache:
         max_staleness_s: float,
         max_entries: int,
         timeout_s: float,
+        max_age_s: float,
     ) -> None:
         self._client = client
         self._breaker = getattr(client, "breaker", None)
         self._key_prefix = f"{key_prefix}s:".encode("utf-8", "surrogatepass")
         self._max_staleness_s = max_staleness_s
         self._max_entries = max_entries
+        self._max_age_s = max_age_s
         self._timeout_s = timeout_s
-        self._entries: dict[str, Session] = {}
-        self.generation = 0
-        """Advanced by every invalidation, every own write and every change of state."""
+        self._entries: dict[str, tuple[Session, float]] = {}
+        """sid_hash -> (session, when it must be read again)."""
+        self._reads: dict[str, int] = {}
+        """Reads from Redis in flight, by sid_hash."""
+        self._overtaken: set[str] = set()
+        """Keys written while a read of them was in flight: those reads are not kept."""
+        self._epoch = 0
+        """Advanced when everything is invalidated (a flush, the connection's loss)."""
         self.live = False
         """True while the tracking connection is subscribed: only then is anything kept."""
         self._confirmed_at = -1e18
@@ -167,41 +185,61 @@ class SessionCache:
         self._poll: select.poll | None = None
         self._task: asyncio.Task[None] | None = None
         self._closed = False
-        self._reported_off = False
-        """The cache being off has been logged (once per outage, not once per attempt)."""
+        self._reported: str | None = None
+        """Why the cache is off, as last logged (once per reason, not once per attempt)."""
 
     # -- the request path ------------------------------------------------------------------------
 
     def lookup(self, sid_hash: str) -> Session | None:
         """The cached session, if it may be served without asking Redis."""
-        session = self._entries.get(sid_hash)
-        if session is None:
+        entry = self._entries.get(sid_hash)
+        if entry is None:
             if self._task is None and not self._closed:
                 self._task = asyncio.get_running_loop().create_task(self._run())
             return None
         breaker = self._breaker
         if breaker is not None and breaker.down:
             return None
-        if time.monotonic() - self._confirmed_at > self._max_staleness_s:
+        now = time.monotonic()
+        if now - self._confirmed_at > self._max_staleness_s or now >= entry[1]:
             return None
         poll = self._poll
         if poll is None or poll.poll(0):
             return None  # something arrived that is not read yet: ask Redis
-        return session
+        return entry[0]
 
-    def keep(self, sid_hash: str, session: Session, generation: int) -> None:
-        """Keep what a read begun in ``generation`` found, unless something changed since."""
-        if generation != self.generation or not self.live:
+    def begin(self, sid_hash: str) -> int:
+        """A read of ``sid_hash`` from Redis starts; pass what this returns to :meth:`end`."""
+        reads = self._reads
+        reads[sid_hash] = reads.get(sid_hash, 0) + 1
+        return self._epoch
+
+    def end(self, sid_hash: str, epoch: int, session: Session | None) -> None:
+        """The read that :meth:`begin` returned ``epoch`` for is over (``session``: what it
+        found, ``None`` for nothing or a failure): keep it, unless it was overtaken."""
+        reads = self._reads
+        left = reads.get(sid_hash, 1) - 1
+        overtaken = sid_hash in self._overtaken
+        if left > 0:
+            reads[sid_hash] = left
+        else:
+            reads.pop(sid_hash, None)
+            self._overtaken.discard(sid_hash)
+        if session is None or overtaken or epoch != self._epoch or not self.live:
             return
         entries = self._entries
         if len(entries) >= self._max_entries:
             entries.clear()
-        entries[sid_hash] = session
+        entries[sid_hash] = (session, time.monotonic() + self._max_age_s)
 
     def forget(self, sid_hash: str) -> None:
         """This process wrote the session (refresh, logout): drop it, and any read in flight."""
-        self.generation += 1
+        self._drop(sid_hash)
+
+    def _drop(self, sid_hash: str) -> None:
         self._entries.pop(sid_hash, None)
+        if sid_hash in self._reads:
+            self._overtaken.add(sid_hash)
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -209,16 +247,18 @@ class SessionCache:
     # -- what the tracking connection reports ----------------------------------------------------
 
     def invalidate(self, keys: object) -> None:
-        self.generation += 1
         if not isinstance(keys, list):
-            self._entries.clear()  # FLUSHDB, FLUSHALL: everything
+            self._drop_all()  # FLUSHDB, FLUSHALL: everything
             return
         prefix = self._key_prefix
         start = len(prefix)
-        entries = self._entries
         for key in keys:
             if isinstance(key, bytes) and key.startswith(prefix):
-                entries.pop(key[start:].decode("ascii", "replace"), None)
+                self._drop(key[start:].decode("ascii", "replace"))
+
+    def _drop_all(self) -> None:
+        self._epoch += 1
+        self._entries.clear()
 
     def confirmed(self, sent_at: float) -> None:
         if sent_at > self._confirmed_at:
@@ -226,8 +266,7 @@ class SessionCache:
 
     def lose(self) -> None:
         """The connection is gone or in doubt: keep nothing, serve nothing."""
-        self.generation += 1
-        self._entries.clear()
+        self._drop_all()
         self._poll = None
         self._confirmed_at = -1e18
         if self.live:
@@ -251,8 +290,8 @@ class SessionCache:
             self.lose()
             if self.closed():
                 return
-            if not self._reported_off:
-                self._reported_off = True
+            if reason != self._reported:
+                self._reported = reason
                 log.warning(
                     "session cache off: %s; connecting again in %.0fs",
                     reason,
@@ -301,11 +340,11 @@ class SessionCache:
             if link.lost.done():
                 return
             self._poll = poll
-            self.generation += 1
+            self._epoch += 1
             self._confirmed_at = subscribed_at
             self.live = True
             metrics.SESSION_CACHE_LIVE.set(1)
-            self._reported_off = False
+            self._reported = None
             log.info("session cache on: Redis reports every write to a session")
             interval_s = self._max_staleness_s / 4
             while not (link.lost.done() or self._closed):
