@@ -107,6 +107,7 @@ async def test_a_cached_session_costs_redis_no_read(own_redis_server: RedisServe
         redis_client=client,
     )
     raw = aioredis.Redis.from_url(own_redis_server.url)
+    live_before = metrics.SESSION_CACHE_LIVE._value.get()
     try:
         cookie, session = await manager.create("alice", now=time.time())
         await cached(manager, cookie)
@@ -119,11 +120,12 @@ async def test_a_cached_session_costs_redis_no_read(own_redis_server: RedisServe
             assert loaded.session.sid_hash == session.sid_hash
 
         assert await hmget_calls(raw) == before
-        assert metrics.SESSION_CACHE_LIVE._value.get() == 1
+        assert metrics.SESSION_CACHE_LIVE._value.get() == live_before + 1
     finally:
         await manager.close()
         await client.aclose()
         await raw.aclose()
+    assert metrics.SESSION_CACHE_LIVE._value.get() == live_before
 
 
 async def test_without_the_cache_every_load_reads_redis(own_redis_server: RedisServer) -> None:
@@ -253,7 +255,7 @@ async def test_a_record_that_expires_in_redis_is_dropped(
         await cached(here, cookie)  # read again after that write, before the record expires
 
         # Nobody touches the key: Redis's own expiry reports it (before max_age, 10 s).
-        await until(lambda: cache_of(here).lookup(session.sid_hash) is None, within=5)
+        await until(lambda: len(cache_of(here)) == 0, within=5)
         assert await here.load(cookie, now=time.time()) is None
     finally:
         await raw.aclose()
@@ -328,16 +330,42 @@ async def test_a_write_redis_does_not_report_is_seen_after_max_age(
     here = await replicas(url=own_redis_server.url, cache_max_age_s=0.5)
     raw = aioredis.Redis.from_url(own_redis_server.url)
     try:
-        cookie, session = await here.create("alice", now=time.time())
+        cookie, _ = await here.create("alice", now=time.time())
         await cached(here, cookie)
 
         await raw.swapdb(0, 1)  # the session is gone from db 0, and Redis reports nothing
-        assert cache_of(here).lookup(session.sid_hash) is not None
+        await asyncio.sleep(0.1)
+        assert len(cache_of(here)) == 1
 
-        await asyncio.sleep(0.6)
-        assert await here.load(cookie, now=time.time()) is None
+        deadline = time.monotonic() + 3
+        while await here.load(cookie, now=time.time()) is not None:
+            assert time.monotonic() < deadline, "still served long after max_age"
+            await asyncio.sleep(0.05)
     finally:
         await raw.aclose()
+
+
+async def test_no_hits_while_the_breaker_is_open(redis_url: str, redis_prefix: str) -> None:
+    settings = RedisSettings(url=redis_url, key_prefix=redis_prefix)
+    client = create_redis_client(settings)
+    manager = create_sessions(
+        SessionSettings(
+            backend="redis", idle_timeout_s=IDLE, absolute_timeout_s=ABSOLUTE, redis=settings
+        ),
+        redis_client=client,
+    )
+    try:
+        cookie, session = await manager.create("alice", now=time.time())
+        await cached(manager, cookie)
+
+        client.breaker.failure(False, "a failed request")  # Redis failed for a request
+
+        assert cache_of(manager).lookup(session.sid_hash) is None
+        with pytest.raises(SessionStoreUnavailable):
+            await manager.load(cookie, now=time.time())  # refused at once: the breaker is open
+    finally:
+        await manager.close()
+        await client.aclose()
 
 
 async def test_a_local_logout_ends_the_cached_session(replicas: Replica) -> None:
@@ -440,17 +468,21 @@ async def test_in_a_partition_a_logout_elsewhere_holds_here_within_max_staleness
     partition = Partition(own_redis_server.port)
     await partition.start()
     try:
+        # A PING unanswered for timeout_s (2 s) drops the connection; max_staleness (0.3 s)
+        # must stop the hits long before that.
         here = await replicas(
-            url=f"redis://127.0.0.1:{partition.port}/0", cache_max_staleness_s=0.3, timeout_s=0.3
+            url=f"redis://127.0.0.1:{partition.port}/0", cache_max_staleness_s=0.3, timeout_s=2
         )
         there = await replicas(url=own_redis_server.url)
-        cookie, _ = await here.create("alice", now=time.time())
+        cookie, session = await here.create("alice", now=time.time())
         await cached(here, cookie)
 
         partition.open.clear()  # nothing reaches `here` any more, nothing leaves it
         assert await there.delete(cookie) is not None
-        await asyncio.sleep(0.35)
+        await asyncio.sleep(0.4)
 
+        assert cache_of(here).live  # the connection is not known to be lost yet...
+        assert cache_of(here).lookup(session.sid_hash) is None  # ...but cannot vouch any more
         with pytest.raises(SessionStoreUnavailable):
             await here.load(cookie, now=time.time())
 
@@ -614,3 +646,29 @@ async def test_the_cache_works_over_tls_and_unix_sockets(
         assert await there.delete(cookie) is not None
 
         assert await here.load(cookie, now=time.time()) is None
+
+
+async def test_a_replaced_connection_that_ends_late_leaves_the_new_one_alone(
+    own_redis_server: RedisServer, replicas: Replica
+) -> None:
+    # Over TLS the old connection's end can come many seconds after the cache has moved on to
+    # a new one (the TLS shutdown waits): it must not turn the new one's cache off.
+    here = await replicas(url=own_redis_server.url)
+    admin = aioredis.Redis.from_url(own_redis_server.url)
+    try:
+        cookie, session = await here.create("alice", now=time.time())
+        await cached(here, cookie)
+        old = cache_of(here)._link
+        assert old is not None
+
+        await admin.execute_command("CLIENT", "KILL", "TYPE", "pubsub")
+        await until(lambda: cache_of(here)._link not in (None, old), within=5)
+        await cached(here, cookie)
+
+        old.connection_lost(None)  # what a late TLS shutdown delivers
+        old.data_received(b"*3\r\n$7\r\nmessage\r\n$20\r\n__redis__:invalidate\r\n*-1\r\n")
+
+        assert cache_of(here).live
+        assert cache_of(here).lookup(session.sid_hash) is not None
+    finally:
+        await admin.aclose()

@@ -48,6 +48,7 @@ import logging
 import select
 import time
 from collections import deque
+from typing import cast
 
 import hiredis
 from redis.asyncio import Redis
@@ -90,6 +91,9 @@ class _Link(asyncio.Protocol):
         self.pings: deque[float] = deque()
         """When each unanswered PING was sent (monotonic)."""
         self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.detached = False
+        """Set when the cache has moved on from this connection (closed, or replaced): what it
+        still reports (a TLS shutdown can take seconds) no longer concerns the cache."""
 
     def call(self, *args: bytes) -> asyncio.Future[object]:
         reply: asyncio.Future[object] = asyncio.get_running_loop().create_future()
@@ -102,11 +106,11 @@ class _Link(asyncio.Protocol):
         self._write(_PING)
 
     def _write(self, data: bytes) -> None:
-        transport = self.transport
-        assert isinstance(transport, asyncio.WriteTransport)
-        transport.write(data)
+        cast(asyncio.WriteTransport, self.transport).write(data)  # uvloop's: not subclasses
 
     def data_received(self, data: bytes) -> None:
+        if self.detached:
+            return
         reader = self._reader
         try:
             reader.feed(data)
@@ -141,7 +145,11 @@ class _Link(asyncio.Protocol):
         self.transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._cache.lose()
+        if not self.detached:
+            self._cache.lose()
+        self.fail_waiters()
+
+    def fail_waiters(self) -> None:
         for waiter in self.replies:
             if not waiter.done():
                 waiter.set_exception(ConnectionError("tracking connection lost"))
@@ -183,6 +191,7 @@ class SessionCache:
         self._confirmed_at = -1e18
         """When the last answered PING was sent (monotonic)."""
         self._poll: select.poll | None = None
+        self._link: _Link | None = None
         self._task: asyncio.Task[None] | None = None
         self._closed = False
         self._reported: str | None = None
@@ -203,9 +212,9 @@ class SessionCache:
         now = time.monotonic()
         if now - self._confirmed_at > self._max_staleness_s or now >= entry[1]:
             return None
-        poll = self._poll
-        if poll is None or poll.poll(0):
-            return None  # something arrived that is not read yet: ask Redis
+        poll, link = self._poll, self._link
+        if poll is None or link is None or link.transport.is_closing() or poll.poll(0):
+            return None  # something arrived that is not read yet, or the end: ask Redis
         return entry[0]
 
     def begin(self, sid_hash: str) -> int:
@@ -268,10 +277,11 @@ class SessionCache:
         """The connection is gone or in doubt: keep nothing, serve nothing."""
         self._drop_all()
         self._poll = None
+        self._link = None
         self._confirmed_at = -1e18
         if self.live:
             self.live = False
-            metrics.SESSION_CACHE_LIVE.set(0)
+            metrics.SESSION_CACHE_LIVE.dec()
 
     # -- the connection ----------------------------------------------------------------------------
 
@@ -337,13 +347,13 @@ class SessionCache:
                 subscribed = await link.call(b"SUBSCRIBE", CHANNEL)
                 if not (isinstance(subscribed, list) and subscribed[:1] == [b"subscribe"]):
                     raise TrackingRefused(_describe(subscribed))
-            if link.lost.done():
+            if link.lost.done() or link.transport.is_closing():
                 return
-            self._poll = poll
+            self._poll, self._link = poll, link
             self._epoch += 1
             self._confirmed_at = subscribed_at
             self.live = True
-            metrics.SESSION_CACHE_LIVE.set(1)
+            metrics.SESSION_CACHE_LIVE.inc()
             self._reported = None
             log.info("session cache on: Redis reports every write to a session")
             interval_s = self._max_staleness_s / 4
@@ -354,6 +364,8 @@ class SessionCache:
                     raise TimeoutError("no answer to PING")
         finally:
             self.lose()
+            link.detached = True
+            link.fail_waiters()
             connection._close()  # closes the transport, and redis-py knows it is closed
 
     def closed(self) -> bool:
