@@ -25,7 +25,7 @@ from cryptography.x509.oid import NameOID
 
 from gateway import metrics
 from gateway.config.settings import RedisSettings, SessionSettings
-from gateway.identity.redis_client import create_redis_client
+from gateway.identity.redis_client import GatewayRedis, create_redis_client
 from gateway.identity.sessions import SessionManager, SessionStoreUnavailable, create_sessions
 from gateway.identity.sessions.redis import RedisSessionStore
 from gateway.identity.sessions.tracking import SessionCache
@@ -51,23 +51,26 @@ async def until(condition: Callable[[], bool], *, within: float = 5.0) -> None:
         await asyncio.sleep(0.01)
 
 
+def replica(redis: RedisSettings) -> tuple[SessionManager, GatewayRedis]:
+    """A session manager over a client and cache of its own, as one gateway process has."""
+    client = create_redis_client(redis)
+    settings = SessionSettings(
+        backend="redis", idle_timeout_s=IDLE, absolute_timeout_s=ABSOLUTE, redis=redis
+    )
+    return create_sessions(settings, redis_client=client), client
+
+
 @pytest.fixture
 async def replicas(redis_url: str, redis_prefix: str) -> AsyncIterator[Replica]:
-    """``await replica(**redis_settings)``: a session manager over its own client and cache;
-    all are closed afterwards."""
-    made: list[tuple[SessionManager, aioredis.Redis]] = []
+    """``await replicas(**redis_settings)``: a :func:`replica`; all are closed afterwards."""
+    made: list[tuple[SessionManager, GatewayRedis]] = []
 
-    async def replica(*, url: str = redis_url, **overrides: object) -> SessionManager:
+    async def make(*, url: str = redis_url, **overrides: object) -> SessionManager:
         redis = replace(RedisSettings(url=url, key_prefix=redis_prefix), **overrides)  # type: ignore[arg-type]
-        settings = SessionSettings(
-            backend="redis", idle_timeout_s=IDLE, absolute_timeout_s=ABSOLUTE, redis=redis
-        )
-        client = create_redis_client(redis)
-        manager = create_sessions(settings, redis_client=client)
-        made.append((manager, client))
-        return manager
+        made.append(replica(redis))
+        return made[-1][0]
 
-    yield replica
+    yield make
     for manager, client in made:
         await manager.close()
         await client.aclose()
@@ -96,16 +99,7 @@ async def hmget_calls(client: aioredis.Redis) -> int:
 
 
 async def test_a_cached_session_costs_redis_no_read(own_redis_server: RedisServer) -> None:
-    client = create_redis_client(RedisSettings(url=own_redis_server.url, key_prefix="c:"))
-    manager = create_sessions(
-        SessionSettings(
-            backend="redis",
-            idle_timeout_s=IDLE,
-            absolute_timeout_s=ABSOLUTE,
-            redis=RedisSettings(url=own_redis_server.url, key_prefix="c:"),
-        ),
-        redis_client=client,
-    )
+    manager, client = replica(RedisSettings(url=own_redis_server.url, key_prefix="c:"))
     raw = aioredis.Redis.from_url(own_redis_server.url)
     live_before = metrics.SESSION_CACHE_LIVE._value.get()
     try:
@@ -130,13 +124,7 @@ async def test_a_cached_session_costs_redis_no_read(own_redis_server: RedisServe
 
 async def test_without_the_cache_every_load_reads_redis(own_redis_server: RedisServer) -> None:
     settings = RedisSettings(url=own_redis_server.url, key_prefix="c:", cache=False)
-    client = create_redis_client(settings)
-    manager = create_sessions(
-        SessionSettings(
-            backend="redis", idle_timeout_s=IDLE, absolute_timeout_s=ABSOLUTE, redis=settings
-        ),
-        redis_client=client,
-    )
+    manager, client = replica(settings)
     raw = aioredis.Redis.from_url(own_redis_server.url)
     try:
         store = manager.store
@@ -347,13 +335,7 @@ async def test_a_write_redis_does_not_report_is_seen_after_max_age(
 
 async def test_no_hits_while_the_breaker_is_open(redis_url: str, redis_prefix: str) -> None:
     settings = RedisSettings(url=redis_url, key_prefix=redis_prefix)
-    client = create_redis_client(settings)
-    manager = create_sessions(
-        SessionSettings(
-            backend="redis", idle_timeout_s=IDLE, absolute_timeout_s=ABSOLUTE, redis=settings
-        ),
-        redis_client=client,
-    )
+    manager, client = replica(settings)
     try:
         cookie, session = await manager.create("alice", now=time.time())
         await cached(manager, cookie)
@@ -548,13 +530,7 @@ async def test_closing_the_store_closes_its_tracking_connection(
     own_redis_server: RedisServer,
 ) -> None:
     settings = RedisSettings(url=own_redis_server.url, key_prefix="c:")
-    client = create_redis_client(settings)
-    manager = create_sessions(
-        SessionSettings(
-            backend="redis", idle_timeout_s=IDLE, absolute_timeout_s=ABSOLUTE, redis=settings
-        ),
-        redis_client=client,
-    )
+    manager, client = replica(settings)
     raw = aioredis.Redis.from_url(own_redis_server.url)
 
     async def tracking_clients() -> int:
