@@ -221,7 +221,7 @@ RANDOM_40 = secrets.token_urlsafe(30)  # 40 characters
         ("user%5Bpass%5D=hunter2", "user%5Bpass%5D=REDACTED", "hunter2"),
         ("next=/a%3Fpage%3D2&q=a=b", "next=/a%3Fpage%3D2&q=a=b", None),
         ("q=" + JWT, "q=REDACTED", JWT[:30]),
-        ("ref=" + RANDOM_40, "ref=REDACTED", RANDOM_40),
+        pytest.param("ref=" + RANDOM_40, "ref=REDACTED", RANDOM_40, id="random-40-characters"),
         ("page=2&sort=name", "page=2&sort=name", None),
         (
             "page=2&access_token=abc.def&sort=name",
