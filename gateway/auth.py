@@ -14,8 +14,7 @@ authenticator.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from typing import Protocol
+from typing import Final, Protocol
 
 from gateway.config.settings import OidcProviderSettings
 from gateway.errors import SessionStoreUnavailable
@@ -38,25 +37,38 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+# Plain classes with read-only (``Final``) attributes: made per request, and mypyc compiles
+# their ``__init__`` (not a frozen dataclass's).
+
+
 class Identity:
-    user: User
-    sid_hash: str
-    """What tokens are minted and cached for: the session's hash, or an API token's stand-in."""
-    session: Session | None = None
-    """The browser session, when the caller came with the session cookie (not a bearer token)."""
+    __slots__ = ("session", "sid_hash", "user")
+
+    def __init__(self, *, user: User, sid_hash: str, session: Session | None = None) -> None:
+        self.user: Final = user
+        self.sid_hash: Final = sid_hash
+        """What tokens are minted and cached for: the session's hash, or an API token's
+        stand-in."""
+        self.session: Final = session
+        """The browser session, when the caller came with the session cookie (not a bearer
+        token)."""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
 class Authenticated:
     """What a chain found: an identity, or none, and why."""
 
-    identity: Identity | None
-    reason: str
-    """``session`` or ``bearer`` (who proved the identity); without one, ``no_credentials``,
-    ``session_unknown`` (expired, ended or tampered) or ``credentials_changed``."""
-    set_cookie: str | None = None
-    """A ``Set-Cookie`` value for the response: a re-sealed session, or removal of a dead one."""
+    __slots__ = ("identity", "reason", "set_cookie")
+
+    def __init__(
+        self, *, identity: Identity | None, reason: str, set_cookie: str | None = None
+    ) -> None:
+        self.identity: Final = identity
+        self.reason: Final = reason
+        """``session`` or ``bearer`` (who proved the identity); without one, ``no_credentials``,
+        ``session_unknown`` (expired, ended or tampered) or ``credentials_changed``."""
+        self.set_cookie: Final = set_cookie
+        """A ``Set-Cookie`` value for the response: a re-sealed session, or removal of a dead
+        one."""
 
 
 ANONYMOUS = Authenticated(identity=None, reason="no_credentials")

@@ -28,7 +28,6 @@ import itertools
 import os
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from gateway.config.settings import IPNetwork
 from gateway.headers import last_value, list_items
@@ -43,19 +42,26 @@ UNKNOWN = "unknown"
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 
 
-@dataclass(slots=True, kw_only=True)
 class ClientInfo:
-    """Who is on the other end, as far as the trusted-proxy chain lets us believe."""
+    """Who is on the other end, as far as the trusted-proxy chain lets us believe.
 
-    ip: str
-    """The client address: the peer, or the first untrusted X-Forwarded-For hop."""
-    proto: str
-    """``http`` or ``https`` as the client used it."""
-    host: str
-    """The Host the client asked for (before any ``preserve_host`` decision)."""
-    request_id: str
-    forwarded_for: str
-    """The X-Forwarded-For value to send upstream (existing trusted chain + the peer)."""
+    (A plain class: one is made per request, and mypyc compiles this ``__init__``, not a
+    dataclass's.)"""
+
+    __slots__ = ("forwarded_for", "host", "ip", "proto", "request_id")
+
+    def __init__(
+        self, *, ip: str, proto: str, host: str, request_id: str, forwarded_for: str
+    ) -> None:
+        self.ip = ip
+        """The client address: the peer, or the first untrusted X-Forwarded-For hop."""
+        self.proto = proto
+        """``http`` or ``https`` as the client used it."""
+        self.host = host
+        """The Host the client asked for (before any ``preserve_host`` decision)."""
+        self.request_id = request_id
+        self.forwarded_for = forwarded_for
+        """The X-Forwarded-For value to send upstream (existing trusted chain + the peer)."""
 
 
 class _RequestIds:

@@ -15,6 +15,7 @@ Two pure steps, with authentication (which needs the session store) between them
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Final
 from urllib.parse import quote
 
 from gateway.access import Decision, decide_access
@@ -52,23 +53,40 @@ anonymous GET or HEAD of one on a protected route, in place of a login redirect 
 one reads. A route that makes them public lets the upstream's own files through."""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+# Facts, Routed, Caller and Forward are made for every request: plain classes whose read-only
+# (``Final``) attributes are set by an ``__init__`` of their own, which mypyc compiles (a frozen
+# dataclass's generated ``__init__`` stays interpreted and costs over twenty times as much).
+
+
 class Facts:
     """What planning reads of a request."""
 
-    method: str
-    raw_path: str
-    """The path of the request target exactly as received, without the query."""
-    query: str
-    """The raw query, without ``?`` (never part of matching)."""
-    host: str
-    """The Host the client asked for (``X-Forwarded-Host`` from a trusted proxy)."""
-    browser: bool = False
-    """A browser navigation: ``text/html`` in ``Accept``."""
-    websocket: bool = False
-    """A WebSocket handshake (``Upgrade: websocket``)."""
-    origin: str | None = None
-    """The ``Origin`` header, when the client sent one."""
+    __slots__ = ("browser", "host", "method", "origin", "query", "raw_path", "websocket")
+
+    def __init__(
+        self,
+        *,
+        method: str,
+        raw_path: str,
+        query: str,
+        host: str,
+        browser: bool = False,
+        websocket: bool = False,
+        origin: str | None = None,
+    ) -> None:
+        self.method: Final = method
+        self.raw_path: Final = raw_path
+        """The path of the request target exactly as received, without the query."""
+        self.query: Final = query
+        """The raw query, without ``?`` (never part of matching)."""
+        self.host: Final = host
+        """The Host the client asked for (``X-Forwarded-Host`` from a trusted proxy)."""
+        self.browser: Final = browser
+        """A browser navigation: ``text/html`` in ``Accept``."""
+        self.websocket: Final = websocket
+        """A WebSocket handshake (``Upgrade: websocket``)."""
+        self.origin: Final = origin
+        """The ``Origin`` header, when the client sent one."""
 
     @classmethod
     def of(cls, request: Incoming, host: str) -> Facts:
@@ -99,21 +117,25 @@ class Own:
     path: str
 
 
-@dataclass(frozen=True, slots=True)
 class Routed:
-    route: RouteSettings
-    path: str
-    """The normalised path: what access is decided on and what the upstream receives."""
+    __slots__ = ("path", "route")
+
+    def __init__(self, route: RouteSettings, path: str) -> None:
+        self.route: Final = route
+        self.path: Final = path
+        """The normalised path: what access is decided on and what the upstream receives."""
 
 
-@dataclass(frozen=True, slots=True)
 class Caller:
     """Who authentication found: a user, and whether by the session cookie (which a browser
     sends with any page's requests) or by a credential the client chose to send."""
 
-    username: str
-    roles: frozenset[str]
-    by_session: bool
+    __slots__ = ("by_session", "roles", "username")
+
+    def __init__(self, username: str, roles: frozenset[str], by_session: bool) -> None:
+        self.username: Final = username
+        self.roles: Final = roles
+        self.by_session: Final = by_session
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,13 +147,15 @@ class Login:
     """The ``Location`` of the 302, or ``None`` for the 401 JSON answer."""
 
 
-@dataclass(frozen=True, slots=True)
 class Forward:
-    route: RouteSettings
-    upstream_path: str
-    """The path the upstream receives: ``strip_prefix`` removed, segment-wise."""
-    prefix: str
-    """What ``strip_prefix`` removed (sent as ``X-Forwarded-Prefix``), or ``""``."""
+    __slots__ = ("prefix", "route", "upstream_path")
+
+    def __init__(self, route: RouteSettings, upstream_path: str, prefix: str) -> None:
+        self.route: Final = route
+        self.upstream_path: Final = upstream_path
+        """The path the upstream receives: ``strip_prefix`` removed, segment-wise."""
+        self.prefix: Final = prefix
+        """What ``strip_prefix`` removed (sent as ``X-Forwarded-Prefix``), or ``""``."""
 
 
 def is_reserved(path: str) -> bool:

@@ -12,7 +12,7 @@ import hashlib
 import re
 import secrets
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 __all__ = [
     "Found",
@@ -139,21 +139,29 @@ class Session:
     mapped from its claims)."""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+# LoadedSession and Found are made per request: plain classes with read-only (``Final``)
+# attributes, whose ``__init__`` mypyc compiles (not a frozen dataclass's).
+
+
 class LoadedSession:
-    session: Session
-    refreshed_cookie: str | None = None
-    """A new cookie value the caller must send back (stateless backends re-seal to slide the
-    idle timeout); ``None`` when the cookie stays as it is."""
+    __slots__ = ("refreshed_cookie", "session")
+
+    def __init__(self, *, session: Session, refreshed_cookie: str | None = None) -> None:
+        self.session: Final = session
+        self.refreshed_cookie: Final = refreshed_cookie
+        """A new cookie value the caller must send back (stateless backends re-seal to slide
+        the idle timeout); ``None`` when the cookie stays as it is."""
 
 
-@dataclass(frozen=True, slots=True)
 class Found:
     """What a store found behind a cookie value."""
 
-    session_id: str
-    """The session id (the cookie value itself for stateful stores)."""
-    session: Session
+    __slots__ = ("session", "session_id")
+
+    def __init__(self, session_id: str, session: Session) -> None:
+        self.session_id: Final = session_id
+        """The session id (the cookie value itself for stateful stores)."""
+        self.session: Final = session
 
 
 class SessionStore(Protocol):
