@@ -358,8 +358,8 @@ def _unauthenticated(
     if accept_given:
         kind = "a browser navigation" if facts.browser else "not a browser navigation"
         return [("anonymous", f"{answer(decision)} (unauthenticated: auto, {kind})")]
-    as_browser = decide(located, _navigating(facts, True), None, public_url=public_url)
-    as_client = decide(located, _navigating(facts, False), None, public_url=public_url)
+    as_browser = decide(located, facts.navigating(True), None, public_url=public_url)
+    as_client = decide(located, facts.navigating(False), None, public_url=public_url)
     assert isinstance(as_browser, Login) and isinstance(as_client, Login)
     return [
         ("anonymous", "unauthenticated: auto:"),
@@ -429,16 +429,3 @@ def _render(lines: Lines) -> str:
         label = f"{key}:" if key else ""
         out.append(f"{label:<{width}}{value}".rstrip())
     return "\n".join(out) + "\n"
-
-
-def _navigating(facts: Facts, browser: bool) -> Facts:
-    """``facts`` as a browser navigation (``browser``) or as another client's request."""
-    return Facts(
-        method=facts.method,
-        raw_path=facts.raw_path,
-        query=facts.query,
-        host=facts.host,
-        browser=browser,
-        websocket=facts.websocket,
-        origin=facts.origin,
-    )

@@ -101,6 +101,18 @@ class Facts:
             origin=request.headers.get("Origin"),
         )
 
+    def navigating(self, browser: bool) -> Facts:
+        """These facts as a browser navigation (``browser``) or as another client's request."""
+        return Facts(
+            method=self.method,
+            raw_path=self.raw_path,
+            query=self.query,
+            host=self.host,
+            browser=browser,
+            websocket=self.websocket,
+            origin=self.origin,
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class Refusal:
