@@ -1,5 +1,6 @@
 """The access log: one line per request, as it went (status sent, bytes, outcome), with every
-secret in its path and query redacted; and the per-request metrics, counted in the same place.
+secret in its path and query redacted; and the per-request metrics, counted in the same place
+(:data:`gateway.metrics.REQUEST_TALLY`).
 
 Lines are formatted here (no ``logging.LogRecord`` per request) and written to stderr in
 batches (:class:`BatchedWriter`): at most every 100 ms, at once when 64 KiB are waiting, and when
@@ -11,7 +12,6 @@ never interleave mid-line.
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import os
 import re
@@ -20,8 +20,6 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 from urllib.parse import unquote
-
-from prometheus_client import Counter, Histogram
 
 from gateway import metrics
 from gateway.context import Trace
@@ -124,8 +122,7 @@ class AccessLog:
         (``trace.outcome``) and an upstream's failure (``trace.error``)."""
         duration = time.perf_counter() - started
         status = trace.status
-        _requests(trace.route, method_label(request.method), status).inc()
-        _duration(trace.route).observe(duration)
+        metrics.REQUEST_TALLY.count(trace.route, method_label(request.method), status, duration)
         if isinstance(trace.error, UpstreamError):
             metrics.UPSTREAM_ERRORS.labels(trace.upstream, trace.error.reason).inc()
         if log_format == "off":
@@ -155,8 +152,10 @@ class AccessLog:
         self.sink.append(line)
 
     def flush(self) -> None:
-        """Write every waiting line now (the gateway is closing)."""
+        """Write every waiting line and count every waiting request now (the gateway is
+        closing)."""
         self.sink.flush()
+        metrics.REQUEST_TALLY.close()
 
     def _time(self, now: float) -> tuple[str, str]:
         """The JSON and text timestamps of this second, formatted once per second."""
@@ -250,15 +249,3 @@ def _secret_value(value: str, depth: int) -> bool:
     # A URL or a query inside the value (a return path, a redirect_uri) with a secret of its own.
     inner = decoded.partition("?")[2] if "?" in decoded else decoded
     return redact_query(inner, depth + 1) != inner
-
-
-@functools.lru_cache(maxsize=8192)
-def _requests(route: str, method: str, status: int) -> Counter:
-    # prometheus_client's labels() locks and looks the series up on every call; every label
-    # value here comes from a bounded vocabulary, so the series are kept.
-    return metrics.REQUESTS.labels(route, method, str(status))
-
-
-@functools.lru_cache(maxsize=1024)
-def _duration(route: str) -> Histogram:
-    return metrics.REQUEST_DURATION.labels(route)

@@ -4,6 +4,12 @@ Served as Prometheus text on the admin listener's ``/metrics``; with ``server.wo
 summed over every worker through prometheus_client's multiprocess mode
 (``PROMETHEUS_MULTIPROC_DIR``, set up by ``gateway run``).
 
+The two series every request updates (``gateway_requests_total`` and
+``gateway_request_duration_seconds``) are counted first in :data:`REQUEST_TALLY`, plain dicts
+with no lock, and added to prometheus_client's series in one batch: whenever the default
+registry is read (every scrape) and at least every :data:`FOLD_INTERVAL_S` (what the other
+workers' files hold in multiprocess mode), and when the gateway closes.
+
 Label values must come from configuration or fixed vocabularies (route and upstream names,
 result and reason codes, HTTP methods and status codes), never from request data, so the number
 of series stays bounded.
@@ -11,7 +17,108 @@ of series stays bounded.
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+import asyncio
+from collections.abc import Iterable
+from typing import Final, cast
+
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
+
+DURATION_BUCKETS: Final = (
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+)  # fmt: skip
+"""Upper bounds of ``gateway_request_duration_seconds``'s buckets (and ``+Inf``)."""
+
+FOLD_INTERVAL_S: Final = 1.0
+"""Longest time a request's counts wait in :data:`REQUEST_TALLY` while nothing reads them."""
+
+
+class RequestTally:
+    """The per-request series of this process, counted without prometheus_client (whose
+    updates take a lock each) and added to it in batches by :meth:`fold`."""
+
+    __slots__ = ("_buckets", "_counts", "_sums", "_timer")
+
+    def __init__(self) -> None:
+        self._counts: dict[tuple[str, str, int], int] = {}
+        self._buckets: dict[str, list[int]] = {}
+        self._sums: dict[str, float] = {}
+        self._timer: asyncio.TimerHandle | None = None
+
+    def count(self, route: str, method: str, status: int, duration: float) -> None:
+        """One answered request: ``gateway_requests_total{route,method,code}`` and its
+        duration in ``gateway_request_duration_seconds{route}``."""
+        counts = self._counts
+        key = (route, method, status)
+        counts[key] = counts.get(key, 0) + 1
+        buckets = self._buckets.get(route)
+        if buckets is None:
+            buckets = self._buckets[route] = [0] * (len(DURATION_BUCKETS) + 1)
+            self._sums[route] = 0.0
+        index = 0
+        for bound in DURATION_BUCKETS:
+            if duration <= bound:
+                break
+            index += 1
+        buckets[index] += 1
+        self._sums[route] += duration
+        if self._timer is None:
+            self._arm()
+
+    def fold(self) -> None:
+        """Add everything counted since the last fold to prometheus_client's series."""
+        counts, self._counts = self._counts, {}
+        buckets, self._buckets = self._buckets, {}
+        sums, self._sums = self._sums, {}
+        for (route, method, status), n in counts.items():
+            REQUESTS.labels(route, method, str(status)).inc(n)
+        for route, per_bucket in buckets.items():
+            # prometheus_client has no public way to add n observations at once: its
+            # histogram keeps a sum and one count per bucket (tests/test_metrics_tally.py
+            # checks the result against observe()).
+            child = REQUEST_DURATION.labels(route)
+            child._sum.inc(sums[route])
+            for index, n in enumerate(per_bucket):
+                if n:
+                    child._buckets[index].inc(n)
+
+    def close(self) -> None:
+        """Fold now and stop the timer (the gateway is closing)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self.fold()
+
+    def _arm(self) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # no loop to wait in: folded when the registry is read
+        self._timer = loop.call_later(FOLD_INTERVAL_S, self._timed_fold)
+
+    def _timed_fold(self) -> None:
+        self._timer = None
+        self.fold()
+
+
+REQUEST_TALLY: Final = RequestTally()
+"""The process's tally (process-wide, as prometheus_client's default registry is)."""
+
+
+class _FoldOnRead:
+    """Registered ahead of the gateway's series: reading the default registry (a scrape,
+    ``REGISTRY.get_sample_value``) first folds :data:`REQUEST_TALLY` into them."""
+
+    def collect(self) -> Iterable[Metric]:
+        REQUEST_TALLY.fold()
+        return ()
+
+    def describe(self) -> Iterable[Metric]:
+        return ()
+
+
+REGISTRY.register(cast(Collector, _FoldOnRead()))
 
 REQUESTS = Counter(
     "gateway_requests_total",
@@ -22,7 +129,7 @@ REQUEST_DURATION = Histogram(
     "gateway_request_duration_seconds",
     "Time from request received to response complete, by route name.",
     ["route"],
-    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0),
+    buckets=DURATION_BUCKETS,
 )
 UPSTREAM_ERRORS = Counter(
     "gateway_upstream_errors_total",

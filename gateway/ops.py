@@ -74,6 +74,7 @@ class Health:
         if count is not None:
             metrics.SESSIONS_ACTIVE.set(count)
         if MULTIPROC_ENV in os.environ:
+            metrics.REQUEST_TALLY.fold()  # this worker's own counts, into its files
             registry = CollectorRegistry()
             multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
             payload = generate_latest(registry)
