@@ -13,6 +13,7 @@ COMPILED = (
     "gateway/paths.py",
     "gateway/routing.py",
     "gateway/plan.py",
+    "gateway/access.py",
     "gateway/auth.py",
     "gateway/headers.py",
     "gateway/rewrite.py",

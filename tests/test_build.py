@@ -40,6 +40,8 @@ def _class_attributes_lost_when_compiled(source: str) -> list[str]:
             continue
         if any("dataclass" in ast.unparse(d) for d in node.decorator_list):
             continue
+        if any(ast.unparse(base).rpartition(".")[2].endswith("Enum") for base in node.bases):
+            continue  # mypyc leaves an enum a Python class: its members stay as they are
         for statement in node.body:
             if isinstance(statement, ast.Assign):
                 names = [ast.unparse(target) for target in statement.targets]
