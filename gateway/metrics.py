@@ -18,6 +18,7 @@ of series stays bounded.
 from __future__ import annotations
 
 import asyncio
+from bisect import bisect_left
 from collections.abc import Iterable
 from typing import Final, cast
 
@@ -34,16 +35,25 @@ FOLD_INTERVAL_S: Final = 1.0
 """Longest time a request's counts wait in :data:`REQUEST_TALLY` while nothing reads them."""
 
 
+class _Durations:
+    """One route's request durations since the last fold: a count per bucket and their sum."""
+
+    __slots__ = ("counts", "total")
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(DURATION_BUCKETS) + 1)  # the last one: +Inf
+        self.total = 0.0
+
+
 class RequestTally:
     """The per-request series of this process, counted without prometheus_client (whose
     updates take a lock each) and added to it in batches by :meth:`fold`."""
 
-    __slots__ = ("_buckets", "_counts", "_sums", "_timer")
+    __slots__ = ("_counts", "_durations", "_timer")
 
     def __init__(self) -> None:
         self._counts: dict[tuple[str, str, int], int] = {}
-        self._buckets: dict[str, list[int]] = {}
-        self._sums: dict[str, float] = {}
+        self._durations: dict[str, _Durations] = {}
         self._timer: asyncio.TimerHandle | None = None
 
     def count(self, route: str, method: str, status: int, duration: float) -> None:
@@ -52,34 +62,28 @@ class RequestTally:
         counts = self._counts
         key = (route, method, status)
         counts[key] = counts.get(key, 0) + 1
-        buckets = self._buckets.get(route)
-        if buckets is None:
-            buckets = self._buckets[route] = [0] * (len(DURATION_BUCKETS) + 1)
-            self._sums[route] = 0.0
-        index = 0
-        for bound in DURATION_BUCKETS:
-            if duration <= bound:
-                break
-            index += 1
-        buckets[index] += 1
-        self._sums[route] += duration
+        durations = self._durations.get(route)
+        if durations is None:
+            durations = self._durations[route] = _Durations()
+        # The first bucket whose upper bound is >= duration, as Histogram.observe picks it.
+        durations.counts[bisect_left(DURATION_BUCKETS, duration)] += 1
+        durations.total += duration
         if self._timer is None:
             self._arm()
 
     def fold(self) -> None:
         """Add everything counted since the last fold to prometheus_client's series."""
         counts, self._counts = self._counts, {}
-        buckets, self._buckets = self._buckets, {}
-        sums, self._sums = self._sums, {}
+        durations, self._durations = self._durations, {}
         for (route, method, status), n in counts.items():
             REQUESTS.labels(route, method, str(status)).inc(n)
-        for route, per_bucket in buckets.items():
+        for route, tally in durations.items():
             # prometheus_client has no public way to add n observations at once: its
             # histogram keeps a sum and one count per bucket (tests/test_metrics_tally.py
             # checks the result against observe()).
             child = REQUEST_DURATION.labels(route)
-            child._sum.inc(sums[route])
-            for index, n in enumerate(per_bucket):
+            child._sum.inc(tally.total)
+            for index, n in enumerate(tally.counts):
                 if n:
                     child._buckets[index].inc(n)
 
